@@ -1,0 +1,77 @@
+package rpc
+
+import "strconv"
+
+// Code classifies an RPC failure. On the wire it travels as the decimal
+// errno-style number of the error subsystem (see docs/PROTOCOL.md).
+type Code int
+
+// The codes of capbus. Their numbers follow Linux errno values where one fits,
+// as VOLTTRON's error subsystem does.
+const (
+	// CodeUnknown is an error whose code was missing or not understood.
+	CodeUnknown Code = 0
+	// CodePermission: the connection may not do this at all (for example an
+	// identity claim outside its auth entry, or a call before hello).
+	CodePermission Code = 1
+	// CodeNotFound: the callee does not export the method.
+	CodeNotFound Code = 2
+	// CodeUnauthorized: the caller lacks a required capability or role.
+	CodeUnauthorized Code = 13
+	// CodeIdentityInUse: another live connection holds the claimed identity.
+	CodeIdentityInUse Code = 16
+	// CodeInvalidArgs: the arguments could not be decoded for the method, or a
+	// frame was malformed.
+	CodeInvalidArgs Code = 22
+	// CodeInternal: the handler panicked or the callee failed unexpectedly.
+	CodeInternal Code = 70
+	// CodeProtocol: the message broke docs/PROTOCOL.md.
+	CodeProtocol Code = 71
+	// CodeApplication: the handler returned an error; Message is its text.
+	CodeApplication Code = 74
+	// CodeOverloaded: a queue or limit of the platform or callee is full.
+	CodeOverloaded Code = 105
+	// CodeUnavailable: the connection to the platform was lost or closed.
+	CodeUnavailable Code = 107
+	// CodeTimeout: the deadline passed before a reply arrived.
+	CodeTimeout Code = 110
+	// CodeNoRoute: no peer with that identity is connected (VOLTTRON's 113).
+	CodeNoRoute Code = 113
+)
+
+var codeNames = map[Code]string{
+	CodeUnknown:       "unknown",
+	CodePermission:    "permission_denied",
+	CodeNotFound:      "not_found",
+	CodeUnauthorized:  "unauthorized",
+	CodeIdentityInUse: "identity_in_use",
+	CodeInvalidArgs:   "invalid_args",
+	CodeInternal:      "internal",
+	CodeProtocol:      "protocol_error",
+	CodeApplication:   "application",
+	CodeOverloaded:    "overloaded",
+	CodeUnavailable:   "unavailable",
+	CodeTimeout:       "timeout",
+	CodeNoRoute:       "no_route",
+}
+
+// String returns the code's name, such as "unauthorized".
+func (c Code) String() string {
+	if s, ok := codeNames[c]; ok {
+		return s
+	}
+	return "code_" + strconv.Itoa(int(c))
+}
+
+// ParseCode parses the decimal wire form of a code. Unknown numbers are kept
+// as they are, so a newer platform's codes survive a round trip.
+func ParseCode(s string) Code {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return CodeUnknown
+	}
+	return Code(n)
+}
+
+// Wire returns the decimal wire form of the code.
+func (c Code) Wire() string { return strconv.Itoa(int(c)) }
