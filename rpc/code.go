@@ -37,6 +37,9 @@ const (
 	CodeTimeout Code = 110
 	// CodeNoRoute: no peer with that identity is connected (VOLTTRON's 113).
 	CodeNoRoute Code = 113
+	// CodeCanceled: the caller's context was cancelled before a reply
+	// arrived. Client side only: it never travels on the wire.
+	CodeCanceled Code = 125
 )
 
 var codeNames = map[Code]string{
@@ -53,6 +56,7 @@ var codeNames = map[Code]string{
 	CodeUnavailable:   "unavailable",
 	CodeTimeout:       "timeout",
 	CodeNoRoute:       "no_route",
+	CodeCanceled:      "canceled",
 }
 
 // String returns the code's name, such as "unauthorized".

@@ -2,14 +2,51 @@ package rpc
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Kwargs are keyword arguments. Passed as the last argument of a call, they
-// travel as the call's keyword map instead of as a positional argument.
+// travel as the call's keyword map instead of as a positional argument:
+//
+//	a.Call(ctx, "weather", "forecast", "Paris", rpc.Kwargs{"days": 3})
 type Kwargs map[string]any
+
+// Raw is one msgpack-encoded value, not yet decoded: an argument of a call,
+// the result of a call, the value of a published message. Encoding a Raw
+// writes its bytes unchanged.
+type Raw []byte
+
+// Decode decodes the value into v, which must be a non-nil pointer. An empty
+// Raw (no value at all) leaves v unchanged.
+func (r Raw) Decode(v any) error {
+	if len(r) == 0 {
+		return nil
+	}
+	return Unmarshal(r, v)
+}
+
+// EncodeMsgpack implements msgpack.CustomEncoder: r is written as it is.
+func (r Raw) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if len(r) == 0 {
+		return enc.EncodeNil()
+	}
+	_, err := enc.Writer().Write(r)
+	return err
+}
+
+// DecodeMsgpack implements msgpack.CustomDecoder: the next value is kept
+// undecoded.
+func (r *Raw) DecodeMsgpack(dec *msgpack.Decoder) error {
+	b, err := dec.DecodeRaw()
+	if err != nil {
+		return err
+	}
+	*r = Raw(b)
+	return nil
+}
 
 // Request is a decoded call as a handler receives it: positional and keyword
 // arguments still in msgpack, decoded by the handler into its own types.
@@ -19,14 +56,17 @@ type Request struct {
 	// Caller is the authenticated caller, as stamped by the platform.
 	Caller Caller
 	// Args are the positional arguments, each one msgpack value.
-	Args []msgpack.RawMessage
+	Args []Raw
 	// Kwargs are the keyword arguments.
-	Kwargs map[string]msgpack.RawMessage
+	Kwargs map[string]Raw
 }
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // EncodeCall encodes the payload of a call: a msgpack array of two elements,
 // the positional arguments (an array) and the keyword arguments (a map). A
-// trailing Kwargs argument becomes the keyword map.
+// trailing Kwargs argument becomes the keyword map. A value that cannot be
+// encoded is an error matching ErrInvalidArgs.
 func EncodeCall(args ...any) ([]byte, error) {
 	var kw Kwargs
 	if n := len(args); n > 0 {
@@ -34,91 +74,162 @@ func EncodeCall(args ...any) ([]byte, error) {
 			kw, args = k, args[:n-1]
 		}
 	}
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
 	enc.UseCompactInts(true)
-	if err := enc.EncodeArrayLen(2); err != nil {
-		return nil, err
-	}
-	if err := enc.EncodeArrayLen(len(args)); err != nil {
-		return nil, err
-	}
+	_ = enc.EncodeArrayLen(2) // a bytes.Buffer never fails
+	_ = enc.EncodeArrayLen(len(args))
 	for i, a := range args {
 		if err := enc.Encode(a); err != nil {
-			return nil, fmt.Errorf("%w: argument %d (%T): %v", ErrInvalidArgs, i, a, err)
+			return nil, Errorf(CodeInvalidArgs, "argument %d (%T): %v", i, a, err)
 		}
 	}
-	if err := enc.EncodeMapLen(len(kw)); err != nil {
-		return nil, err
-	}
+	_ = enc.EncodeMapLen(len(kw))
 	for k, v := range kw {
-		if err := enc.EncodeString(k); err != nil {
-			return nil, err
-		}
+		_ = enc.EncodeString(k)
 		if err := enc.Encode(v); err != nil {
-			return nil, fmt.Errorf("%w: keyword argument %q (%T): %v", ErrInvalidArgs, k, v, err)
+			return nil, Errorf(CodeInvalidArgs, "keyword argument %q (%T): %v", k, v, err)
 		}
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(buf.Bytes()), nil
 }
 
 // DecodeCall decodes a call payload written by EncodeCall (or by any client
 // following docs/PROTOCOL.md). An empty payload is a call without arguments.
+// A malformed payload is an *Error with CodeInvalidArgs. The arguments of
+// the Request share payload's memory: payload must not change afterwards.
 func DecodeCall(method string, payload []byte) (*Request, error) {
 	req := &Request{Method: method}
 	if len(payload) == 0 {
 		return req, nil
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(payload))
-	n, err := dec.DecodeArrayLen()
+	d := getDecoder(payload)
+	defer putDecoder(d)
+	n, err := d.dec.DecodeArrayLen()
 	if err != nil || n != 2 {
-		return nil, fmt.Errorf("%w: call payload must be a msgpack array [args, kwargs]", ErrInvalidArgs)
+		return nil, invalid(req, "call payload must be a msgpack array [args, kwargs]")
 	}
-	na, err := dec.DecodeArrayLen()
+	na, err := d.dec.DecodeArrayLen()
 	if err != nil {
-		return nil, fmt.Errorf("%w: call args must be an array: %v", ErrInvalidArgs, err)
+		return nil, invalid(req, "call args must be an array: %v", err)
 	}
 	if na > 0 {
-		req.Args = make([]msgpack.RawMessage, na)
+		if na > d.r.Len() { // every value takes at least one byte
+			return nil, invalid(req, "%d arguments declared in %d bytes", na, d.r.Len())
+		}
+		req.Args = make([]Raw, na)
 		for i := range req.Args {
-			if req.Args[i], err = dec.DecodeRaw(); err != nil {
-				return nil, fmt.Errorf("%w: argument %d: %v", ErrInvalidArgs, i, err)
+			if req.Args[i], err = d.raw(payload); err != nil {
+				return nil, invalid(req, "argument %d: %v", i, err)
 			}
 		}
 	}
-	nk, err := dec.DecodeMapLen()
+	nk, err := d.dec.DecodeMapLen()
 	if err != nil {
-		return nil, fmt.Errorf("%w: call kwargs must be a map: %v", ErrInvalidArgs, err)
+		return nil, invalid(req, "call kwargs must be a map: %v", err)
 	}
 	if nk > 0 {
-		req.Kwargs = make(map[string]msgpack.RawMessage, nk)
+		if nk > d.r.Len() {
+			return nil, invalid(req, "%d keyword arguments declared in %d bytes", nk, d.r.Len())
+		}
+		req.Kwargs = make(map[string]Raw, nk)
 		for i := 0; i < nk; i++ {
-			k, err := dec.DecodeString()
+			k, err := d.dec.DecodeString()
 			if err != nil {
-				return nil, fmt.Errorf("%w: keyword %d: name is not a string", ErrInvalidArgs, i)
+				return nil, invalid(req, "keyword %d: name is not a string", i)
 			}
-			if req.Kwargs[k], err = dec.DecodeRaw(); err != nil {
-				return nil, fmt.Errorf("%w: keyword %q: %v", ErrInvalidArgs, k, err)
+			if req.Kwargs[k], err = d.raw(payload); err != nil {
+				return nil, invalid(req, "keyword %q: %v", k, err)
 			}
 		}
+	}
+	if d.r.Len() != 0 {
+		return nil, invalid(req, "%d bytes after the call payload", d.r.Len())
 	}
 	return req, nil
 }
 
-// Marshal encodes a value (a result, an error's data) in msgpack.
-func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+// decoder is a pooled msgpack decoder reading from a byte slice.
+type decoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
 
-// Unmarshal decodes msgpack data into v.
-func Unmarshal(data []byte, v any) error { return msgpack.Unmarshal(data, v) }
+var decPool = sync.Pool{New: func() any {
+	d := new(decoder)
+	d.dec = msgpack.NewDecoder(&d.r)
+	return d
+}}
 
-// EncodeError encodes e as the payload of an RPC error reply.
-func EncodeError(e *Error) ([]byte, error) { return msgpack.Marshal(e) }
+func getDecoder(b []byte) *decoder {
+	d := decPool.Get().(*decoder)
+	d.r.Reset(b)
+	d.dec.Reset(&d.r) // a *bytes.Reader is read directly, without a buffer
+	return d
+}
+
+func putDecoder(d *decoder) {
+	d.r.Reset(nil)
+	decPool.Put(d)
+}
+
+// raw returns the next value as a sub-slice of b, the decoder's input.
+func (d *decoder) raw(b []byte) (Raw, error) {
+	start := len(b) - d.r.Len()
+	if err := d.dec.Skip(); err != nil {
+		return nil, err
+	}
+	end := len(b) - d.r.Len()
+	return Raw(b[start:end:end]), nil
+}
+
+// Marshal encodes a value (a result, a published value, an error's data) in
+// msgpack, with integers in their most compact form.
+func Marshal(v any) ([]byte, error) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+// Unmarshal decodes msgpack data into v, which must be a non-nil pointer.
+// Maps decode into map[string]any when v is a pointer to an interface.
+func Unmarshal(data []byte, v any) error {
+	d := getDecoder(data)
+	defer putDecoder(d)
+	return d.dec.Decode(v)
+}
+
+// EncodeError encodes e as the payload of an RPC error reply: a map with
+// "code", "message" and, when set, "data".
+func EncodeError(e *Error) ([]byte, error) {
+	if e == nil {
+		return nil, errors.New("rpc: EncodeError of a nil *Error")
+	}
+	b, err := Marshal(e)
+	if err != nil {
+		// Data held something msgpack cannot encode: keep code and message.
+		return Marshal(&Error{Code: e.Code, Message: e.Message})
+	}
+	return b, nil
+}
 
 // DecodeError decodes the payload of an RPC error reply. A payload that is
 // not an error map still yields an *Error (CodeProtocol) that says so.
 func DecodeError(payload []byte) *Error {
 	var e Error
-	if err := msgpack.Unmarshal(payload, &e); err != nil {
+	if err := Unmarshal(payload, &e); err != nil {
 		return Errorf(CodeProtocol, "undecodable error payload: %v", err)
 	}
 	return &e

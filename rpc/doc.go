@@ -1,18 +1,64 @@
-// Package rpc holds what capbus callers and callees share: the options an
-// exported method declares (Allow, AllowRoles), typed handlers (Func), the
-// caller stamped by the platform (CallerFrom), the error model (Code, *Error
-// and sentinels such as ErrUnauthorized) and the msgpack codec of calls.
+// Package rpc holds what capbus callers and callees share: the declaration
+// of an exported method (Export, with the options Allow, AllowRoles and
+// Params), typed handlers (Handler, Func), the caller the platform stamped
+// on a call (Caller, CallerFrom), the error model (Code, *Error and one
+// sentinel per code such as ErrUnauthorized) and the msgpack codec of calls
+// (EncodeCall, DecodeCall, Raw, Kwargs).
 //
-// An agent exports a method like this:
+// The agent SDK, github.com/capbus/capbus/agent, uses it on both sides of a
+// call; the platform uses its codes and, for parameter restrictions only,
+// its decoder.
 //
-//	a.Export("temperature", rpc.Func(temperature), rpc.Allow("can_read_temp"))
+// # Exporting
 //
-// and a caller branches on failures with errors.Is and errors.As:
+// A handler is an ordinary typed function wrapped by Func; the options say
+// what a caller must hold, all of it, like VOLTTRON's @RPC.allow:
 //
-//	_, err := a.Call(ctx, "weather", "temperature")
-//	if errors.Is(err, rpc.ErrUnauthorized) {
+//	type Place struct {
+//		City string `msgpack:"city"`
+//		Days int    `msgpack:"days"`
+//	}
+//	forecast := func(ctx context.Context, p Place) ([]float64, error) {
+//		caller, _ := rpc.CallerFrom(ctx) // as the platform authenticated it
+//		...
+//	}
+//	a.Export("forecast", rpc.Func(forecast), rpc.Allow("can_read_temp"), rpc.AllowRoles("operator"))
+//
+// The argument type decides how a call's arguments bind: a struct takes
+// positional arguments in field order and keyword arguments by name (and
+// names the method's parameters for auth.json parameter restrictions); a
+// slice takes all positional arguments (variadic); a map with string keys,
+// such as Kwargs, takes all keyword arguments; struct{} takes none; any
+// other type takes exactly one argument. Arguments that do not fit are an
+// *Error with CodeInvalidArgs before the function runs.
+//
+// # Calling and errors
+//
+// Positional arguments follow the method name; a trailing Kwargs carries
+// keyword arguments:
+//
+//	a.Call(ctx, "weather", "forecast", "Paris", rpc.Kwargs{"days": 3})
+//
+// Every failure a caller sees is an *Error whose Code says what went wrong.
+// Branch with errors.Is on the sentinels, read details with errors.As:
+//
+//	_, err := a.Call(ctx, "weather", "forecast", "Paris")
+//	switch {
+//	case errors.Is(err, rpc.ErrUnauthorized):
 //		var e *rpc.Error
 //		errors.As(err, &e)
 //		fmt.Println("missing:", e.Missing())
+//	case errors.Is(err, rpc.ErrNoRoute):
+//		fmt.Println("weather is not connected")
 //	}
+//
+// A handler's own error reaches the caller as CodeApplication with the
+// error's text; a handler that returns an *Error chooses the code and data
+// (see FromError). A handler's panic reaches the caller as CodeInternal.
+//
+// # Wire format
+//
+// Call arguments travel as one msgpack array [args, kwargs]; results,
+// published values and error data as one msgpack value each; error replies
+// as a map {code, message, data}. docs/PROTOCOL.md is the contract.
 package rpc

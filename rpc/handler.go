@@ -188,7 +188,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 	return nil
 }
 
-func (b *binder) single(req *Request) (msgpack.RawMessage, error) {
+func (b *binder) single(req *Request) (Raw, error) {
 	switch {
 	case len(req.Args) == 1 && len(req.Kwargs) == 0:
 		return req.Args[0], nil

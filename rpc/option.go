@@ -3,14 +3,21 @@ package rpc
 // Export is what an exported method declares to the platform: the
 // capabilities and roles a caller must all hold, and the names of its
 // parameters (used by parameter restrictions in auth.json).
+//
+// On the wire (the EXPORT map of docs/PROTOCOL.md) every list is present,
+// empty rather than nil.
 type Export struct {
-	Name         string   `msgpack:"name"`
-	Capabilities []string `msgpack:"capabilities,omitempty"`
-	Roles        []string `msgpack:"roles,omitempty"`
-	Params       []string `msgpack:"params,omitempty"`
+	// Name is the method name callers use.
+	Name string `msgpack:"name"`
+	// Capabilities must all be held by the caller.
+	Capabilities []string `msgpack:"capabilities"`
+	// Roles must all be held by the caller.
+	Roles []string `msgpack:"roles"`
+	// Params are the positional parameter names.
+	Params []string `msgpack:"params"`
 }
 
-// ExportOption configures an exported method.
+// ExportOption configures an exported method: Allow, AllowRoles, Params.
 type ExportOption interface {
 	applyExport(*Export)
 }
@@ -34,14 +41,16 @@ func AllowRoles(roles ...string) ExportOption {
 // arguments and auth.json parameter restrictions can refer to them. Handlers
 // built with Func on a struct argument name their parameters themselves.
 func Params(names ...string) ExportOption {
-	return exportOptionFunc(func(e *Export) { e.Params = append([]string(nil), names...) })
+	return exportOptionFunc(func(e *Export) { e.Params = append([]string{}, names...) })
 }
 
 // NewExport builds the declaration of method name from opts.
 func NewExport(name string, opts ...ExportOption) Export {
-	e := Export{Name: name}
+	e := Export{Name: name, Capabilities: []string{}, Roles: []string{}, Params: []string{}}
 	for _, o := range opts {
-		o.applyExport(&e)
+		if o != nil {
+			o.applyExport(&e)
+		}
 	}
 	return e
 }

@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/capbus/capbus/rpc"
+)
+
+var noDeadline time.Time
+
+// Agent is one participant on a capbus platform: it holds an identity,
+// serves exported methods, calls other agents and publishes and subscribes
+// to topics, all through the platform, which authenticates it by its CURVE
+// key and authorizes every call against auth.json.
+//
+// Create an Agent with New, register exports and subscriptions, then call
+// Run, which connects and serves until its context ends. All methods are
+// safe for concurrent use.
+type Agent struct {
+	identity string
+	cfg      config
+	log      *slog.Logger
+	dial     dialFunc
+
+	running atomic.Bool
+	nextID  atomic.Uint64
+
+	// admit bounds handlers running or waiting; slots bounds those running.
+	admit    chan struct{}
+	slots    chan struct{}
+	handlers sync.WaitGroup
+
+	mu       sync.Mutex
+	sess     *session      // the welcomed session, nil while disconnected
+	ready    chan struct{} // closed while sess != nil
+	exports  map[string]*export
+	subs     map[*Subscription]struct{}
+	exportsV uint64 // bumped by every change to exports
+	subsV    uint64 // bumped by every change to subs
+}
+
+// Welcome is what the platform said when it admitted the agent.
+type Welcome struct {
+	// Identity is the identity as admitted.
+	Identity string `msgpack:"identity"`
+	// UserID is the user id of the agent's key in auth.json.
+	UserID string `msgpack:"user_id"`
+	// Version is the platform's version.
+	Version string `msgpack:"version"`
+	// Generation is the policy generation in force.
+	Generation uint64 `msgpack:"generation"`
+	// ServerKey is the platform's public key in Z85.
+	ServerKey string `msgpack:"server_key"`
+}
+
+// New returns an agent that will claim identity on the platform. It does
+// not connect: Run does. The options must give the agent a key pair
+// (WithKeyPair or WithKeystore) and the platform's key (WithServerKey,
+// WithPlatform or WithKnownHosts).
+func New(identity string, opts ...Option) (*Agent, error) {
+	if err := checkIdentity(identity); err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	log := cfg.logger.With("agent", identity)
+	dial := cfg.dial
+	if dial == nil {
+		if !cfg.haveKeyPair {
+			return nil, errors.New("agent: no key pair: use WithKeyPair or WithKeystore")
+		}
+		if cfg.serverKey.IsZero() && cfg.knownHosts != "" {
+			k, err := lookupKnownHost(cfg.knownHosts, cfg.address)
+			if err != nil {
+				return nil, err
+			}
+			cfg.serverKey = k
+		}
+		if cfg.serverKey.IsZero() {
+			return nil, errors.New("agent: no server key: use WithServerKey, WithPlatform or WithKnownHosts")
+		}
+		dial = dialCurve(cfg.address, cfg.keyPair, cfg.serverKey, identity, log)
+	}
+	return &Agent{
+		identity: identity,
+		cfg:      cfg,
+		log:      log,
+		dial:     dial,
+		admit:    make(chan struct{}, cfg.concurrency+cfg.queue),
+		slots:    make(chan struct{}, cfg.concurrency),
+		ready:    make(chan struct{}),
+		exports:  make(map[string]*export),
+		subs:     make(map[*Subscription]struct{}),
+	}, nil
+}
+
+func checkIdentity(id string) error {
+	if id == "" || len(id) > 128 {
+		return fmt.Errorf("agent: identity %q: must be 1 to 128 bytes", id)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("agent: identity %q: contains a control character", id)
+		}
+	}
+	return nil
+}
+
+// Identity returns the identity the agent claims.
+func (a *Agent) Identity() string { return a.identity }
+
+// Ready returns a channel that is closed while the agent is connected and
+// welcomed by the platform. While the agent is disconnected it returns a
+// channel that will be closed by the next welcome. Wait on it before the
+// first call:
+//
+//	go a.Run(ctx)
+//	<-a.Ready()
+func (a *Agent) Ready() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ready
+}
+
+// Welcome returns what the platform said when it last admitted the agent,
+// and false while the agent is not connected.
+func (a *Agent) Welcome() (Welcome, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sess == nil {
+		return Welcome{}, false
+	}
+	return a.sess.welcome, true
+}
+
+// current returns the welcomed session, or an rpc.ErrUnavailable error.
+func (a *Agent) current() (*session, error) {
+	a.mu.Lock()
+	s := a.sess
+	a.mu.Unlock()
+	if s == nil {
+		return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform")
+	}
+	return s, nil
+}
+
+func (a *Agent) newID() string {
+	return strconv.FormatUint(a.nextID.Add(1), 36)
+}

@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/capbus/capbus/rpc"
+)
+
+// Call calls method on the agent peer through the platform and returns its
+// result, still encoded; decode it with rpc.Raw.Decode, or use CallAs.
+//
+// args are the positional arguments; a trailing rpc.Kwargs holds keyword
+// arguments. The call ends with the context: its deadline, or the agent's
+// call timeout (WithCallTimeout) when it has none.
+//
+// Errors are *rpc.Error values, matched with errors.Is against the rpc
+// sentinels and read with errors.As:
+//
+//   - rpc.ErrNoRoute: no connected agent is called peer;
+//   - rpc.ErrNotFound: peer does not export method;
+//   - rpc.ErrUnauthorized: the caller lacks what method requires
+//     (Required and Missing say what);
+//   - rpc.ErrInvalidArgs: the arguments do not fit the method;
+//   - rpc.ErrApplication: the handler returned an error (its text is the
+//     Message), unless it returned an *rpc.Error of its own;
+//   - rpc.ErrInternal: the handler panicked;
+//   - rpc.ErrTimeout, rpc.ErrCanceled: the context ended first (the error
+//     also matches context.DeadlineExceeded or context.Canceled);
+//   - rpc.ErrUnavailable: the agent is not connected, or the connection was
+//     lost while the call was in flight.
+func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc.Raw, error) {
+	if err := checkTarget(peer, method); err != nil {
+		return nil, err
+	}
+	payload, err := rpc.EncodeCall(args...)
+	if err != nil {
+		return nil, located(err, peer, method)
+	}
+	ctx, cancel := a.bound(ctx)
+	defer cancel()
+	s, err := a.current()
+	if err != nil {
+		return nil, located(err, peer, method)
+	}
+	r, err := s.request(ctx, &message{Peer: peer, Subsys: subRPC,
+		Args: [][]byte{frameCall, []byte(method), payload}})
+	if err != nil {
+		return nil, located(err, peer, method)
+	}
+	switch r.arg(0) {
+	case "result":
+		if len(r.Args) < 3 {
+			return nil, nil
+		}
+		return rpc.Raw(r.Args[2]), nil
+	case "error":
+		var p []byte
+		if len(r.Args) > 2 {
+			p = r.Args[2]
+		}
+		return nil, located(rpc.DecodeError(p), peer, method)
+	}
+	return nil, located(rpc.Errorf(rpc.CodeProtocol, "unexpected RPC reply %q", r.arg(0)), peer, method)
+}
+
+// CallAs calls method on peer like Agent.Call and decodes the result into
+// an R. A result that does not decode into R is an *rpc.Error with
+// CodeInvalidArgs.
+//
+//	t, err := agent.CallAs[float64](ctx, a, "weather", "temperature", "Paris")
+func CallAs[R any](ctx context.Context, a *Agent, peer, method string, args ...any) (R, error) {
+	var r R
+	raw, err := a.Call(ctx, peer, method, args...)
+	if err != nil {
+		return r, err
+	}
+	if err := raw.Decode(&r); err != nil {
+		return r, located(rpc.Errorf(rpc.CodeInvalidArgs, "result does not decode into %T: %v", r, err), peer, method)
+	}
+	return r, nil
+}
+
+// Notify calls method on peer without waiting for a reply or an error: the
+// platform drops (and audits) a notification it refuses, and the callee
+// does not answer. It returns once the notification is queued for sending,
+// or an error when the agent is not connected or an argument cannot be
+// encoded.
+func (a *Agent) Notify(ctx context.Context, peer, method string, args ...any) error {
+	if err := checkTarget(peer, method); err != nil {
+		return err
+	}
+	payload, err := rpc.EncodeCall(args...)
+	if err != nil {
+		return located(err, peer, method)
+	}
+	s, err := a.current()
+	if err != nil {
+		return located(err, peer, method)
+	}
+	ctx, cancel := a.bound(ctx)
+	defer cancel()
+	err = s.send(ctx, &message{Peer: peer, Subsys: subRPC,
+		Args: [][]byte{frameNotify, []byte(method), payload}})
+	return located(err, peer, method)
+}
+
+// bound applies the call timeout to a context without a deadline.
+func (a *Agent) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, a.cfg.callTimeout)
+}
+
+// located names the call in an *rpc.Error.
+func located(err error, peer, method string) error {
+	var e *rpc.Error
+	if errors.As(err, &e) && e.Peer == "" && e.Method == "" {
+		e.Peer, e.Method = peer, method
+	}
+	return err
+}
+
+// checkTarget refuses an empty peer (which would address the platform) or
+// method.
+func checkTarget(peer, method string) error {
+	if peer == "" || method == "" {
+		return located(rpc.NewError(rpc.CodeInvalidArgs, "peer and method must not be empty"), peer, method)
+	}
+	return nil
+}

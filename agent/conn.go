@@ -1,0 +1,410 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/go-zeromq/zmq4/security/null"
+
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/rpc"
+)
+
+// transport carries whole VIP messages (lists of frames) to and from the
+// platform. Send is called from one goroutine only, Recv from another;
+// Close unblocks both.
+type transport interface {
+	Send(frames [][]byte) error
+	Recv() ([][]byte, error)
+	Close() error
+}
+
+// dialFunc opens a transport to the platform.
+type dialFunc func(ctx context.Context) (transport, error)
+
+// zmqTransport is a ZMTP DEALER connection over CURVE.
+type zmqTransport struct {
+	zc *zmq4.Conn
+}
+
+func dialCurve(addr string, kp auth.KeyPair, serverKey auth.Key, identity string, log *slog.Logger) dialFunc {
+	return func(ctx context.Context) (transport, error) {
+		c, err := curve.Dial(ctx, addr, kp, serverKey,
+			curve.WithIdentity(identity),
+			curve.WithSocketType(string(zmq4.Dealer)),
+			curve.WithLogger(log))
+		if err != nil {
+			return nil, err
+		}
+		// Open exchanges the (synthesized) NULL greeting and READY; bound it
+		// by the context through the connection's deadline.
+		if dl, ok := ctx.Deadline(); ok {
+			_ = c.SetDeadline(dl)
+		}
+		zc, err := zmq4.Open(c, null.Security(), zmq4.Dealer, zmq4.SocketIdentity(identity), false, nil)
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		_ = c.SetDeadline(noDeadline)
+		return &zmqTransport{zc: zc}, nil
+	}
+}
+
+func (t *zmqTransport) Send(frames [][]byte) error { return t.zc.SendMsg(zmq4.NewMsgFrom(frames...)) }
+
+func (t *zmqTransport) Recv() ([][]byte, error) {
+	for {
+		msg, err := t.zc.RecvMsg()
+		if err != nil {
+			return nil, err
+		}
+		if msg.Type == zmq4.CmdMsg { // PING, PONG and other ZMTP commands
+			continue
+		}
+		return msg.Frames, nil
+	}
+}
+
+func (t *zmqTransport) Close() error { return t.zc.Close() }
+
+// VIP framing (docs/PROTOCOL.md section 2).
+const vipSignature = "VIP1"
+
+// Subsystem names.
+const (
+	subHello    = "hello"
+	subWelcome  = "welcome"
+	subPing     = "ping"
+	subPong     = "pong"
+	subPeerlist = "peerlist"
+	subRPC      = "RPC"
+	subPubsub   = "pubsub"
+	subQuery    = "query"
+	subError    = "error"
+)
+
+// Constant frames, shared by every message sent: zmq4 and the CURVE layer
+// only read the frames they are given.
+var (
+	frameVIP1   = []byte(vipSignature)
+	frameCall   = []byte("call")
+	frameNotify = []byte("notify")
+	frameResult = []byte("result")
+	frameError  = []byte("error")
+)
+
+var subsystems = []string{subHello, subWelcome, subPing, subPong, subPeerlist, subRPC, subPubsub, subQuery, subError}
+
+var subsystemFrames = func() map[string][]byte {
+	m := make(map[string][]byte, len(subsystems))
+	for _, s := range subsystems {
+		m[s] = []byte(s)
+	}
+	return m
+}()
+
+// message is one VIP message. Peer is the recipient of an outgoing message
+// and the sender of an incoming one; User is the sender's user id stamped by
+// the platform (incoming only).
+type message struct {
+	Peer   string
+	User   string
+	ID     string
+	Subsys string
+	Args   [][]byte
+}
+
+// frames returns the frames of an outgoing message:
+// [recipient, "VIP1", "", msg-id, subsystem, args...].
+func (m *message) frames() [][]byte {
+	f := make([][]byte, 5, 5+len(m.Args))
+	buf := make([]byte, 0, len(m.Peer)+len(m.ID))
+	buf = append(append(buf, m.Peer...), m.ID...)
+	f[0] = buf[:len(m.Peer):len(m.Peer)]
+	f[1] = frameVIP1
+	f[3] = buf[len(m.Peer):]
+	if sf, ok := subsystemFrames[m.Subsys]; ok {
+		f[4] = sf
+	} else {
+		f[4] = []byte(m.Subsys)
+	}
+	return append(f, m.Args...)
+}
+
+// parseMessage parses the frames of an incoming message:
+// [sender, "VIP1", user, msg-id, subsystem, args...].
+func parseMessage(frames [][]byte) (message, error) {
+	if len(frames) < 5 {
+		return message{}, fmt.Errorf("%d frames, want at least 5", len(frames))
+	}
+	if !bytes.Equal(frames[1], frameVIP1) {
+		return message{}, fmt.Errorf("signature %q, want %q", frames[1], vipSignature)
+	}
+	m := message{Args: frames[5:]}
+	if len(frames[0]) > 0 {
+		m.Peer = string(frames[0])
+	}
+	if len(frames[2]) > 0 {
+		m.User = string(frames[2])
+	}
+	if len(frames[3]) > 0 {
+		m.ID = string(frames[3])
+	}
+	m.Subsys = internSubsystem(frames[4])
+	return m, nil
+}
+
+func internSubsystem(b []byte) string {
+	for _, s := range subsystems {
+		if string(b) == s {
+			return s
+		}
+	}
+	return string(b)
+}
+
+// arg returns Args[i] as a string, "" when absent.
+func (m *message) arg(i int) string {
+	if i < len(m.Args) {
+		return string(m.Args[i])
+	}
+	return ""
+}
+
+// errorOf converts an incoming error-subsystem message:
+// [errno, text, recipient, subsystem, DATA].
+func (m *message) errorOf() *rpc.Error {
+	e := rpc.NewError(rpc.ParseCode(m.arg(0)), m.arg(1))
+	if len(m.Args) > 4 && len(m.Args[4]) > 0 {
+		var data map[string]any
+		if err := rpc.Unmarshal(m.Args[4], &data); err == nil {
+			e.Data = data
+		}
+	}
+	return e
+}
+
+// session is one connection to the platform: a writer goroutine (the only
+// one to call transport.Send), a reader goroutine that dispatches what
+// arrives, and the table of requests waiting for a reply.
+type session struct {
+	a   *Agent
+	tr  transport
+	out chan [][]byte
+
+	ctx    context.Context // cancelled when the session ends
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the session ends
+	once   sync.Once
+	err    error // why it ended; written before done is closed
+
+	mu      sync.Mutex
+	pending map[string]chan message
+	wg      sync.WaitGroup // reader and writer
+
+	welcome Welcome // set before the session is published
+}
+
+func newSession(a *Agent, tr transport) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &session{
+		a:       a,
+		tr:      tr,
+		out:     make(chan [][]byte, 64),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		pending: make(map[string]chan message),
+	}
+	s.wg.Add(2)
+	go s.writeLoop()
+	go s.readLoop()
+	return s
+}
+
+// close ends the session with err (the first cause wins) and waits for its
+// reader and writer.
+func (s *session) close(err error) {
+	s.fail(err)
+	s.wg.Wait()
+}
+
+func (s *session) fail(err error) {
+	s.once.Do(func() {
+		s.err = err
+		s.a.unpublish(s) // new calls fail fast and Ready waits from now on
+		close(s.done)
+		s.cancel()
+		_ = s.tr.Close()
+	})
+}
+
+// unavailable is the error of a request that the end of the session cut.
+func (s *session) unavailable() *rpc.Error {
+	msg := "connection to the platform lost"
+	if s.err != nil {
+		msg += ": " + s.err.Error()
+	}
+	return rpc.NewError(rpc.CodeUnavailable, msg).WithCause(s.err)
+}
+
+func (s *session) writeLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case f := <-s.out:
+			if err := s.tr.Send(f); err != nil {
+				s.fail(fmt.Errorf("send: %w", err))
+				return
+			}
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *session) readLoop() {
+	defer s.wg.Done()
+	for {
+		frames, err := s.tr.Recv()
+		if err != nil {
+			s.fail(fmt.Errorf("receive: %w", err))
+			return
+		}
+		m, err := parseMessage(frames)
+		if err != nil {
+			s.a.log.Warn("capbus agent: dropping malformed message", "err", err)
+			continue
+		}
+		s.dispatch(m)
+	}
+}
+
+// send queues m for the writer.
+func (s *session) send(ctx context.Context, m *message) error {
+	select {
+	case s.out <- m.frames():
+		return nil
+	case <-s.done:
+		return s.unavailable()
+	case <-ctx.Done():
+		return ctxError(ctx)
+	}
+}
+
+// request sends m with a fresh msg-id and waits for the message that
+// carries the same msg-id back. An error-subsystem reply is returned as an
+// *rpc.Error.
+func (s *session) request(ctx context.Context, m *message) (message, error) {
+	m.ID = s.a.newID()
+	ch := make(chan message, 1)
+	s.mu.Lock()
+	s.pending[m.ID] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, m.ID)
+		s.mu.Unlock()
+	}()
+	if err := s.send(ctx, m); err != nil {
+		return message{}, err
+	}
+	var r message
+	select {
+	case r = <-ch:
+	case <-s.done:
+		select {
+		case r = <-ch: // the reply won the race with the end
+		default:
+			return message{}, s.unavailable()
+		}
+	case <-ctx.Done():
+		return message{}, ctxError(ctx)
+	}
+	if r.Subsys == subError {
+		return r, r.errorOf()
+	}
+	return r, nil
+}
+
+// reply hands m to the request waiting for its msg-id; it reports false
+// when none waits.
+func (s *session) reply(m message) bool {
+	if m.ID == "" {
+		return false
+	}
+	s.mu.Lock()
+	ch, ok := s.pending[m.ID]
+	if ok {
+		delete(s.pending, m.ID)
+	}
+	s.mu.Unlock()
+	if ok {
+		ch <- m // buffered, and delivered at most once
+	}
+	return ok
+}
+
+// dispatch routes one incoming message. It never blocks on a handler.
+func (s *session) dispatch(m message) {
+	switch m.Subsys {
+	case subRPC:
+		switch m.arg(0) {
+		case "call", "notify":
+			s.a.serveCall(s, m)
+			return
+		}
+	case subPubsub:
+		if m.arg(0) == "message" {
+			s.a.deliver(s, m)
+			return
+		}
+	case subPing:
+		if m.ID != "" {
+			pong := message{Peer: m.Peer, ID: m.ID, Subsys: subPong, Args: m.Args}
+			_ = s.send(s.ctx, &pong)
+		}
+		return
+	case subPeerlist:
+		switch m.arg(0) {
+		case "add", "drop":
+			s.a.log.Debug("capbus agent: peer "+m.arg(0), "peer", m.arg(1))
+			return
+		}
+	case subError:
+		if s.reply(m) {
+			return
+		}
+		e := m.errorOf()
+		switch e.Code {
+		case rpc.CodeUnavailable: // "platform shutting down"
+			s.fail(errors.New(e.Message))
+			return
+		case rpc.CodeIdentityInUse: // another connection took the identity over
+			s.fail(e)
+			return
+		}
+		s.a.log.Warn("capbus agent: error from platform", "code", e.Code, "message", e.Message,
+			"recipient", m.arg(2), "subsystem", m.arg(3))
+		return
+	}
+	if !s.reply(m) {
+		s.a.log.Debug("capbus agent: unexpected message", "subsystem", m.Subsys, "peer", m.Peer, "id", m.ID)
+	}
+}
+
+// ctxError converts a done context into the error a call returns.
+func ctxError(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return rpc.NewError(rpc.CodeTimeout, "deadline exceeded before a reply").WithCause(err)
+	}
+	return rpc.NewError(rpc.CodeCanceled, "context canceled before a reply").WithCause(err)
+}

@@ -1,0 +1,80 @@
+// Package agent is the Go SDK for writing capbus agents.
+//
+// An agent connects to a capbus platform over ZeroMQ secured with CURVE,
+// claims an identity, exports methods that other agents may call, calls
+// theirs, and publishes and subscribes to topics. The platform
+// authenticates every agent by its CURVE key and authorizes every call,
+// publish and subscribe against auth.json before it is forwarded: a handler
+// only ever sees calls its caller was allowed to make, and
+// rpc.CallerFrom(ctx) tells it who the caller is, as the platform
+// authenticated it.
+//
+// # Walkthrough
+//
+// Create an agent with its key pair and the platform's address and key:
+//
+//	kp, _ := auth.LoadKeystore("weather.keystore")
+//	a, err := agent.New("weather",
+//		agent.WithKeyPair(kp),
+//		agent.WithPlatform("tcp://127.0.0.1:22916", serverKey))
+//
+// Export typed Go functions; the options say what a caller must hold, as
+// VOLTTRON's @RPC.allow does:
+//
+//	type Place struct{ City string }
+//	temperature := func(ctx context.Context, p Place) (float64, error) {
+//		caller, _ := rpc.CallerFrom(ctx)
+//		log.Printf("%s asks for %s", caller.UserID, p.City)
+//		return 21.5, nil
+//	}
+//	a.Export("temperature", rpc.Func(temperature), rpc.Allow("can_read_temp"))
+//
+// Run connects and serves until the context ends, reconnecting when the
+// platform goes away; Ready tells when the agent is connected:
+//
+//	go a.Run(ctx)
+//	<-a.Ready()
+//
+// Call other agents, untyped (Agent.Call returns the encoded result) or
+// typed (CallAs decodes it). Positional arguments follow the method name; a
+// trailing rpc.Kwargs passes keyword arguments:
+//
+//	t, err := agent.CallAs[float64](ctx, a, "weather", "temperature", "Paris")
+//	t, err = agent.CallAs[float64](ctx, a, "weather", "temperature", rpc.Kwargs{"City": "Paris"})
+//
+// Failures are values of type *rpc.Error, matched with errors.Is and read
+// with errors.As:
+//
+//	if errors.Is(err, rpc.ErrUnauthorized) {
+//		var e *rpc.Error
+//		errors.As(err, &e)
+//		log.Printf("missing %v", e.Missing())
+//	}
+//
+// Publish and subscribe with per-segment patterns ("+" one segment, "#" the
+// rest):
+//
+//	a.Subscribe(ctx, "devices/+/temperature", func(ctx context.Context, m *agent.Message) {
+//		var t float64
+//		m.Decode(&t)
+//	})
+//	a.Publish(ctx, "devices/boiler/temperature", 61.5)
+//
+// Ask the platform who the agent is and what it may call with WhoAmI,
+// Permissions and Callable.
+//
+// # Concurrency
+//
+// Handlers run concurrently, up to a bound (WithConcurrency); calls beyond
+// it wait in a bounded queue, then are refused with rpc.ErrOverloaded. A
+// handler's panic is recovered: the caller gets rpc.ErrInternal, the agent
+// logs the stack and keeps serving. Messages of one subscription are
+// handled in order, one at a time.
+//
+// # Connection loss
+//
+// When the connection to the platform is lost, calls in flight fail at once
+// with rpc.ErrUnavailable, as do calls made while disconnected; Run
+// reconnects with backoff and registers the identity, exports and
+// subscriptions again.
+package agent

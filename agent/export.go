@@ -1,0 +1,199 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+
+	"github.com/capbus/capbus/rpc"
+)
+
+// export is one exported method.
+type export struct {
+	decl rpc.Export
+	h    rpc.Handler
+}
+
+// helloMsg is the HELLO payload of docs/PROTOCOL.md.
+type helloMsg struct {
+	Identity string            `msgpack:"identity"`
+	Exports  []rpc.Export      `msgpack:"exports"`
+	Meta     map[string]string `msgpack:"meta"`
+}
+
+// Export serves h as method name. The options declare what a caller must
+// hold, all of it: rpc.Allow("can_read_temp") for capabilities,
+// rpc.AllowRoles("admin") for roles; rpc.Params names the positional
+// parameters (a handler made by rpc.Func on a struct names them itself).
+// The platform enforces the declaration, together with what auth.json adds
+// for the method, before the call reaches the agent.
+//
+// Exporting a name again replaces the previous export. Exports registered
+// before Run are sent with the hello; while the agent is connected, Export
+// also pushes the new declaration to the platform and waits (up to the call
+// timeout) for it to be accepted, returning the platform's refusal if any.
+// While disconnected it returns nil: the export is sent on the next
+// connection.
+func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) error {
+	if name == "" {
+		return errors.New("agent: Export: empty method name")
+	}
+	if h == nil {
+		return fmt.Errorf("agent: Export(%q): nil handler", name)
+	}
+	decl := rpc.NewExport(name, opts...)
+	if len(decl.Params) == 0 {
+		if pn, ok := h.(rpc.ParamNamer); ok {
+			decl.Params = append(decl.Params, pn.ParamNames()...)
+		}
+	}
+	a.mu.Lock()
+	a.exports[name] = &export{decl: decl, h: h}
+	a.exportsV++
+	s := a.sess
+	a.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	return a.pushExports(s, []rpc.Export{decl})
+}
+
+// exportTable returns the declarations of all exports, sorted by name.
+// a.mu must be held.
+func (a *Agent) exportTable() []rpc.Export {
+	t := make([]rpc.Export, 0, len(a.exports))
+	for _, e := range a.exports {
+		t = append(t, e.decl)
+	}
+	slices.SortFunc(t, func(x, y rpc.Export) int {
+		switch {
+		case x.Name < y.Name:
+			return -1
+		case x.Name > y.Name:
+			return 1
+		}
+		return 0
+	})
+	return t
+}
+
+// pushExports sends decls (all exports when nil) on s with RPC "export".
+func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
+	if decls == nil {
+		a.mu.Lock()
+		decls = a.exportTable()
+		a.mu.Unlock()
+	}
+	payload, err := rpc.Marshal(decls)
+	if err != nil {
+		return fmt.Errorf("agent: encode exports: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, a.cfg.callTimeout)
+	defer cancel()
+	_, err = s.request(ctx, &message{Subsys: subRPC, Args: [][]byte{[]byte("export"), payload}})
+	if err != nil {
+		a.log.Error("capbus agent: platform refused exports", "err", err)
+		return err
+	}
+	return nil
+}
+
+// serveCall runs the handler of an incoming call or notify,
+// ["call"|"notify", method, ARGS], in its own goroutine. When all handler
+// slots are busy the call waits for one in a bounded queue; beyond it, the
+// call is refused with CodeOverloaded.
+func (a *Agent) serveCall(s *session, m message) {
+	if len(m.Args) < 2 {
+		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
+		return
+	}
+	notify := m.arg(0) == "notify"
+	method := m.arg(1)
+	var payload []byte
+	if len(m.Args) > 2 {
+		payload = m.Args[2]
+	}
+	caller := rpc.Caller{UserID: m.User, Identity: m.Peer}
+
+	select {
+	case a.admit <- struct{}{}:
+	default:
+		a.log.Warn("capbus agent: handler queue full; refusing call", "method", method, "caller", caller.Identity)
+		if !notify {
+			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
+		}
+		return
+	}
+	a.handlers.Add(1)
+	go func() {
+		defer a.handlers.Done()
+		defer func() { <-a.admit }()
+		select {
+		case a.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		defer func() { <-a.slots }()
+
+		result, err := a.invoke(s.ctx, method, caller, payload)
+		if notify {
+			if err != nil {
+				a.log.Warn("capbus agent: notify handler failed", "method", method, "caller", caller.Identity, "err", err)
+			}
+			return
+		}
+		a.sendReply(s, m, method, result, err)
+	}()
+}
+
+// invoke decodes the arguments and runs the handler of method, turning a
+// panic into a CodeInternal error. The result is msgpack-encoded.
+func (a *Agent) invoke(ctx context.Context, method string, caller rpc.Caller, payload []byte) (result []byte, err error) {
+	a.mu.Lock()
+	e := a.exports[method]
+	a.mu.Unlock()
+	if e == nil {
+		return nil, rpc.Errorf(rpc.CodeNotFound, "agent %s does not export %q", a.identity, method)
+	}
+	req, err := rpc.DecodeCall(method, payload)
+	if err != nil {
+		return nil, err
+	}
+	req.Caller = caller
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error("capbus agent: handler panicked", "method", method,
+				"caller", caller.Identity, "user_id", caller.UserID,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			result, err = nil, rpc.Errorf(rpc.CodeInternal, "handler of %q panicked", method)
+		}
+	}()
+	v, err := e.h.ServeRPC(rpc.WithCaller(ctx, caller), req)
+	if err != nil {
+		return nil, err
+	}
+	if result, err = rpc.Marshal(v); err != nil {
+		return nil, rpc.Errorf(rpc.CodeInternal, "cannot encode the result of %q (%T): %v", method, v, err)
+	}
+	return result, nil
+}
+
+// sendReply answers call m with result or err.
+func (a *Agent) sendReply(s *session, m message, method string, result []byte, err error) {
+	r := message{Peer: m.Peer, ID: m.ID, Subsys: subRPC}
+	if err != nil {
+		payload, encErr := rpc.EncodeError(rpc.FromError(err))
+		if encErr != nil {
+			a.log.Error("capbus agent: cannot encode error reply", "method", method, "err", encErr)
+			return
+		}
+		r.Args = [][]byte{frameError, m.Args[1], payload}
+	} else {
+		r.Args = [][]byte{frameResult, m.Args[1], result}
+	}
+	if err := s.send(s.ctx, &r); err != nil {
+		a.log.Debug("capbus agent: reply not sent", "method", method, "caller", m.Peer, "err", err)
+	}
+}

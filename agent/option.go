@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/capbus/capbus/auth"
+)
+
+// Defaults of the options.
+const (
+	// DefaultAddress is the platform address used without WithAddress.
+	DefaultAddress = "tcp://127.0.0.1:22916"
+	// DefaultCallTimeout bounds a call whose context has no deadline.
+	DefaultCallTimeout = 30 * time.Second
+	// DefaultConnectTimeout bounds one connection attempt: dial, CURVE
+	// handshake, hello and welcome.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultConcurrency is how many handlers of exported methods run at
+	// once.
+	DefaultConcurrency = 64
+	// DefaultQueue is how many incoming calls wait for a free handler slot
+	// before further calls are refused with rpc.CodeOverloaded.
+	DefaultQueue = 1024
+	// DefaultHeartbeat is how often an agent pings the platform; a ping
+	// unanswered for as long ends the connection.
+	DefaultHeartbeat = 10 * time.Second
+	// DefaultMinBackoff is the first delay before reconnecting.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff is the longest delay between reconnection attempts.
+	DefaultMaxBackoff = 5 * time.Second
+)
+
+// Option configures an Agent. Options are applied in order by New; an
+// option that fails (an unreadable keystore, say) makes New return its
+// error.
+type Option interface {
+	apply(*config) error
+}
+
+type optionFunc func(*config) error
+
+func (f optionFunc) apply(c *config) error { return f(c) }
+
+type config struct {
+	keyPair        auth.KeyPair
+	haveKeyPair    bool
+	address        string
+	serverKey      auth.Key
+	knownHosts     string
+	logger         *slog.Logger
+	callTimeout    time.Duration
+	connectTimeout time.Duration
+	concurrency    int
+	queue          int
+	minBackoff     time.Duration
+	maxBackoff     time.Duration
+	meta           map[string]string
+	heartbeat      time.Duration
+	dial           dialFunc // nil: CURVE over TCP
+}
+
+func defaultConfig() config {
+	return config{
+		address:        DefaultAddress,
+		callTimeout:    DefaultCallTimeout,
+		connectTimeout: DefaultConnectTimeout,
+		concurrency:    DefaultConcurrency,
+		queue:          DefaultQueue,
+		minBackoff:     DefaultMinBackoff,
+		maxBackoff:     DefaultMaxBackoff,
+		heartbeat:      DefaultHeartbeat,
+		meta:           map[string]string{},
+	}
+}
+
+// WithKeyPair sets the agent's CURVE key pair. Its public key must be in
+// the platform's auth.json.
+func WithKeyPair(kp auth.KeyPair) Option {
+	return optionFunc(func(c *config) error {
+		c.keyPair, c.haveKeyPair = kp, true
+		return nil
+	})
+}
+
+// WithKeystore loads the agent's key pair from a keystore file (see
+// auth.LoadKeystore).
+func WithKeystore(path string) Option {
+	return optionFunc(func(c *config) error {
+		kp, err := auth.LoadKeystore(path)
+		if err != nil {
+			return fmt.Errorf("agent: keystore: %w", err)
+		}
+		c.keyPair, c.haveKeyPair = kp, true
+		return nil
+	})
+}
+
+// WithAddress sets the platform's address, "tcp://host:port" or
+// "host:port". The default is DefaultAddress.
+func WithAddress(addr string) Option {
+	return optionFunc(func(c *config) error {
+		if addr == "" {
+			return errors.New("agent: WithAddress: empty address")
+		}
+		c.address = addr
+		return nil
+	})
+}
+
+// WithServerKey pins the platform's public key: the agent talks only to a
+// platform that proves it holds the matching secret key.
+func WithServerKey(k auth.Key) Option {
+	return optionFunc(func(c *config) error {
+		if k.IsZero() {
+			return errors.New("agent: WithServerKey: zero key")
+		}
+		c.serverKey = k
+		return nil
+	})
+}
+
+// WithPlatform is WithAddress and WithServerKey in one.
+func WithPlatform(addr string, serverKey auth.Key) Option {
+	return optionFunc(func(c *config) error {
+		if err := WithAddress(addr).apply(c); err != nil {
+			return err
+		}
+		return WithServerKey(serverKey).apply(c)
+	})
+}
+
+// WithKnownHosts reads the platform's key from a known-hosts file when no
+// WithServerKey is given: a text file of "address serverkey" lines, blank
+// lines and lines starting with # ignored, keys in Z85 or base64url. The
+// line whose address matches the agent's address ("tcp://" optional on
+// either side) is used; New fails when there is none.
+func WithKnownHosts(path string) Option {
+	return optionFunc(func(c *config) error {
+		c.knownHosts = path
+		return nil
+	})
+}
+
+// WithLogger sets the logger of the agent; the default is slog.Default().
+// Handler panics are logged at Error level with their stack.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) error {
+		if l != nil {
+			c.logger = l
+		}
+		return nil
+	})
+}
+
+// WithCallTimeout bounds calls, publishes and queries whose context has no
+// deadline (default DefaultCallTimeout). A context deadline always wins.
+func WithCallTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("agent: WithCallTimeout(%v): must be positive", d)
+		}
+		c.callTimeout = d
+		return nil
+	})
+}
+
+// WithConnectTimeout bounds one connection attempt: TCP dial, CURVE
+// handshake, hello and welcome (default DefaultConnectTimeout).
+func WithConnectTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("agent: WithConnectTimeout(%v): must be positive", d)
+		}
+		c.connectTimeout = d
+		return nil
+	})
+}
+
+// WithConcurrency sets how many handlers run at once (n >= 1) and how many
+// incoming calls may wait for a slot (queue >= 0). A call arriving when the
+// queue is full is refused at once with rpc.CodeOverloaded. Defaults:
+// DefaultConcurrency and DefaultQueue.
+func WithConcurrency(n, queue int) Option {
+	return optionFunc(func(c *config) error {
+		if n < 1 || queue < 0 {
+			return fmt.Errorf("agent: WithConcurrency(%d, %d): need n >= 1 and queue >= 0", n, queue)
+		}
+		c.concurrency, c.queue = n, queue
+		return nil
+	})
+}
+
+// WithBackoff bounds the delay between reconnection attempts: it starts at
+// min and doubles, with jitter, up to max.
+func WithBackoff(min, max time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("agent: WithBackoff(%v, %v): need 0 < min <= max", min, max)
+		}
+		c.minBackoff, c.maxBackoff = min, max
+		return nil
+	})
+}
+
+// WithMeta adds a metadata entry to the hello message; the platform shows
+// metadata to its admission hooks (for example "version").
+func WithMeta(key, value string) Option {
+	return optionFunc(func(c *config) error {
+		c.meta[key] = value
+		return nil
+	})
+}
+
+// WithHeartbeat sets how often the agent pings the platform (default
+// DefaultHeartbeat). A ping unanswered within the same interval ends the
+// connection, failing calls in flight with rpc.ErrUnavailable, and the
+// agent reconnects: this detects a platform host that vanished without
+// closing its connections. Zero turns heartbeats off.
+func WithHeartbeat(interval time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if interval < 0 {
+			return fmt.Errorf("agent: WithHeartbeat(%v): must not be negative", interval)
+		}
+		c.heartbeat = interval
+		return nil
+	})
+}

@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/rpc"
+)
+
+// ErrRunning is returned by Run when the agent is already running.
+var ErrRunning = errors.New("agent: already running")
+
+// Run connects to the platform, says hello with the agent's identity and
+// exports, subscribes its subscriptions and serves calls and messages until
+// ctx ends. It then disconnects, waits for running handlers to return (their
+// contexts are cancelled) and returns nil.
+//
+// When the connection is lost, calls in flight fail at once with
+// rpc.ErrUnavailable and Run reconnects with exponential backoff (see
+// WithBackoff), re-registering identity, exports and subscriptions.
+//
+// Before the agent has been welcomed once, a refusal that retrying cannot
+// fix (the platform refuses the key, the identity claim, or another
+// connection holds the identity) makes Run return that error. After that,
+// every failure is logged and retried, so an agent survives a platform
+// restart while auth.json is being fixed; except that when another
+// connection with the same key takes the identity over, Run returns an
+// error matching rpc.ErrIdentityInUse rather than take it back.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer a.running.Store(false)
+	defer a.handlers.Wait()
+
+	delay := a.cfg.minBackoff
+	welcomed := false
+	for {
+		s, err := a.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !welcomed && permanent(err) {
+				return err
+			}
+			wait := jitter(delay)
+			a.log.Warn("capbus agent: cannot connect; retrying", "address", a.cfg.address, "err", err, "in", wait)
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			delay = min(2*delay, a.cfg.maxBackoff)
+			continue
+		}
+		welcomed = true
+		delay = a.cfg.minBackoff
+		a.log.Info("capbus agent: connected", "address", a.cfg.address, "user_id", s.welcome.UserID)
+
+		if !a.serve(ctx, s) {
+			a.log.Info("capbus agent: stopped")
+			return nil
+		}
+		if errors.Is(s.err, rpc.ErrIdentityInUse) {
+			// Another connection of our key claimed the identity:
+			// reconnecting would only take it back and forth.
+			a.log.Error("capbus agent: identity taken over; stopping", "err", s.err)
+			return s.err
+		}
+		a.log.Warn("capbus agent: connection lost; reconnecting", "err", s.err)
+		// A platform that closes connections right after welcome must not
+		// make the agent spin.
+		if !sleep(ctx, jitter(a.cfg.minBackoff)) {
+			return nil
+		}
+	}
+}
+
+// serve waits while session s lives, pinging the platform when heartbeats
+// are on. It reports false when ctx ended (s is then closed), true when the
+// session ended by itself.
+func (a *Agent) serve(ctx context.Context, s *session) bool {
+	var tick <-chan time.Time
+	if a.cfg.heartbeat > 0 {
+		t := time.NewTicker(a.cfg.heartbeat)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-s.done:
+			s.close(nil)
+			return true
+		case <-ctx.Done():
+			s.close(rpc.NewError(rpc.CodeUnavailable, "agent stopped"))
+			return false
+		case <-tick:
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.heartbeat)
+			_, err := s.request(pctx, &message{Subsys: subPing})
+			cancel()
+			if err != nil && ctx.Err() == nil && errors.Is(err, rpc.ErrTimeout) {
+				s.fail(fmt.Errorf("no answer to a heartbeat ping within %v", a.cfg.heartbeat))
+			}
+		}
+	}
+}
+
+// connect opens a transport, says hello, waits for welcome, subscribes and
+// publishes the session.
+func (a *Agent) connect(ctx context.Context) (*session, error) {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.connectTimeout)
+	defer cancel()
+	tr, err := a.dial(cctx)
+	if err != nil {
+		return nil, err
+	}
+	s := newSession(a, tr)
+	fail := func(err error) (*session, error) {
+		s.close(err)
+		return nil, err
+	}
+
+	a.mu.Lock()
+	hello := helloMsg{Identity: a.identity, Exports: a.exportTable(), Meta: a.cfg.meta}
+	exportsV, subsV := a.exportsV, a.subsV
+	subs := a.patterns()
+	a.mu.Unlock()
+
+	payload, err := rpc.Marshal(&hello)
+	if err != nil {
+		return fail(fmt.Errorf("agent: encode hello: %w", err))
+	}
+	r, err := s.request(cctx, &message{Subsys: subHello, Args: [][]byte{payload}})
+	if err != nil {
+		return fail(err)
+	}
+	if r.Subsys != subWelcome {
+		return fail(rpc.Errorf(rpc.CodeProtocol, "hello answered with %q, want %q", r.Subsys, subWelcome))
+	}
+	if len(r.Args) > 0 {
+		if err := rpc.Unmarshal(r.Args[0], &s.welcome); err != nil {
+			return fail(rpc.Errorf(rpc.CodeProtocol, "undecodable welcome: %v", err))
+		}
+	}
+	for _, p := range subs {
+		if err := s.subscribe(cctx, p); err != nil {
+			if ctx.Err() != nil || errors.Is(err, rpc.ErrUnavailable) {
+				return fail(err)
+			}
+			a.log.Error("capbus agent: subscription refused", "pattern", p, "err", err)
+		}
+	}
+
+	a.mu.Lock()
+	a.sess = s
+	close(a.ready)
+	resendExports := a.exportsV != exportsV
+	resendSubs := a.subsV != subsV
+	a.mu.Unlock()
+
+	// Exports and subscriptions added while we were saying hello.
+	if resendExports {
+		a.handlers.Go(func() { _ = a.pushExports(s, nil) })
+	}
+	if resendSubs {
+		a.handlers.Go(func() { a.resubscribe(s, subs) })
+	}
+	return s, nil
+}
+
+// unpublish forgets s as the current session, so that new calls fail fast
+// and Ready waits for the next welcome.
+func (a *Agent) unpublish(s *session) {
+	a.mu.Lock()
+	if a.sess == s {
+		a.sess = nil
+		a.ready = make(chan struct{})
+	}
+	a.mu.Unlock()
+}
+
+// permanent reports whether err is a refusal that retrying cannot fix.
+func permanent(err error) bool {
+	return errors.Is(err, curve.ErrRefused) ||
+		errors.Is(err, rpc.ErrPermission) ||
+		errors.Is(err, rpc.ErrIdentityInUse) ||
+		errors.Is(err, rpc.ErrProtocol)
+}
+
+// jitter returns d randomized by up to ±20%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}
+
+// sleep waits d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

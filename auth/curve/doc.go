@@ -1,0 +1,36 @@
+// Package curve implements CurveZMQ (ZeroMQ RFC 25 ZMTP-CURVE and RFC 26
+// CurveZMQ) as a layer below github.com/go-zeromq/zmq4, interoperable with
+// libzmq 4.3.4.
+//
+// Towards the wire a [Conn] speaks the ZMTP 3 greeting, the CURVE handshake
+// (HELLO, WELCOME, INITIATE, READY or ERROR) and encrypted MESSAGE commands.
+// Towards zmq4 it presents a peer that uses the NULL mechanism: once the
+// CURVE handshake is complete,
+//
+//	zc, err := zmq4.Open(conn, null.Security(), zmq4.Router, "", true, nil)
+//
+// succeeds on a [*Conn] and every frame zmq4 writes is sealed as one CURVE
+// MESSAGE, while every MESSAGE received is handed to zmq4 as a plain frame.
+// The conn reads through a buffer and writes each whole zmq4 message (all its
+// frames up to the last one without MORE) with a single write, which makes a
+// CURVE connection cheaper in system calls than a plain zmq4 NULL connection.
+//
+// On the server side ([Listen], [Listener.Accept]) the Identity that zmq4
+// sees for the peer is a routing id chosen by the listener (see
+// [PeerInfo.RoutingID] and [Listener.Lookup]), never the identity the peer
+// claimed, so that two peers claiming the same identity cannot receive each
+// other's replies. Every client is authenticated by its long-term public key
+// (proven by the vouch of the INITIATE command) and then authorized by the
+// [Authenticator] the listener was given; a refused client receives an ERROR
+// command with reason "400", as libzmq's ZAP would send.
+//
+// Heartbeats: a PING command sent by the peer (libzmq's ZMQ_HEARTBEAT_IVL)
+// is answered with PONG inside the conn, while some goroutine reads from it,
+// and never reaches zmq4.
+//
+// Limits: every frame length declared by the peer is checked against the
+// maximum frame size ([WithMaxFrameSize], 16 MiB by default) before anything
+// is allocated, and each handshake must complete within the handshake
+// timeout ([WithHandshakeTimeout], 10 s by default). Handshakes run in their
+// own goroutine per connection, so a stalled peer never delays others.
+package curve

@@ -1,0 +1,61 @@
+package curve
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrHandshake is wrapped by every error that ends a CURVE handshake:
+	// a bad greeting, a malformed or unexpected command, a box that does not
+	// open, a timeout.
+	ErrHandshake = errors.New("curve: handshake failed")
+
+	// ErrRefused is matched (errors.Is) by the *RefusedError that Dial returns
+	// when the server answered the handshake with an ERROR command.
+	ErrRefused = errors.New("curve: refused by server")
+
+	// ErrUnauthorized is wrapped in the server-side error of a client whose
+	// vouch was valid but whom the Authenticator refused.
+	ErrUnauthorized = errors.New("curve: client not authorized")
+
+	// ErrFrameTooLarge is returned (wrapped) when a peer declares a frame
+	// longer than the maximum frame size, or zmq4 writes one.
+	ErrFrameTooLarge = errors.New("curve: frame too large")
+
+	// ErrBadNonce is returned (wrapped) when a peer's short nonce does not
+	// strictly increase (a replayed or reordered command).
+	ErrBadNonce = errors.New("curve: nonce not increasing")
+
+	// ErrDecrypt is returned (wrapped) when a box cannot be opened: a wrong
+	// key or a forged or corrupted command.
+	ErrDecrypt = errors.New("curve: cannot open box")
+
+	// ErrMalformed is returned (wrapped) for a command or frame that does not
+	// follow ZMTP 3 / RFC 26: wrong size, wrong name, bad flags, bad metadata.
+	ErrMalformed = errors.New("curve: malformed command")
+
+	// ErrNoAuthenticator is returned by Listen when no Authenticator was
+	// given: the listener never admits clients by default.
+	ErrNoAuthenticator = errors.New("curve: Listen requires WithAuthenticator")
+)
+
+// RefusedError is the error Dial returns when the server refused the
+// handshake with an ERROR command. It matches ErrRefused with errors.Is.
+type RefusedError struct {
+	// Reason is the ERROR command's reason text ("400" from a libzmq server
+	// whose ZAP handler refused the key).
+	Reason string
+}
+
+// Error implements error.
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("curve: refused by server: %q", e.Reason)
+}
+
+// Is reports whether target is ErrRefused.
+func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}

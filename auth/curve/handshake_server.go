@@ -1,0 +1,182 @@
+package curve
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/crypto/nacl/box"
+	"golang.org/x/crypto/nacl/secretbox"
+
+	"github.com/capbus/capbus/auth"
+)
+
+// maxHandshakeCommand bounds every command read before the handshake is
+// complete (INITIATE carries metadata, the largest).
+const maxHandshakeCommand = 64 << 10
+
+// session is the outcome of a handshake: the precomputed transient key and
+// the short-nonce counters, which continue into the MESSAGE phase.
+type session struct {
+	key       [32]byte
+	sendNonce uint64 // last nonce we used
+	recvNonce uint64 // last nonce the peer used
+	peer      PeerInfo
+}
+
+// readCommand reads one frame of the handshake and requires the COMMAND flag.
+func readCommand(r io.Reader) ([]byte, error) {
+	flags, body, err := readFrame(r, maxHandshakeCommand)
+	if err != nil {
+		return nil, err
+	}
+	if flags&^flagLong != flagCommand {
+		return nil, malformed("handshake frame with flags %#x, want a command", flags)
+	}
+	return body, nil
+}
+
+// serverHandshake runs the server side of the CURVE handshake on rw,
+// reading through r. On error, s.peer holds what was learnt about the
+// client (its key once the vouch was verified) for logging.
+func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.KeyPair, o *options, remote string) (s session, err error) {
+	s.peer.RemoteAddr = remote
+	if err := writeGreeting(rw, true); err != nil {
+		return s, fmt.Errorf("write greeting: %w", err)
+	}
+	if err := readGreeting(r); err != nil {
+		return s, err
+	}
+
+	// HELLO: prove that the client knows our public key.
+	body, err := readCommand(r)
+	if err != nil {
+		return s, fmt.Errorf("read HELLO: %w", err)
+	}
+	hello, err := decodeHello(body)
+	if err != nil {
+		return s, err
+	}
+	serverSecret := (*[32]byte)(&kp.Secret)
+	nonce := shortNonce(prefixHello, hello.Nonce)
+	var zeros [64]byte
+	plain, ok := box.Open(zeros[:0], hello.Box[:], &nonce, &hello.ClientTransient, serverSecret)
+	if !ok || len(plain) != 64 {
+		return s, fmt.Errorf("%w: HELLO (the client does not use this server's public key)", ErrDecrypt)
+	}
+
+	// WELCOME: our transient key and a cookie holding both transient keys.
+	tPub, tSec, err := box.GenerateKey(rand.Reader)
+	if err != nil {
+		return s, err
+	}
+	var cookieKey [32]byte
+	if _, err := rand.Read(cookieKey[:]); err != nil {
+		return s, err
+	}
+	cookieNonce, err := random16()
+	if err != nil {
+		return s, err
+	}
+	cookiePlain := append(append(make([]byte, 0, 64), hello.ClientTransient[:]...), tSec[:]...)
+	cn := longNonce(prefixCookie, cookieNonce[:])
+	cookie := secretbox.Seal(append(make([]byte, 0, cookieSize), cookieNonce[:]...), cookiePlain, &cn, &cookieKey)
+
+	var welcome welcomeCommand
+	if welcome.Nonce, err = random16(); err != nil {
+		return s, err
+	}
+	wn := longNonce(prefixWelcome, welcome.Nonce[:])
+	box.Seal(welcome.Box[:0], append(append(make([]byte, 0, 128), tPub[:]...), cookie...), &wn, &hello.ClientTransient, serverSecret)
+	if err := writeCommand(rw, welcome.append(nil)); err != nil {
+		return s, fmt.Errorf("write WELCOME: %w", err)
+	}
+
+	// INITIATE: the cookie, then the client's long-term key and its vouch.
+	if body, err = readCommand(r); err != nil {
+		return s, fmt.Errorf("read INITIATE: %w", err)
+	}
+	ini, err := decodeInitiate(body)
+	if err != nil {
+		return s, err
+	}
+	cn = longNonce(prefixCookie, ini.Cookie[:16])
+	opened, ok := secretbox.Open(nil, ini.Cookie[16:], &cn, &cookieKey)
+	if !ok || !bytes.Equal(opened, cookiePlain) {
+		return s, fmt.Errorf("%w: INITIATE cookie", ErrDecrypt)
+	}
+	if ini.Nonce <= hello.Nonce {
+		return s, fmt.Errorf("%w: INITIATE nonce %d after HELLO nonce %d", ErrBadNonce, ini.Nonce, hello.Nonce)
+	}
+	box.Precompute(&s.key, &hello.ClientTransient, tSec)
+	nonce = shortNonce(prefixInitiate, ini.Nonce)
+	plain, ok = box.OpenAfterPrecomputation(nil, ini.Box, &nonce, &s.key)
+	if !ok {
+		return s, fmt.Errorf("%w: INITIATE", ErrDecrypt)
+	}
+	if len(plain) < 32+16+vouchBoxSize {
+		return s, malformed("INITIATE box of %d bytes", len(plain))
+	}
+	var clientKey [32]byte
+	copy(clientKey[:], plain[:32])
+	vn := longNonce(prefixVouch, plain[32:48])
+	vouch, ok := box.Open(nil, plain[48:48+vouchBoxSize], &vn, &clientKey, tSec)
+	if !ok {
+		return s, fmt.Errorf("%w: vouch (the client does not hold the secret key of %s)", ErrDecrypt, auth.Key(clientKey).Z85())
+	}
+	if !bytes.Equal(vouch[:32], hello.ClientTransient[:]) || !bytes.Equal(vouch[32:], kp.Public[:]) {
+		return s, malformed("vouch does not name this connection's keys")
+	}
+	s.peer.PublicKey = auth.Key(clientKey)
+	md, err := parseMetadata(plain[48+vouchBoxSize:])
+	if err != nil {
+		return s, err
+	}
+	s.peer.SocketType, ok = md.Get("Socket-Type")
+	if !ok {
+		return s, malformed("INITIATE metadata has no Socket-Type")
+	}
+	s.peer.Identity, _ = md.Get("Identity")
+	s.recvNonce = ini.Nonce
+
+	// Authorization, then READY or ERROR "400".
+	userID, err := authenticate(ctx, o.authenticator, AuthRequest{
+		PublicKey:  s.peer.PublicKey,
+		RemoteAddr: s.peer.RemoteAddr,
+		Identity:   s.peer.Identity,
+		SocketType: s.peer.SocketType,
+	})
+	if err != nil {
+		errCmd := errorCommand{Reason: "400"}
+		if werr := writeCommand(rw, errCmd.append(nil)); werr != nil {
+			err = errors.Join(err, fmt.Errorf("write ERROR: %w", werr))
+		}
+		return s, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	s.peer.UserID = userID
+
+	s.sendNonce = 1
+	nonce = shortNonce(prefixReady, s.sendNonce)
+	ready := shortNonceCommand{Nonce: s.sendNonce}
+	ready.Box = box.SealAfterPrecomputation(nil, appendMetadata(nil, metadata{{"Socket-Type", o.socketType}}), &nonce, &s.key)
+	if err := writeCommand(rw, ready.append(nil, nameReady)); err != nil {
+		return s, fmt.Errorf("write READY: %w", err)
+	}
+	return s, nil
+}
+
+// authenticate calls a, turning a panic into a refusal.
+func authenticate(ctx context.Context, a Authenticator, req AuthRequest) (userID string, err error) {
+	if a == nil {
+		return "", errors.New("no authenticator configured")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			userID, err = "", fmt.Errorf("authenticator panicked: %v", p)
+		}
+	}()
+	return a.Authenticate(ctx, req)
+}

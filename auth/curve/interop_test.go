@@ -1,0 +1,143 @@
+package curve
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/capbus/capbus/auth"
+)
+
+// keyEnv passes keys to the Python peers in Z85, libzmq's form.
+func keyEnv(name string, k auth.Key) string { return name + "=" + k.Z85() }
+
+func TestInterop_LibzmqDealerTalksToCapbusRouter(t *testing.T) {
+	client := newKeyPair(t)
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
+
+	py := startPython(t, "libzmq_dealer.py",
+		"ENDPOINT="+s.endpoint(),
+		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+	py.expect(t, "MULTIPART OK")
+
+	first := <-s.recv
+	assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first.Frames))
+	c := s.nextConn(t)
+	peer, ok := s.l.Lookup(c.Peer().RoutingID)
+	require.True(t, ok)
+	assert.Equal(t, client.Public, peer.PublicKey)
+	assert.Equal(t, "py-user", peer.UserID)
+	assert.Equal(t, "DEALER", peer.SocketType)
+	assert.Equal(t, "py-dealer", peer.Identity)
+
+	py.expect(t, "BIG OK")
+	py.expect(t, "SEQUENCE OK")
+	py.wait(t)
+}
+
+func normalize(frames [][]byte) [][]byte {
+	out := make([][]byte, len(frames))
+	for i, f := range frames {
+		out[i] = append([]byte{}, f...)
+	}
+	return out
+}
+
+func TestInterop_CapbusDealerTalksToLibzmqRouterWithZAP(t *testing.T) {
+	server, client, stranger := newKeyPair(t), newKeyPair(t), newKeyPair(t)
+	py := startPython(t, "libzmq_router_zap.py",
+		keyEnv("CURVE_SERVER_PUBLIC", server.Public),
+		"CURVE_SERVER_SECRET="+server.Secret.Z85(),
+		keyEnv("CURVE_ALLOWED_CLIENT", client.Public),
+		"CURVE_USER_ID=alice")
+	endpoint := py.expect(t, "LISTENING")
+
+	c, zc := dealer(t, endpoint, client, server.Public)
+	assert.Equal(t, "ROUTER", c.Peer().SocketType)
+	require.NoError(t, zc.SendMsg(zmq4.NewMsgFrom([]byte("hello"), []byte("world"))))
+	reply, err := zc.RecvMsg()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"user-id", "alice", "hello", "world"}, strs(reply.Frames))
+	py.expect(t, "FROM alice")
+
+	t.Run("RefusedKeyGetsError400", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		_, err := Dial(ctx, endpoint, stranger, server.Public)
+		require.ErrorIs(t, err, ErrRefused)
+		var refused *RefusedError
+		require.True(t, errors.As(err, &refused))
+		assert.Equal(t, "400", refused.Reason)
+	})
+
+	t.Run("WrongServerKeyFailsHandshake", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		_, err := Dial(ctx, endpoint, client, stranger.Public)
+		require.ErrorIs(t, err, ErrHandshake)
+		assert.NotErrorIs(t, err, ErrRefused)
+	})
+
+	require.NoError(t, zc.SendMsg(zmq4.NewMsgString("quit")))
+	reply, err = zc.RecvMsg()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"bye"}, strs(reply.Frames))
+	py.wait(t)
+}
+
+func strs(frames [][]byte) []string {
+	out := make([]string, len(frames))
+	for i, f := range frames {
+		out[i] = string(f)
+	}
+	return out
+}
+
+func TestInterop_LibzmqClientWithRefusedKeyFailsItsHandshake(t *testing.T) {
+	rec, logger := newLogRecorder()
+	s := startEchoServer(t, WithAuthenticator(allowKeys(nil)), WithLogger(logger))
+	client := newKeyPair(t)
+	py := startPython(t, "libzmq_refused.py",
+		"ENDPOINT="+s.endpoint(),
+		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+	assert.Equal(t, "400", py.expect(t, "HANDSHAKE_FAILED_AUTH"))
+	py.wait(t)
+	rec.waitFor(t, "client refused", attr("client_key", client.Public.Z85()))
+}
+
+func TestInterop_LibzmqHeartbeatsAreAnsweredAndConnectionStays(t *testing.T) {
+	client := newKeyPair(t)
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
+	py := startPython(t, "libzmq_heartbeat.py",
+		"ENDPOINT="+s.endpoint(),
+		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+	py.expect(t, "CONNECTED")
+	c := s.nextConn(t)
+	py.expect(t, "STILL CONNECTED")
+	py.wait(t)
+	// 1.5 s at a 100 ms interval: about 15 PINGs, none of them seen by zmq4.
+	assert.GreaterOrEqual(t, c.pings.Load(), int64(5), "PINGs answered")
+	for {
+		select {
+		case m := <-s.recv:
+			for _, f := range m.Frames {
+				assert.False(t, bytes.Contains(f, []byte("PING")), "a PING reached zmq4")
+			}
+			continue
+		case <-time.After(0):
+		}
+		break
+	}
+}

@@ -1,0 +1,68 @@
+package auth_test
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/capbus/capbus/auth"
+)
+
+// FuzzParse checks that the loader never panics and that every rejection is
+// an error value (a *ValidationError); accepted documents must compile to a
+// usable policy and re-encode to a document that loads again.
+func FuzzParse(f *testing.F) {
+	for _, path := range []string{"testdata/volttron-1.4.json", "../auth.json.example"} {
+		if b, err := os.ReadFile(path); err == nil {
+			f.Add(b)
+		}
+	}
+	for _, s := range []string{
+		weatherDoc, rolesDoc, narrowDoc, paramDoc, topicDoc,
+		``, `{}`, `[]`, `{"allow": null}`, `{"allow": [{}]}`, `/* x`, `{"a": "\u0000"}`,
+		`{"capability_groups": {"A": ["A"]}}`, `{"topics": {"#": {}}}`,
+		`{"allow": [{"user_id": "*", "capabilities": {"!x": {"p": "v"}}}]}`,
+		`{"version": {"major": 1, "minor": 4}, "allow": [{"credentials": "/.*/", "user_id": "any"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := auth.Parse("fuzz.json", data)
+		if err != nil {
+			var ve *auth.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("rejection is %T, not *ValidationError: %v", err, err)
+			}
+			if p != nil {
+				t.Fatalf("rejected document returned a policy")
+			}
+			_ = err.Error()
+			return
+		}
+		// Exercise the compiled policy.
+		for _, u := range p.Users() {
+			s, err := p.Subject(auth.Principal{UserID: u, Identity: u})
+			if errors.Is(err, auth.ErrDisabled) || errors.Is(err, auth.ErrDenied) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("user %q listed but no subject: %v", u, err)
+			}
+			d := p.Decide(s, p.Requirement(auth.Principal{UserID: u, Identity: u}, "m", auth.Declared{Capabilities: []string{"x"}}), map[string]any{"identity": "x"})
+			_ = d.Explanation().String()
+			_ = p.DecideTopic(s, auth.Subscribe, "#").Reason()
+			_ = p.CheckIdentity(u, "some.identity")
+		}
+		file, err := auth.ParseFile("fuzz.json", data)
+		if err != nil {
+			t.Fatalf("Parse accepted but ParseFile rejected: %v", err)
+		}
+		out, err := file.Marshal()
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		if _, err := auth.Parse("fuzz-remarshal.json", out); err != nil {
+			t.Fatalf("re-encoded document does not load: %v\n%s", err, out)
+		}
+	})
+}

@@ -1,0 +1,229 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/capbus/capbus/auth"
+)
+
+// logBuffer collects log output safely across goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type storeFixture struct {
+	t      *testing.T
+	path   string
+	store  *auth.Store
+	events chan auth.ReloadEvent
+	logs   *logBuffer
+}
+
+func openStore(t *testing.T, initial string) *storeFixture {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.json")
+	if initial != "" {
+		require.NoError(t, os.WriteFile(path, []byte(initial), 0o600))
+	}
+	logs := &logBuffer{}
+	s, err := auth.OpenStore(context.Background(), path,
+		auth.WithDebounce(50*time.Millisecond), auth.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	if initial != "" {
+		require.NoError(t, err)
+	}
+	require.NotNil(t, s)
+	t.Cleanup(func() { _ = s.Close() })
+	f := &storeFixture{t: t, path: path, store: s, events: make(chan auth.ReloadEvent, 64), logs: logs}
+	s.Subscribe(func(ev auth.ReloadEvent) { f.events <- ev })
+	return f
+}
+
+// await returns the first event satisfying ok, failing after one second.
+func (f *storeFixture) await(what string, ok func(auth.ReloadEvent) bool) auth.ReloadEvent {
+	f.t.Helper()
+	deadline := time.After(time.Second)
+	for {
+		select {
+		case ev := <-f.events:
+			if ok(ev) {
+				return ev
+			}
+		case <-deadline:
+			f.t.Fatalf("no reload event (%s) within one second", what)
+			return auth.ReloadEvent{}
+		}
+	}
+}
+
+func (f *storeFixture) allowed(user string) bool {
+	p := f.store.Policy()
+	s, err := p.Subject(auth.Principal{UserID: user, Identity: user})
+	if err != nil {
+		return false
+	}
+	return p.Decide(s, p.Requirement(weatherAgent, "temperature", temperature), nil).Allowed
+}
+
+func weatherPolicy(bobbyCaps string) string {
+	return `{"allow": [
+	  {"user_id": "Alice", "credentials": "` + keyAlice + `", "capabilities": ["can_read_temp"]},
+	  {"user_id": "Bobby", "credentials": "` + keyBobby + `", "capabilities": [` + bobbyCaps + `]}]}`
+}
+
+func hasUser(user string) func(auth.ReloadEvent) bool {
+	return func(ev auth.ReloadEvent) bool {
+		if ev.Err != nil {
+			return false
+		}
+		_, err := ev.Policy.Subject(auth.Principal{UserID: user})
+		return err == nil
+	}
+}
+
+func bobbyMay(ev auth.ReloadEvent) bool {
+	if ev.Err != nil {
+		return false
+	}
+	s, err := ev.Policy.Subject(auth.Principal{UserID: "Bobby"})
+	return err == nil && ev.Policy.Decide(s, ev.Policy.Requirement(weatherAgent, "temperature", temperature), nil).Allowed
+}
+
+func TestStore_EditTakesEffectWithinOneSecond(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	assert.Equal(t, uint64(1), f.store.Policy().Generation())
+	assert.False(t, f.allowed("Bobby"))
+
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	ev := f.await("Bobby granted", bobbyMay)
+	assert.Greater(t, ev.Generation, uint64(1))
+	assert.Equal(t, ev.Generation, f.store.Policy().Generation())
+	assert.True(t, f.allowed("Bobby"))
+}
+
+func TestStore_RenameOverTheFileWorks(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	// What editors do: write a temporary file, then rename it over the original.
+	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	f.await("Bobby granted after rename", bobbyMay)
+	assert.True(t, f.allowed("Bobby"))
+}
+
+func TestStore_BrokenEditKeepsTheOldPolicyAndReportsTheError_FixTakesEffect(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	old := f.store.Policy()
+
+	broken := strings.Replace(weatherPolicy(`"can_read_temp"`), `"capabilities": ["can_read_temp"]},`, `"capabilites": ["can_read_temp"]},`, 1)
+	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(broken), 0o600))
+	ev := f.await("rejected edit", func(ev auth.ReloadEvent) bool { return ev.Err != nil })
+	var ve *auth.ValidationError
+	require.ErrorAs(t, ev.Err, &ve)
+	assert.Equal(t, 2, ve.Line)
+	assert.Contains(t, ve.Error(), `did you mean "capabilities"?`)
+	assert.Same(t, old, ev.Policy, "the last good policy stays in force")
+	assert.Same(t, old, f.store.Policy())
+	assert.True(t, f.allowed("Alice"))
+	assert.Contains(t, f.logs.String(), "keeping the previous policy")
+
+	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	ev = f.await("fixed edit", bobbyMay)
+	assert.Greater(t, ev.Generation, old.Generation())
+}
+
+func TestStore_DeletingTheFileDeniesEveryone(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	require.True(t, f.allowed("Alice"))
+	require.NoError(t, os.Remove(f.path))
+	ev := f.await("deletion", func(ev auth.ReloadEvent) bool { return ev.Policy.Closed() })
+	require.ErrorIs(t, ev.Err, auth.ErrNoPolicy)
+	assert.Equal(t, uint64(2), ev.Generation)
+	assert.False(t, f.allowed("Alice"))
+	_, err := f.store.Policy().Authenticate(key(t, keyAlice), "")
+	require.Error(t, err)
+	assert.Contains(t, f.logs.String(), "denying everyone")
+
+	// Recreating it restores the policy.
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy("")), 0o600))
+	f.await("recreated", hasUser("Alice"))
+	assert.True(t, f.allowed("Alice"))
+}
+
+func TestStore_MissingFileAtStartIsAClosedPolicy(t *testing.T) {
+	f := openStore(t, "")
+	p := f.store.Policy()
+	assert.True(t, p.Closed())
+	assert.False(t, f.allowed("Alice"))
+	assert.Contains(t, f.logs.String(), "closed policy")
+
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy("")), 0o600))
+	f.await("created", hasUser("Alice"))
+	assert.True(t, f.allowed("Alice"))
+}
+
+func TestStore_OpenReturnsTheLoadError(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.json")
+	s, err := auth.OpenStore(context.Background(), path, auth.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	require.ErrorIs(t, err, auth.ErrNoPolicy)
+	require.NotNil(t, s)
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "Close is idempotent")
+
+	require.NoError(t, os.WriteFile(path, []byte(`{"allow": [{"user_id": 1}]}`), 0o600))
+	s, err = auth.OpenStore(context.Background(), path, auth.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	var ve *auth.ValidationError
+	require.True(t, errors.As(err, &ve))
+	assert.True(t, s.Policy().Closed(), "an invalid file at start admits nobody")
+	require.NoError(t, s.Close())
+}
+
+func TestLoadFile_MissingOrEmptyFileIsClosedPolicyWithErrNoPolicy(t *testing.T) {
+	dir := t.TempDir()
+	p, err := auth.LoadFile(filepath.Join(dir, "absent.json"))
+	require.ErrorIs(t, err, auth.ErrNoPolicy)
+	require.NotNil(t, p)
+	assert.True(t, p.Closed())
+
+	empty := filepath.Join(dir, "empty.json")
+	require.NoError(t, os.WriteFile(empty, []byte("  \n"), 0o600))
+	p, err = auth.LoadFile(empty)
+	require.ErrorIs(t, err, auth.ErrNoPolicy)
+	require.NotNil(t, p)
+	assert.True(t, p.Closed())
+}
+
+func TestStore_StopsWhenContextIsDone(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.json")
+	require.NoError(t, os.WriteFile(path, []byte(weatherPolicy("")), 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := auth.OpenStore(ctx, path, auth.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	require.NoError(t, err)
+	cancel()
+	require.NoError(t, s.Close())
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/platform"
+)
+
+// closedAuthJSON is the auth.json written on first run: valid, and admitting
+// nobody until the operator adds entries.
+const closedAuthJSON = `// capbus auth.json: who may connect, and what each peer may do.
+// Nobody is admitted until you add an entry, for example:
+//   capbus auth add alice --credentials "$(capbus keygen --out alice.json)" --grant can_read_temp
+// See docs/AUTH.md for every key.
+{
+  "allow": []
+}
+`
+
+func newPlatformCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "platform",
+		Short: "Run the platform",
+	}
+	var audit string
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Run the platform in the foreground until interrupted",
+		Long: `run starts the platform: it binds --address, authenticates every connection by its
+CURVE key against auth.json, and authorizes every call, publish and subscribe.
+
+On first run it creates the home directory (mode 0700) with keystore.json (the platform's
+key pair, mode 0600) and an auth.json that admits nobody. Edits of auth.json
+(capbus auth ..., or any editor) take effect within a second, without a restart;
+a broken edit keeps the last good policy and is logged. The audit log (JSON lines) is
+appended to audit.log in the home directory.`,
+		Example: `  capbus platform run
+  capbus platform run --address tcp://0.0.0.0:22916 --log-format json
+  CAPBUS_HOME=/srv/capbus capbus platform run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(g.home, 0o700); err != nil {
+				return err
+			}
+			if err := ensureAuthFile(g.authFile()); err != nil {
+				return err
+			}
+			if audit == "" {
+				audit = g.auditLog()
+			}
+			p, err := platform.New(
+				platform.WithAddress(g.address),
+				platform.WithKeystore(g.serverKeystore()),
+				platform.WithAuthFile(g.authFile()),
+				platform.WithAuditFile(audit),
+				platform.WithLogger(log),
+			)
+			if err != nil {
+				return err
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- p.Run(cmd.Context()) }()
+			select {
+			case <-p.Ready():
+				fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
+			case err := <-errc:
+				return err
+			}
+			err = <-errc
+			if errors.Is(err, cmd.Context().Err()) {
+				return nil
+			}
+			return err
+		},
+	}
+	run.Flags().StringVar(&audit, "audit", "", "audit log file (default: audit.log in --home)")
+	cmd.AddCommand(run)
+	return cmd
+}
+
+// ensureAuthFile creates a closed auth.json if none exists. An existing file
+// is never touched.
+func ensureAuthFile(path string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return auth.WriteFileAtomic(path, []byte(closedAuthJSON), 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	_ = bytes.TrimSpace(data)
+	return nil
+}

@@ -1,0 +1,156 @@
+package platform
+
+import (
+	"sort"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/capbus/capbus/rpc"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// helloMsg is the HELLO payload of docs/PROTOCOL.md.
+type helloMsg struct {
+	Identity string            `msgpack:"identity"`
+	Exports  []rpc.Export      `msgpack:"exports"`
+	Meta     map[string]string `msgpack:"meta"`
+}
+
+// welcomeMsg is the WELCOME payload of docs/PROTOCOL.md.
+type welcomeMsg struct {
+	Identity   string `msgpack:"identity"`
+	UserID     string `msgpack:"user_id"`
+	Version    string `msgpack:"version"`
+	Generation uint64 `msgpack:"generation"`
+	ServerKey  string `msgpack:"server_key"`
+}
+
+// hello handles ["", "VIP1", "", msg-id, "hello", HELLO]: identity binding,
+// the admission hook, registration in the routing table, welcome, and the
+// peerlist "add" broadcast. A refused hello closes the connection.
+func (p *Platform) hello(pe *peer, frames [][]byte) {
+	if pe.welcomed.Load() {
+		p.protocolError(pe, frames, "second hello on one connection")
+		return
+	}
+	msgID := frames[fMsgID]
+	refuse := func(e *wireError, identity string) {
+		p.audit.record(auditRecord{Action: actRefuse, Decision: decDeny, UserID: pe.userID, Identity: identity,
+			Key: pe.key.Z85(), Remote: pe.remoteAddr, Reason: e.text, Errno: int(e.code), Generation: p.policy().Generation()})
+		pe.sendFinal(errorFrames(msgID, e, frames[fRecipient], frames[fSubsystem]), "hello refused: "+e.text)
+	}
+	if len(frames) <= fArgs {
+		refuse(errorf(rpc.CodeProtocol, "hello needs a HELLO frame"), "")
+		return
+	}
+	var h helloMsg
+	if err := msgpack.Unmarshal(frames[fArgs], &h); err != nil {
+		refuse(errorf(rpc.CodeInvalidArgs, "HELLO must be a msgpack map with identity, exports and meta: "+err.Error()), "")
+		return
+	}
+	if msg := checkIdentity(h.Identity); msg != "" {
+		refuse(errorf(rpc.CodeInvalidArgs, msg), "")
+		return
+	}
+	if e := validExports(h.Exports); e != nil {
+		refuse(e, h.Identity)
+		return
+	}
+	pol := p.policy()
+	if err := pol.CheckIdentity(pe.userID, h.Identity); err != nil {
+		refuse(errorf(rpc.CodePermission, err.Error()), h.Identity)
+		return
+	}
+	if p.cfg.admission != nil {
+		a := &Admission{
+			Principal:  Principal{UserID: pe.userID, Identity: h.Identity, Key: pe.key},
+			RemoteAddr: pe.remoteAddr,
+			Exports:    h.Exports,
+			Meta:       h.Meta,
+		}
+		if err := p.runAdmissionHook(a); err != nil {
+			refuse(errorf(rpc.CodePermission, "identity "+strconv.Quote(h.Identity)+" refused by the platform's admission hook: "+err.Error()), h.Identity)
+			return
+		}
+	}
+
+	table := make(exportTable, len(h.Exports))
+	for _, e := range h.Exports {
+		table[e.Name] = newExport(e)
+	}
+	p.mu.Lock()
+	old := p.byIdentity[h.Identity]
+	if old != nil && old.key != pe.key {
+		p.mu.Unlock()
+		refuse(errorf(rpc.CodeIdentityInUse, "identity "+strconv.Quote(h.Identity)+" is held by another live connection"), h.Identity)
+		return
+	}
+	pe.identity = h.Identity
+	pe.identityBytes = []byte(h.Identity)
+	pe.meta = h.Meta
+	pe.exports.Store(&table)
+	pe.welcomed.Store(true)
+	p.byIdentity[h.Identity] = pe
+	p.mu.Unlock()
+
+	if old != nil {
+		old.sendFinal(errorFrames(nil, errorf(rpc.CodeIdentityInUse, "identity "+strconv.Quote(h.Identity)+" taken over by a new connection of the same key"), nil, nil),
+			"replaced by a new connection of the same key")
+	}
+	w, _ := msgpack.Marshal(welcomeMsg{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
+		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})
+	p.reply(pe, [][]byte{empty, sigVIP1, pe.userBytes, msgID, []byte(subWelcome), w})
+	p.audit.record(auditRecord{Action: actAdmit, Decision: decAllow, UserID: pe.userID, Identity: h.Identity,
+		Key: pe.key.Z85(), Remote: pe.remoteAddr, Generation: pol.Generation()})
+	p.broadcastPeer("add", pe)
+}
+
+// checkIdentity validates an identity claim's form.
+func checkIdentity(id string) string {
+	if id == "" || len(id) > maxIdent {
+		return "identity must be 1..128 bytes"
+	}
+	if !utf8.ValidString(id) {
+		return "identity must be UTF-8"
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return "identity must not contain control characters"
+		}
+	}
+	return ""
+}
+
+// peerlist handles ["", "VIP1", "", msg-id, "peerlist", "list"].
+func (p *Platform) peerlist(pe *peer, frames [][]byte) {
+	if len(frames) <= fArgs || string(frames[fArgs]) != "list" {
+		p.protocolError(pe, frames, "peerlist accepts only \"list\"")
+		return
+	}
+	p.mu.RLock()
+	ids := make([]string, 0, len(p.byIdentity))
+	for id := range p.byIdentity {
+		ids = append(ids, id)
+	}
+	p.mu.RUnlock()
+	sort.Strings(ids)
+	out := [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPeerlist), []byte("listing")}
+	for _, id := range ids {
+		out = append(out, []byte(id))
+	}
+	p.reply(pe, out)
+}
+
+// broadcastPeer tells every other welcomed peer that pe was added or
+// dropped.
+func (p *Platform) broadcastPeer(op string, pe *peer) {
+	msg := [][]byte{empty, sigVIP1, empty, empty, []byte(subPeerlist), []byte(op), pe.identityBytes}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, other := range p.byIdentity {
+		if other != pe {
+			_ = other.send(msg)
+		}
+	}
+}

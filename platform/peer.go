@@ -1,0 +1,286 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/capbus/capbus/auth"
+	"github.com/go-zeromq/zmq4"
+)
+
+// errQueueFull is returned by peer.send when the peer's queue is full.
+var errQueueFull = errors.New("queue full")
+
+// outMsg is one message queued towards a peer.
+type outMsg struct {
+	frames [][]byte
+	size   int64
+	final  bool // close the connection once written
+}
+
+// peer is one authenticated connection.
+//
+// The fields set at accept (key, userID, remoteAddr, routingID) never
+// change. identity, exports and welcomed are set once by hello (under the
+// platform's lock for the routing table). The reader goroutine owns the
+// remaining unguarded fields.
+type peer struct {
+	p          *Platform
+	id         uint64
+	routingID  string
+	key        auth.Key
+	userID     string
+	userBytes  []byte
+	remoteAddr string
+	conn       net.Conn
+	zc         *zmq4.Conn
+
+	out       chan outMsg
+	queued    atomic.Int64 // bytes queued
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  atomic.Pointer[string] // why the platform closed it, for the audit record
+	flushed   chan struct{}          // closed when the writer exits
+
+	// Set by hello, read-only afterwards (published through p.mu).
+	welcomed      atomic.Bool
+	identity      string
+	identityBytes []byte
+	meta          map[string]string
+
+	exports atomic.Pointer[exportTable]
+
+	// Owned by the reader goroutine.
+	subj      *auth.Subject
+	subjPol   *auth.Policy
+	protoErrs int
+	subs      map[string]struct{} // guarded by p.subMu
+}
+
+// exportTable is an immutable map of method name to export, replaced whole
+// on every export update.
+type exportTable map[string]*export
+
+func (pe *peer) principal() auth.Principal {
+	return auth.Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key}
+}
+
+// ident returns the admitted identity, "" before hello. Safe from any
+// goroutine.
+func (pe *peer) ident() string {
+	if pe.welcomed.Load() {
+		return pe.identity
+	}
+	return ""
+}
+
+// subject returns the peer's compiled subject under pol, recompiling it when
+// the policy changed. Only the reader goroutine calls it.
+func (pe *peer) subject(pol *auth.Policy) (*auth.Subject, error) {
+	if pe.subjPol == pol && pe.subj != nil {
+		return pe.subj, nil
+	}
+	s, err := pol.Subject(pe.principal())
+	if err != nil {
+		return nil, err
+	}
+	pe.subj, pe.subjPol = s, pol
+	return s, nil
+}
+
+// send queues frames towards the peer without blocking.
+func (pe *peer) send(frames [][]byte) error {
+	var n int64
+	for _, f := range frames {
+		n += int64(len(f))
+	}
+	if pe.queued.Add(n) > pe.p.cfg.queueBytes {
+		pe.queued.Add(-n)
+		return errQueueFull
+	}
+	select {
+	case <-pe.done:
+		pe.queued.Add(-n)
+		return net.ErrClosed
+	default:
+	}
+	select {
+	case pe.out <- outMsg{frames: frames, size: n}:
+		return nil
+	default:
+		pe.queued.Add(-n)
+		return errQueueFull
+	}
+}
+
+// sendFinal queues frames after which the writer closes the connection. If
+// the queue is full, the connection is closed at once.
+func (pe *peer) sendFinal(frames [][]byte, reason string) {
+	pe.setReason(reason)
+	select {
+	case pe.out <- outMsg{frames: frames, final: true}:
+	default:
+		pe.close(reason)
+	}
+}
+
+func (pe *peer) setReason(reason string) {
+	pe.closeErr.CompareAndSwap(nil, &reason)
+}
+
+// close closes the connection at once; the reader goroutine then cleans up.
+func (pe *peer) close(reason string) {
+	pe.setReason(reason)
+	pe.closeOnce.Do(func() {
+		close(pe.done)
+		_ = pe.conn.Close()
+	})
+}
+
+// reason tells why the platform closed the connection ("" if it did not).
+func (pe *peer) reason() string {
+	if r := pe.closeErr.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// writeLoop is the connection's only writer.
+func (pe *peer) writeLoop() {
+	defer close(pe.flushed)
+	for {
+		select {
+		case <-pe.done:
+			return
+		case m := <-pe.out:
+			pe.queued.Add(-m.size)
+			err := pe.zc.SendMsg(zmq4.NewMsgFrom(m.frames...))
+			if err != nil {
+				pe.close(fmt.Sprintf("write: %v", err))
+				return
+			}
+			if m.final {
+				pe.close(pe.reason())
+				return
+			}
+		}
+	}
+}
+
+// limitConn enforces the per-message limits on what a peer sends, below
+// zmq4 (which would otherwise accumulate any number of frames): it follows
+// the ZMTP 3 frame headers in the byte stream and fails the read that
+// exceeds the number of frames or bytes of one message.
+type limitConn struct {
+	net.Conn
+	on        bool
+	maxFrames int
+	maxBytes  int64
+
+	st       int
+	flags    byte
+	need     int
+	size     uint64
+	remain   uint64
+	frames   int
+	msgBytes uint64
+	err      error // sticky once a limit was exceeded
+}
+
+const (
+	stFlags = iota
+	stShort
+	stLong
+	stBody
+)
+
+// errLimit is returned by limitConn.Read when a peer exceeds a limit.
+var errLimit = errors.New("message exceeds the per-message limits")
+
+func (l *limitConn) Read(b []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	n, err := l.Conn.Read(b)
+	if l.on && n > 0 {
+		if ferr := l.feed(b[:n]); ferr != nil {
+			// Return no data: io.ReadFull would drop an error that comes
+			// with a full buffer.
+			l.err = ferr
+			return 0, ferr
+		}
+	}
+	return n, err
+}
+
+func (l *limitConn) feed(b []byte) error {
+	for len(b) > 0 {
+		switch l.st {
+		case stFlags:
+			l.flags = b[0]
+			b = b[1:]
+			if l.flags&0x02 != 0 {
+				l.st, l.need, l.size = stLong, 8, 0
+			} else {
+				l.st = stShort
+			}
+		case stShort:
+			l.size = uint64(b[0])
+			b = b[1:]
+			if err := l.startBody(); err != nil {
+				return err
+			}
+		case stLong:
+			l.size = l.size<<8 | uint64(b[0])
+			b = b[1:]
+			l.need--
+			if l.need == 0 {
+				if err := l.startBody(); err != nil {
+					return err
+				}
+			}
+		case stBody:
+			k := uint64(len(b))
+			if k > l.remain {
+				k = l.remain
+			}
+			b = b[k:]
+			l.remain -= k
+			if l.remain == 0 {
+				l.endFrame()
+			}
+		}
+	}
+	return nil
+}
+
+func (l *limitConn) startBody() error {
+	if l.flags&0x04 == 0 { // not a command
+		l.frames++
+		l.msgBytes += l.size
+		if l.frames > l.maxFrames {
+			return fmt.Errorf("%w: more than %d frames", errLimit, l.maxFrames)
+		}
+		if l.msgBytes > uint64(l.maxBytes) {
+			return fmt.Errorf("%w: more than %d bytes", errLimit, l.maxBytes)
+		}
+	} else if l.size > uint64(l.maxBytes) {
+		return fmt.Errorf("%w: command of %d bytes", errLimit, l.size)
+	}
+	l.remain = l.size
+	l.st = stBody
+	if l.remain == 0 {
+		l.endFrame()
+	}
+	return nil
+}
+
+func (l *limitConn) endFrame() {
+	if l.flags&0x01 == 0 || l.flags&0x04 != 0 {
+		l.frames, l.msgBytes = 0, 0
+	}
+	l.st = stFlags
+}

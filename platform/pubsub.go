@@ -1,0 +1,205 @@
+package platform
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/rpc"
+)
+
+// pubsub handles the pubsub subsystem: subscribe, unsubscribe, publish.
+func (p *Platform) pubsub(pe *peer, frames [][]byte) {
+	if len(frames) < fArgs+2 {
+		p.protocolError(pe, frames, "pubsub needs an operation and a topic")
+		return
+	}
+	topic := string(frames[fArgs+1])
+	switch string(frames[fArgs]) {
+	case "subscribe":
+		p.subscribe(pe, frames, topic)
+	case "unsubscribe":
+		p.unsubscribe(pe, topic)
+		p.ok(pe, frames)
+	case "publish":
+		p.publish(pe, frames, topic)
+	default:
+		p.protocolError(pe, frames, "unknown pubsub operation "+quote(frames[fArgs]))
+	}
+}
+
+func (p *Platform) ok(pe *peer, frames [][]byte) {
+	if len(frames[fMsgID]) > 0 {
+		p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPubsub), []byte("ok")})
+	}
+}
+
+// topicDenied decides op on topic for pe and, when denied, audits and
+// answers errno 13.
+func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic string) bool {
+	pol := p.policy()
+	var reason string
+	subj, err := pe.subject(pol)
+	if err != nil {
+		reason = err.Error()
+	} else if d := pol.DecideTopic(subj, op, topic); !d.Allowed {
+		reason = d.Reason()
+	} else {
+		return false
+	}
+	name, act := "publish to", actPublish
+	if op == auth.Subscribe {
+		name, act = "subscribe to", actSubscribe
+	}
+	e := errorf(rpc.CodeUnauthorized, name+" "+strconv.Quote(topic)+" refused: "+reason)
+	e.data = map[string]any{"topic": topic, "operation": strings.Fields(name)[0], "reason": reason, "generation": pol.Generation()}
+	p.audit.record(auditRecord{Action: act, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
+		Key: pe.key.Z85(), Topic: topic, Reason: reason, Errno: int(rpc.CodeUnauthorized), Generation: pol.Generation()})
+	if len(frames[fMsgID]) > 0 || op == auth.Subscribe {
+		p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+	}
+	return true
+}
+
+func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {
+	if msg := checkTopic(pattern, true); msg != "" {
+		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
+		return
+	}
+	if p.topicDenied(pe, frames, auth.Subscribe, pattern) {
+		return
+	}
+	p.subMu.Lock()
+	if pe.subs == nil {
+		pe.subs = make(map[string]struct{})
+	}
+	if len(pe.subs) >= maxSubscriptions {
+		p.subMu.Unlock()
+		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeOverloaded, "too many subscriptions"), frames[fRecipient], frames[fSubsystem]))
+		return
+	}
+	pe.subs[pattern] = struct{}{}
+	set := p.subs[pattern]
+	if set == nil {
+		set = make(map[*peer]struct{})
+		p.subs[pattern] = set
+	}
+	set[pe] = struct{}{}
+	p.subMu.Unlock()
+	p.ok(pe, frames)
+}
+
+// maxSubscriptions bounds the patterns one connection may subscribe to.
+const maxSubscriptions = 4096
+
+func (p *Platform) unsubscribe(pe *peer, pattern string) {
+	p.subMu.Lock()
+	defer p.subMu.Unlock()
+	p.unsubscribeLocked(pe, pattern)
+}
+
+func (p *Platform) unsubscribeLocked(pe *peer, pattern string) {
+	delete(pe.subs, pattern)
+	if set := p.subs[pattern]; set != nil {
+		delete(set, pe)
+		if len(set) == 0 {
+			delete(p.subs, pattern)
+		}
+	}
+}
+
+func (p *Platform) unsubscribeAll(pe *peer) {
+	p.subMu.Lock()
+	defer p.subMu.Unlock()
+	for pattern := range pe.subs {
+		p.unsubscribeLocked(pe, pattern)
+	}
+}
+
+// publish delivers [publisher, "VIP1", publisher-user, "", "pubsub",
+// "message", topic, VALUE] to each subscriber once.
+func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
+	if msg := checkTopic(topic, false); msg != "" {
+		if len(frames[fMsgID]) > 0 {
+			p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
+		}
+		return
+	}
+	if p.topicDenied(pe, frames, auth.Publish, topic) {
+		return
+	}
+	value := empty
+	if len(frames) > fArgs+2 {
+		value = frames[fArgs+2]
+	}
+	msg := [][]byte{pe.identityBytes, sigVIP1, pe.userBytes, empty, []byte(subPubsub), []byte("message"), frames[fArgs+1], value}
+	var sent []*peer
+	p.subMu.RLock()
+	for pattern, set := range p.subs {
+		if !topicMatch(pattern, topic) {
+			continue
+		}
+	next:
+		for sub := range set {
+			for _, s := range sent {
+				if s == sub {
+					continue next
+				}
+			}
+			sent = append(sent, sub)
+			_ = sub.send(msg) // a full subscriber queue drops the message
+		}
+	}
+	p.subMu.RUnlock()
+	p.ok(pe, frames)
+}
+
+// checkTopic validates a topic (or, with wildcards, a pattern).
+func checkTopic(t string, wildcards bool) string {
+	if t == "" || len(t) > 1024 {
+		return "topic must be 1..1024 bytes"
+	}
+	segs := strings.Split(t, "/")
+	for i, s := range segs {
+		switch {
+		case s == "+" || s == "#":
+			if !wildcards {
+				return "a published topic cannot contain wildcards"
+			}
+			if s == "#" && i != len(segs)-1 {
+				return "\"#\" is allowed only as the last segment"
+			}
+		case strings.ContainsAny(s, "+#"):
+			return "wildcards must be whole segments"
+		}
+	}
+	return ""
+}
+
+// topicMatch reports whether topic matches pattern per segment: "+" one
+// segment, a final "#" zero or more.
+func topicMatch(pattern, topic string) bool {
+	for {
+		var ps string
+		ps, pattern, _ = strings.Cut(pattern, "/")
+		if ps == "#" {
+			return true
+		}
+		if topic == "" && ps != "" {
+			return false
+		}
+		var ts string
+		var more bool
+		ts, topic, more = strings.Cut(topic, "/")
+		if ps != "+" && ps != ts {
+			return false
+		}
+		if pattern == "" {
+			return !more
+		}
+		if !more {
+			// Topic ended; only a remaining "#" matches.
+			return pattern == "#"
+		}
+	}
+}

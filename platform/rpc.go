@@ -1,0 +1,256 @@
+package platform
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/rpc"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Frame indexes of an RPC call: [recipient, "VIP1", user, msg-id, "RPC",
+// "call", method, ARGS].
+const (
+	fMethod  = 6
+	fPayload = 7
+)
+
+// export is one method a peer exports, with its requirement compiled
+// against the policy in force (recompiled when the policy changes).
+type export struct {
+	decl     rpc.Export
+	declared auth.Declared
+	cache    atomic.Pointer[reqCache]
+}
+
+type reqCache struct {
+	pol *auth.Policy
+	req *auth.Requirement
+}
+
+func newExport(e rpc.Export) *export {
+	return &export{decl: e, declared: auth.Declared{Capabilities: e.Capabilities, Roles: e.Roles, Params: e.Params}}
+}
+
+// requirement returns the export's requirement under pol, the callee's
+// declaration plus what auth.json adds for "callee.method".
+func (e *export) requirement(pol *auth.Policy, callee *peer) *auth.Requirement {
+	if c := e.cache.Load(); c != nil && c.pol == pol {
+		return c.req
+	}
+	r := pol.Requirement(callee.principal(), e.decl.Name, e.declared)
+	e.cache.Store(&reqCache{pol: pol, req: r})
+	return r
+}
+
+// call enforces a call or notify and forwards it to the callee. Checks, in
+// order: callee connected, method exported, policy decision, call hook.
+func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
+	if len(frames) <= fMethod || len(frames[fMethod]) == 0 {
+		p.protocolError(pe, frames, "RPC call needs a method frame")
+		return
+	}
+	method := frames[fMethod]
+	p.mu.RLock()
+	callee := p.byIdentity[string(frames[fRecipient])]
+	p.mu.RUnlock()
+	if callee == nil {
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNoRoute, "no route to "+quote(frames[fRecipient])))
+		return
+	}
+	exp := (*callee.exports.Load())[string(method)]
+	if exp == nil {
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNotFound, "peer "+quote(frames[fRecipient])+" does not export method "+quote(method)))
+		return
+	}
+	pol := p.policy()
+	subj, err := pe.subject(pol)
+	if err != nil {
+		p.denyCall(pe, callee, frames, notify, pol, errorf(rpc.CodeUnauthorized, err.Error()))
+		return
+	}
+	req := exp.requirement(pol, callee)
+	var args map[string]any
+	if req.NeedsArgs() {
+		var payload []byte
+		if len(frames) > fPayload {
+			payload = frames[fPayload]
+		}
+		r, err := rpc.DecodeCall(exp.decl.Name, payload)
+		if err == nil {
+			args, err = r.NamedArgs(exp.decl.Params)
+		}
+		if err != nil {
+			p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, err.Error()))
+			return
+		}
+	}
+	if d := pol.Decide(subj, req, args); !d.Allowed {
+		p.denyCall(pe, callee, frames, notify, pol, unauthorized(callee.identity, exp.decl.Name, req, d))
+		return
+	}
+	if p.cfg.callHook != nil {
+		c := &Call{
+			Caller:   Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key},
+			Callee:   Principal{UserID: callee.userID, Identity: callee.identity, Key: callee.key},
+			Method:   exp.decl.Name,
+			Notify:   notify,
+			Payload:  payloadOf(frames),
+			Required: req.Capabilities(),
+		}
+		if err := p.runCallHook(c); err != nil {
+			e := errorf(rpc.CodeUnauthorized, "call of "+strconv.Quote(exp.decl.Name)+" on "+strconv.Quote(callee.identity)+" refused by the platform's call hook: "+err.Error())
+			e.data = map[string]any{"method": exp.decl.Name, "peer": callee.identity, "required": req.Capabilities(), "missing": []string{}, "hook": err.Error(), "generation": pol.Generation()}
+			p.denyCall(pe, callee, frames, notify, pol, e)
+			return
+		}
+	}
+	p.forward(pe, callee, frames)
+}
+
+func payloadOf(frames [][]byte) []byte {
+	if len(frames) > fPayload {
+		return frames[fPayload]
+	}
+	return nil
+}
+
+// refuseCall answers a call the platform cannot route (no route, not found,
+// bad arguments). A notify gets no answer.
+func (p *Platform) refuseCall(pe *peer, frames [][]byte, notify bool, e *wireError) {
+	if notify || len(frames[fMsgID]) == 0 {
+		return
+	}
+	p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+}
+
+// denyCall refuses a call that the policy or the call hook denied: an audit
+// record, and errno 13 to the caller (not for a notify).
+func (p *Platform) denyCall(pe, callee *peer, frames [][]byte, notify bool, pol *auth.Policy, e *wireError) {
+	p.audit.record(auditRecord{Action: actCall, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
+		Key: pe.key.Z85(), Peer: callee.identity, Method: string(frames[fMethod]), Reason: e.text,
+		Errno: int(e.code), Generation: pol.Generation()})
+	p.refuseCall(pe, frames, notify, e)
+}
+
+// unauthorized builds the errno-13 refusal of a denied call: VOLTTRON's
+// message made exact, plus structured data.
+func unauthorized(callee, method string, req *auth.Requirement, d auth.Decision) *wireError {
+	required := req.Capabilities()
+	for _, r := range req.Roles() {
+		required = append(required, "role:"+r)
+	}
+	missing := d.Missing()
+	var text string
+	if len(missing) > 0 {
+		text = unauthorizedText(callee, method, req, missing)
+	} else {
+		text = "call of method " + strconv.Quote(method) + " of " + strconv.Quote(callee) + " denied: " + d.Reason()
+	}
+	e := errorf(rpc.CodeUnauthorized, text)
+	e.data = map[string]any{
+		"method":     method,
+		"peer":       callee,
+		"required":   nonNil(required),
+		"missing":    nonNil(missing),
+		"reason":     d.Reason(),
+		"generation": d.Generation,
+	}
+	return e
+}
+
+// unauthorizedText formats:
+//
+//	method "temperature" of "weather" requires capabilities [can_read_temp], but capabilities [] were provided; missing [can_read_temp]
+//
+// "provided" lists the required capabilities (and roles) the caller holds.
+func unauthorizedText(callee, method string, req *auth.Requirement, missing []string) string {
+	miss := make(map[string]bool, len(missing))
+	for _, m := range missing {
+		miss[m] = true
+	}
+	held := func(names []string, prefix string) []string {
+		out := []string{}
+		for _, n := range names {
+			if !miss[prefix+n] {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	caps, roles := req.Capabilities(), req.Roles()
+	var b strings.Builder
+	b.WriteString("method ")
+	b.WriteString(strconv.Quote(method))
+	b.WriteString(" of ")
+	b.WriteString(strconv.Quote(callee))
+	b.WriteString(" requires ")
+	var parts, given []string
+	if len(caps) > 0 || len(roles) == 0 {
+		parts = append(parts, "capabilities "+list(caps))
+		given = append(given, "capabilities "+list(held(caps, "")))
+	}
+	if len(roles) > 0 {
+		parts = append(parts, "roles "+list(roles))
+		given = append(given, "roles "+list(held(roles, "role:")))
+	}
+	b.WriteString(strings.Join(parts, " and "))
+	b.WriteString(", but ")
+	b.WriteString(strings.Join(given, " and "))
+	b.WriteString(" were provided; missing ")
+	b.WriteString(list(missing))
+	return b.String()
+}
+
+func list(names []string) string { return "[" + strings.Join(names, ", ") + "]" }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// export handles ["", "VIP1", "", msg-id, "RPC", "export", EXPORTS]: it
+// adds or replaces methods of the sender.
+func (p *Platform) export(pe *peer, frames [][]byte) {
+	if len(frames) < fArgs+2 || string(frames[fArgs]) != "export" {
+		p.protocolError(pe, frames, "platform RPC accepts only [\"export\", EXPORTS]")
+		return
+	}
+	var list []rpc.Export
+	if err := msgpack.Unmarshal(frames[fArgs+1], &list); err != nil {
+		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, "EXPORTS must be a msgpack array of export maps: "+err.Error()), frames[fRecipient], frames[fSubsystem]))
+		return
+	}
+	if e := validExports(list); e != nil {
+		p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+		return
+	}
+	p.mu.Lock()
+	old := *pe.exports.Load()
+	next := make(exportTable, len(old)+len(list))
+	for k, v := range old {
+		next[k] = v
+	}
+	for _, e := range list {
+		next[e.Name] = newExport(e)
+	}
+	pe.exports.Store(&next)
+	p.mu.Unlock()
+	if len(frames[fMsgID]) > 0 {
+		p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subRPC), []byte("exported")})
+	}
+}
+
+// validExports checks export names.
+func validExports(list []rpc.Export) *wireError {
+	for _, e := range list {
+		if e.Name == "" || len(e.Name) > 256 {
+			return errorf(rpc.CodeInvalidArgs, "an export needs a name of 1..256 bytes")
+		}
+	}
+	return nil
+}
