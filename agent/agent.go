@@ -37,7 +37,7 @@ type Agent struct {
 	slots    chan struct{}
 	handlers sync.WaitGroup
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	sess     *session      // the welcomed session, nil while disconnected
 	ready    chan struct{} // closed while sess != nil
 	exports  map[string]*export
@@ -133,17 +133,29 @@ func (a *Agent) Identity() string { return a.identity }
 //
 //	go a.Run(ctx)
 //	<-a.Ready()
+//
+// Run returns an error without ever closing the channel when the platform
+// refuses the agent (see Run); a program that must not hang then waits on
+// both:
+//
+//	errc := make(chan error, 1)
+//	go func() { errc <- a.Run(ctx) }()
+//	select {
+//	case <-a.Ready():
+//	case err := <-errc:
+//		return err
+//	}
 func (a *Agent) Ready() <-chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	return a.ready
 }
 
 // Welcome returns what the platform said when it last admitted the agent,
 // and false while the agent is not connected.
 func (a *Agent) Welcome() (Welcome, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	if a.sess == nil {
 		return Welcome{}, false
 	}
@@ -152,9 +164,9 @@ func (a *Agent) Welcome() (Welcome, bool) {
 
 // current returns the welcomed session, or an rpc.ErrUnavailable error.
 func (a *Agent) current() (*session, error) {
-	a.mu.Lock()
+	a.mu.RLock()
 	s := a.sess
-	a.mu.Unlock()
+	a.mu.RUnlock()
 	if s == nil {
 		return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform")
 	}

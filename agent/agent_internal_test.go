@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -194,6 +195,25 @@ func (b *blocker) handler() rpc.Handler {
 			return "", ctx.Err()
 		}
 	})
+}
+
+func TestAgent_NotifyRunsHandlerWithoutReply(t *testing.T) {
+	p := newFakePlatform()
+	got := make(chan string, 1)
+	startAgent(t, p, "svc", "u", func(a *Agent) {
+		must(t, a.Export("log", rpc.Func(func(ctx context.Context, line string) (struct{}, error) {
+			got <- line
+			return struct{}{}, errors.New("ignored: notifications have no reply")
+		})))
+	})
+	c := startAgent(t, p, "caller", "u", nil)
+	must(t, c.Notify(context.Background(), "svc", "log", "hello"))
+	if s := <-got; s != "hello" {
+		t.Fatalf("got %q", s)
+	}
+	if err := c.Notify(context.Background(), "", "log"); !errors.Is(err, rpc.ErrInvalidArgs) {
+		t.Fatalf("empty peer: %v", err)
+	}
 }
 
 func TestAgent_CanceledCallReturnsAtOnce(t *testing.T) {
@@ -450,6 +470,48 @@ func TestNew_ReadsServerKeyFromKnownHosts(t *testing.T) {
 	}
 }
 
+func TestNew_LoadsKeystore(t *testing.T) {
+	kp, err := auth.GenerateKeyPair()
+	must(t, err)
+	srv, err := auth.GenerateKeyPair()
+	must(t, err)
+	path := filepath.Join(t.TempDir(), "agent.keystore")
+	must(t, auth.SaveKeystore(path, kp))
+	a, err := New("x", WithKeystore(path), WithServerKey(srv.Public))
+	must(t, err)
+	if a.cfg.keyPair != kp {
+		t.Fatal("wrong key pair from the keystore")
+	}
+	if _, err := New("x", WithKeystore(filepath.Join(t.TempDir(), "missing")), WithServerKey(srv.Public)); err == nil {
+		t.Fatal("no error for a missing keystore")
+	}
+}
+
+func TestExport_RejectsEmptyNameAndNilHandler(t *testing.T) {
+	p := newFakePlatform()
+	a := newFakeAgent(t, p, "a", "u")
+	if err := a.Export("", rpc.HandlerFunc(func(context.Context, *rpc.Request) (any, error) { return nil, nil })); err == nil {
+		t.Error("empty name accepted")
+	}
+	if err := a.Export("m", nil); err == nil {
+		t.Error("nil handler accepted")
+	}
+}
+
+func TestSubscribe_WhileDisconnectedIsMadeOnConnect(t *testing.T) {
+	p := newFakePlatform()
+	got := make(chan string, 1)
+	a := newFakeAgent(t, p, "a", "u")
+	_, err := a.Subscribe(context.Background(), "x/#", func(ctx context.Context, m *Message) { got <- m.Topic })
+	must(t, err)
+	runAgent(t, a)
+	pub := startAgent(t, p, "pub", "u", nil)
+	must(t, pub.Publish(context.Background(), "x/y", 1))
+	if topic := <-got; topic != "x/y" {
+		t.Fatalf("got %q", topic)
+	}
+}
+
 // BenchmarkCall_SDKOverhead measures what the SDK costs per call, caller
 // and callee together: argument encoding, framing, request tracking,
 // dispatch to the handler, argument decoding into the handler's type,
@@ -491,4 +553,37 @@ func BenchmarkCall_Parallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestAgent_ReplyFromAnotherPeerIsIgnored(t *testing.T) {
+	p := newFakePlatform()
+	bl := newBlocker()
+	defer close(bl.release)
+	startAgent(t, p, "svc", "u", func(a *Agent) { must(t, a.Export("wait", bl.handler())) })
+	c := startAgent(t, p, "caller", "u", nil)
+	mallory := startAgent(t, p, "mallory", "m", nil)
+
+	res := make(chan string, 1)
+	go func() {
+		s, err := CallAs[string](context.Background(), c, "svc", "wait")
+		if err != nil {
+			s = err.Error()
+		}
+		res <- s
+	}()
+	<-bl.started
+	// Mallory answers every msg-id the caller may be waiting on.
+	s, err := mallory.current()
+	must(t, err)
+	forged, _ := rpc.Marshal("forged")
+	for i := uint64(1); i <= c.nextID.Load(); i++ {
+		m := message{Peer: "caller", ID: strconv.FormatUint(i, 36), Subsys: subRPC,
+			Args: [][]byte{frameResult, []byte("wait"), forged}}
+		must(t, s.send(context.Background(), &m))
+	}
+	must(t, mallory.Ping(context.Background())) // the forged replies have been routed
+	bl.release <- struct{}{}
+	if s := <-res; s != "released" {
+		t.Fatalf("got %q, want the callee's answer", s)
+	}
 }

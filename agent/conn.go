@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -206,8 +207,11 @@ type session struct {
 	err    error // why it ended; written before done is closed
 
 	mu      sync.Mutex
-	pending map[string]chan message
+	pending map[string]waiter
 	wg      sync.WaitGroup // reader and writer
+
+	calls    sync.WaitGroup // handlers of calls received on this session
+	draining atomic.Bool    // Run is stopping: new calls are refused
 
 	welcome Welcome // set before the session is published
 }
@@ -221,7 +225,7 @@ func newSession(a *Agent, tr transport) *session {
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
-		pending: make(map[string]chan message),
+		pending: make(map[string]waiter),
 	}
 	s.wg.Add(2)
 	go s.writeLoop()
@@ -299,14 +303,20 @@ func (s *session) send(ctx context.Context, m *message) error {
 	}
 }
 
+// waiter is a request waiting for its reply.
+type waiter struct {
+	ch   chan message // buffered: the reply is delivered at most once
+	peer string       // who may answer besides the platform
+}
+
 // request sends m with a fresh msg-id and waits for the message that
-// carries the same msg-id back. An error-subsystem reply is returned as an
-// *rpc.Error.
+// carries the same msg-id back, from m's recipient or from the platform. An
+// error-subsystem reply is returned as an *rpc.Error.
 func (s *session) request(ctx context.Context, m *message) (message, error) {
 	m.ID = s.a.newID()
 	ch := make(chan message, 1)
 	s.mu.Lock()
-	s.pending[m.ID] = ch
+	s.pending[m.ID] = waiter{ch: ch, peer: m.Peer}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -335,21 +345,46 @@ func (s *session) request(ctx context.Context, m *message) (message, error) {
 }
 
 // reply hands m to the request waiting for its msg-id; it reports false
-// when none waits.
+// when none waits. Only the peer the request went to, or the platform (the
+// sender the platform stamps, so no peer can pose as another), may answer:
+// msg-ids are predictable, and a peer must not answer calls made to others.
 func (s *session) reply(m message) bool {
 	if m.ID == "" {
 		return false
 	}
 	s.mu.Lock()
-	ch, ok := s.pending[m.ID]
+	w, ok := s.pending[m.ID]
+	if ok && m.Peer != "" && m.Peer != w.peer {
+		ok = false
+	}
 	if ok {
 		delete(s.pending, m.ID)
 	}
 	s.mu.Unlock()
 	if ok {
-		ch <- m // buffered, and delivered at most once
+		w.ch <- m
 	}
 	return ok
+}
+
+// peerLeft fails the requests waiting for a reply from peer, which has
+// disconnected: its reply will never come.
+func (s *session) peerLeft(peer string) {
+	if peer == "" {
+		return
+	}
+	left := message{Subsys: subError, Args: [][]byte{
+		[]byte(rpc.CodeUnavailable.Wire()),
+		[]byte(fmt.Sprintf("peer %q disconnected while the call was in flight; it may or may not have run", peer)),
+	}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, w := range s.pending {
+		if w.peer == peer {
+			delete(s.pending, id)
+			w.ch <- left
+		}
+	}
 }
 
 // dispatch routes one incoming message. It never blocks on a handler.
@@ -374,25 +409,34 @@ func (s *session) dispatch(m message) {
 		return
 	case subPeerlist:
 		switch m.arg(0) {
-		case "add", "drop":
-			s.a.log.Debug("capbus agent: peer "+m.arg(0), "peer", m.arg(1))
+		case "add":
+			s.a.log.Debug("capbus agent: peer joined", "peer", m.arg(1))
+			return
+		case "drop":
+			s.a.log.Debug("capbus agent: peer left", "peer", m.arg(1))
+			s.peerLeft(m.arg(1))
 			return
 		}
 	case subError:
 		if s.reply(m) {
 			return
 		}
+		// A notice not caused by a request (docs/PROTOCOL.md section 3).
 		e := m.errorOf()
-		switch e.Code {
-		case rpc.CodeUnavailable: // "platform shutting down"
+		switch {
+		case e.Code == rpc.CodeUnavailable: // "platform shutting down"
 			s.fail(errors.New(e.Message))
-			return
-		case rpc.CodeIdentityInUse: // another connection took the identity over
+		case e.Code == rpc.CodeIdentityInUse: // another connection took the identity over
 			s.fail(e)
-			return
+		case e.Code == rpc.CodePermission: // "access revoked: ..."; the platform closes
+			s.a.log.Error("capbus agent: access revoked by the platform", "message", e.Message)
+			s.fail(e)
+		case m.arg(3) == subPubsub: // a subscription dropped by a policy reload
+			s.a.log.Error("capbus agent: subscription dropped by the platform", "message", e.Message)
+		default:
+			s.a.log.Warn("capbus agent: error from the platform", "code", e.Code, "message", e.Message,
+				"recipient", m.arg(2), "subsystem", m.arg(3))
 		}
-		s.a.log.Warn("capbus agent: error from platform", "code", e.Code, "message", e.Message,
-			"recipient", m.arg(2), "subsystem", m.arg(3))
 		return
 	}
 	if !s.reply(m) {

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -37,8 +36,8 @@ type helloMsg struct {
 // While disconnected it returns nil: the export is sent on the next
 // connection.
 func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) error {
-	if name == "" {
-		return errors.New("agent: Export: empty method name")
+	if name == "" || len(name) > 256 {
+		return fmt.Errorf("agent: Export(%q): a method name has 1 to 256 bytes", name)
 	}
 	if h == nil {
 		return fmt.Errorf("agent: Export(%q): nil handler", name)
@@ -117,6 +116,12 @@ func (a *Agent) serveCall(s *session, m message) {
 	}
 	caller := rpc.Caller{UserID: m.User, Identity: m.Peer}
 
+	if s.draining.Load() {
+		if !notify {
+			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
+		}
+		return
+	}
 	select {
 	case a.admit <- struct{}{}:
 	default:
@@ -127,8 +132,10 @@ func (a *Agent) serveCall(s *session, m message) {
 		return
 	}
 	a.handlers.Add(1)
+	s.calls.Add(1)
 	go func() {
 		defer a.handlers.Done()
+		defer s.calls.Done()
 		defer func() { <-a.admit }()
 		select {
 		case a.slots <- struct{}{}:
@@ -151,9 +158,9 @@ func (a *Agent) serveCall(s *session, m message) {
 // invoke decodes the arguments and runs the handler of method, turning a
 // panic into a CodeInternal error. The result is msgpack-encoded.
 func (a *Agent) invoke(ctx context.Context, method string, caller rpc.Caller, payload []byte) (result []byte, err error) {
-	a.mu.Lock()
+	a.mu.RLock()
 	e := a.exports[method]
-	a.mu.Unlock()
+	a.mu.RUnlock()
 	if e == nil {
 		return nil, rpc.Errorf(rpc.CodeNotFound, "agent %s does not export %q", a.identity, method)
 	}

@@ -27,6 +27,9 @@ const (
 	// DefaultHeartbeat is how often an agent pings the platform; a ping
 	// unanswered for as long ends the connection.
 	DefaultHeartbeat = 10 * time.Second
+	// DefaultShutdownGrace is how long Run, once its context ends, lets
+	// running handlers finish and reply before it disconnects.
+	DefaultShutdownGrace = 5 * time.Second
 	// DefaultMinBackoff is the first delay before reconnecting.
 	DefaultMinBackoff = 100 * time.Millisecond
 	// DefaultMaxBackoff is the longest delay between reconnection attempts.
@@ -59,6 +62,7 @@ type config struct {
 	maxBackoff     time.Duration
 	meta           map[string]string
 	heartbeat      time.Duration
+	shutdownGrace  time.Duration
 	dial           dialFunc // nil: CURVE over TCP
 }
 
@@ -72,6 +76,7 @@ func defaultConfig() config {
 		minBackoff:     DefaultMinBackoff,
 		maxBackoff:     DefaultMaxBackoff,
 		heartbeat:      DefaultHeartbeat,
+		shutdownGrace:  DefaultShutdownGrace,
 		meta:           map[string]string{},
 	}
 }
@@ -179,10 +184,11 @@ func WithConnectTimeout(d time.Duration) Option {
 	})
 }
 
-// WithConcurrency sets how many handlers run at once (n >= 1) and how many
-// incoming calls may wait for a slot (queue >= 0). A call arriving when the
-// queue is full is refused at once with rpc.CodeOverloaded. Defaults:
-// DefaultConcurrency and DefaultQueue.
+// WithConcurrency sets how many handlers of exported methods run at once
+// (n >= 1) and how many incoming calls may wait for a slot (queue >= 0). A
+// call arriving when the queue is full is refused at once with
+// rpc.CodeOverloaded. Defaults: DefaultConcurrency and DefaultQueue.
+// (Subscriptions are not counted: each handles its messages one at a time.)
 func WithConcurrency(n, queue int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || queue < 0 {
@@ -225,6 +231,21 @@ func WithHeartbeat(interval time.Duration) Option {
 			return fmt.Errorf("agent: WithHeartbeat(%v): must not be negative", interval)
 		}
 		c.heartbeat = interval
+		return nil
+	})
+}
+
+// WithShutdownGrace sets how long Run, once its context ends, lets the
+// handlers of calls already received finish and send their replies before
+// it disconnects and cancels their contexts (default DefaultShutdownGrace).
+// Calls arriving meanwhile are refused with rpc.ErrUnavailable. Zero
+// disconnects at once.
+func WithShutdownGrace(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("agent: WithShutdownGrace(%v): must not be negative", d)
+		}
+		c.shutdownGrace = d
 		return nil
 	})
 }

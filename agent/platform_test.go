@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/auth"
@@ -33,7 +36,7 @@ type bus struct {
 type user struct {
 	ID           string   `json:"user_id"`
 	Identity     string   `json:"identity,omitempty"`
-	Capabilities []string `json:"capabilities,omitempty"`
+	Capabilities any      `json:"capabilities,omitempty"` // any of VOLTTRON's forms
 	Roles        []string `json:"roles,omitempty"`
 	Credentials  string   `json:"credentials"`
 }
@@ -261,8 +264,12 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 	})
 	t.Run("unauthorized role", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "admin")
-		if !errors.Is(err, rpc.ErrUnauthorized) {
+		var e *rpc.Error
+		if !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &e) {
 			t.Fatalf("got %v, want ErrUnauthorized", err)
+		}
+		if fmt.Sprint(e.Missing()) != "[role:admin]" {
+			t.Errorf("missing %v", e.Missing())
 		}
 	})
 	t.Run("not found", func(t *testing.T) {
@@ -371,6 +378,76 @@ func TestPlatform_RefusedKeyAndIdentity(t *testing.T) {
 	})
 }
 
+func TestPlatform_ParameterRestrictionSeesDeclaredParams(t *testing.T) {
+	users := append(standardUsers(), user{ID: "dave", Identity: "dave",
+		Capabilities: map[string]any{"edit_config": map[string]string{"identity": "/platform\\..*/"}}})
+	b := newBus(t, users, nil)
+	type setConfig struct {
+		Identity string `msgpack:"identity"`
+		Value    int    `msgpack:"value"`
+	}
+	b.agent("weatherman", "weather", func(a *agent.Agent) {
+		err := a.Export("set_config", rpc.Func(func(ctx context.Context, c setConfig) (string, error) {
+			return fmt.Sprintf("%s=%d", c.Identity, c.Value), nil
+		}), rpc.Allow("edit_config"))
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	dave := b.agent("dave", "dave", nil)
+	ctx := context.Background()
+	if s, err := agent.CallAs[string](ctx, dave, "weather", "set_config", "platform.driver", 1); err != nil || s != "platform.driver=1" {
+		t.Fatalf("allowed by position: %q, %v", s, err)
+	}
+	if s, err := agent.CallAs[string](ctx, dave, "weather", "set_config", rpc.Kwargs{"identity": "platform.x", "value": 2}); err != nil || s != "platform.x=2" {
+		t.Fatalf("allowed by keyword: %q, %v", s, err)
+	}
+	_, err := dave.Call(ctx, "weather", "set_config", "other", 3)
+	if !errors.Is(err, rpc.ErrUnauthorized) {
+		t.Fatalf("restricted parameter: %v, want ErrUnauthorized", err)
+	}
+	t.Log(err)
+}
+
+func TestPlatform_RevokedKeyFailsCallsInFlight(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{}, 1)
+	b.agent("weatherman", "weather", weather(t, release, started))
+	bob := b.agent("bob", "bob", nil)
+
+	errc := make(chan error, 1)
+	go func() { _, err := bob.Call(context.Background(), "weather", "wait"); errc <- err }()
+	<-started
+	// Remove bob from auth.json: the platform reloads it and closes bob's
+	// connection; bob's call in flight fails, naming the revocation.
+	var doc map[string]any
+	data, err := os.ReadFile(b.authFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var allow []any
+	for _, e := range doc["allow"].([]any) {
+		if e.(map[string]any)["user_id"] != "bob" {
+			allow = append(allow, e)
+		}
+	}
+	doc["allow"] = allow
+	data, _ = json.Marshal(doc)
+	if err := auth.WriteFileAtomic(b.authFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = <-errc
+	if !errors.Is(err, rpc.ErrUnavailable) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("call in flight when the key was revoked: %v", err)
+	}
+	t.Log(err)
+}
+
 func TestPlatform_ExportAfterConnectIsPushed(t *testing.T) {
 	b := newBus(t, standardUsers(), standardExtra())
 	w := b.agent("weatherman", "weather", nil)
@@ -448,6 +525,9 @@ func TestPlatform_Introspection(t *testing.T) {
 }
 
 func TestPlatform_RestartReconnectsAgents(t *testing.T) {
+	// Registered first, so it runs after the agents and the platform have
+	// been stopped by the cleanups registered below.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	b := newBus(t, standardUsers(), standardExtra())
 	release := make(chan struct{})
 	defer close(release)
@@ -474,6 +554,8 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	b.stop()
 	if err := <-errc; !errors.Is(err, rpc.ErrUnavailable) {
 		t.Fatalf("call in flight at shutdown: %v, want ErrUnavailable", err)
+	} else {
+		t.Log(err)
 	}
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Fatalf("in-flight call failed only after %v", d)

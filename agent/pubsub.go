@@ -191,14 +191,14 @@ func (a *Agent) deliver(s *session, m message) {
 		msg.Value = rpc.Raw(m.Args[2])
 	}
 	topic := strings.Split(msg.Topic, "/")
-	a.mu.Lock()
+	a.mu.RLock()
 	var matched []*Subscription
 	for sub := range a.subs {
 		if matchTopic(sub.segs, topic) {
 			matched = append(matched, sub)
 		}
 	}
-	a.mu.Unlock()
+	a.mu.RUnlock()
 	for _, sub := range matched {
 		sub.post(s.ctx, msg)
 	}
@@ -272,8 +272,8 @@ func matchTopic(pattern, topic []string) bool {
 
 // checkTopic validates a topic, or a pattern when wildcards are allowed.
 func checkTopic(t string, wildcards bool) error {
-	if t == "" {
-		return rpc.NewError(rpc.CodeInvalidArgs, "empty topic")
+	if t == "" || len(t) > 1024 {
+		return rpc.Errorf(rpc.CodeInvalidArgs, "topic %q: a topic has 1 to 1024 bytes", t)
 	}
 	segs := strings.Split(t, "/")
 	for i, s := range segs {

@@ -24,15 +24,29 @@ type Method struct {
 	Peer string `msgpack:"peer"`
 	// Method is the method name.
 	Method string `msgpack:"method"`
+	// Conditional is true when the decision depends on the call's
+	// arguments (an auth.json parameter restriction applies).
+	Conditional bool `msgpack:"conditional"`
 }
 
 // Permissions are the capabilities and roles effective for the agent.
 type Permissions struct {
+	// UserID and Identity are the agent's user id and identity.
+	UserID   string `msgpack:"user_id"`
+	Identity string `msgpack:"identity"`
 	// Capabilities are the effective capabilities: direct grants, roles,
 	// groups and the any-peer entry, after negations and site limits.
 	Capabilities []string `msgpack:"capabilities"`
 	// Roles are the roles held, directly or through groups.
 	Roles []string `msgpack:"roles"`
+	// Restricted are the capabilities held only with parameter
+	// restrictions.
+	Restricted []string `msgpack:"restricted"`
+	// Narrowed is true when auth.json narrows this identity's grants below
+	// its user's.
+	Narrowed bool `msgpack:"narrowed"`
+	// Generation is the policy generation in force.
+	Generation uint64 `msgpack:"generation"`
 }
 
 // WhoAmI asks the platform who the agent is: its user id, identity, key
@@ -44,7 +58,8 @@ func (a *Agent) WhoAmI(ctx context.Context) (Principal, error) {
 }
 
 // Callable asks the platform which methods of the connected agents the
-// agent may call now.
+// agent may call now, sorted by peer then method. The platform's call hook,
+// if any, is not consulted.
 func (a *Agent) Callable(ctx context.Context) ([]Method, error) {
 	var m []Method
 	err := a.query(ctx, "callable", &m)

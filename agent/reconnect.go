@@ -16,8 +16,11 @@ var ErrRunning = errors.New("agent: already running")
 
 // Run connects to the platform, says hello with the agent's identity and
 // exports, subscribes its subscriptions and serves calls and messages until
-// ctx ends. It then disconnects, waits for running handlers to return (their
-// contexts are cancelled) and returns nil.
+// ctx ends. It then stops: calls that arrive are refused with
+// rpc.ErrUnavailable, the handlers of calls already received get up to the
+// shutdown grace period (WithShutdownGrace) to finish and reply, then the
+// agent disconnects, cancels the contexts of handlers still running, waits
+// for them to return and returns nil.
 //
 // When the connection is lost, calls in flight fail at once with
 // rpc.ErrUnavailable and Run reconnects with exponential backoff (see
@@ -95,6 +98,7 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 			s.close(nil)
 			return true
 		case <-ctx.Done():
+			a.drain(s)
 			s.close(rpc.NewError(rpc.CodeUnavailable, "agent stopped"))
 			return false
 		case <-tick:
@@ -105,6 +109,28 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 				s.fail(fmt.Errorf("no answer to a heartbeat ping within %v", a.cfg.heartbeat))
 			}
 		}
+	}
+}
+
+// drain refuses new calls on s and gives the handlers of the calls already
+// received up to the shutdown grace period to finish and send their replies.
+func (a *Agent) drain(s *session) {
+	s.draining.Store(true)
+	if a.cfg.shutdownGrace <= 0 {
+		return
+	}
+	idle := make(chan struct{})
+	go func() {
+		s.calls.Wait()
+		close(idle)
+	}()
+	t := time.NewTimer(a.cfg.shutdownGrace)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-s.done:
+	case <-t.C:
+		a.log.Warn("capbus agent: handlers still running at the end of the shutdown grace period; cancelling them")
 	}
 }
 

@@ -208,9 +208,14 @@ func (p *Policy) Users() []string {
 
 // compiler holds the state of one Compile call.
 type compiler struct {
-	f   *File
-	p   *Policy
-	err *ValidationError
+	f    *File
+	p    *Policy
+	err  *ValidationError
+	slab []uint64
+
+	roleSets  map[string]*grantSet
+	groupSets map[string]*grantSet
+	starSet   *grantSet
 }
 
 func (c *compiler) fail(path, format string, args ...any) {
@@ -218,11 +223,11 @@ func (c *compiler) fail(path, format string, args ...any) {
 		return
 	}
 	e := &ValidationError{File: c.f.name, Path: path, Msg: fmt.Sprintf(format, args...)}
-	if c.f.pos != nil {
+	if c.f.root != nil && c.f.unmodified() {
 		// Use the position of the path, or of its nearest parent.
 		for p := path; ; p = parentPath(p) {
-			if off, ok := c.f.pos[p]; ok {
-				e.Line, e.Column = lineCol(c.f.data, off)
+			if n := c.f.root.lookup(p); n != nil {
+				e.Line, e.Column = lineCol(c.f.data, n.off)
 				break
 			}
 			if p == "" {
@@ -377,8 +382,19 @@ func (c *compiler) internAll() {
 	p.restrictedAnywhere = c.newCaps()
 }
 
-func (c *compiler) newCaps() bitset  { return newBitset(max(len(c.p.capNames), 1)) }
-func (c *compiler) newRoles() bitset { return newBitset(max(len(c.p.roleNames), 1)) }
+func (c *compiler) newCaps() bitset { return c.alloc((max(len(c.p.capNames), 1) + 63) / 64) }
+
+// alloc returns a zeroed bitset of n words from a shared block, so that
+// compiling many users does not allocate per bitset.
+func (c *compiler) alloc(n int) bitset {
+	if len(c.slab) < n {
+		c.slab = make([]uint64, max(n*1024, 4096))
+	}
+	b := c.slab[:n:n]
+	c.slab = c.slab[n:]
+	return b
+}
+func (c *compiler) newRoles() bitset { return c.alloc((max(len(c.p.roleNames), 1) + 63) / 64) }
 
 // compileCapGroups expands capability groups to their leaf capabilities,
 // rejecting negations and cycles.
@@ -509,8 +525,11 @@ func parseCredentials(s string) (k Key, m matcher, err error) {
 
 func (c *compiler) compileEntries() {
 	f, p := c.f, c.p
-	userPath := map[string]string{}
-	keyPath := map[Key]string{}
+	order := make([]*user, 0, len(f.Allow))
+	userPath := make(map[string]string, len(f.Allow))
+	keyPath := make(map[Key]string, len(f.Allow))
+	p.users = make(map[string]*user, len(f.Allow))
+	p.byKey = make(map[Key]*user, len(f.Allow))
 	for i := range f.Allow {
 		if c.err != nil {
 			return
@@ -574,14 +593,15 @@ func (c *compiler) compileEntries() {
 		}
 		c.compileBindings(u, e, path)
 		p.users[u.id] = u
+		order = append(order, u)
 	}
 	if c.err != nil {
 		return
 	}
 	// Grants are resolved after every entry is known, because the "*"
 	// entry may come anywhere in the file.
-	for _, id := range sortedKeys(p.users) {
-		u := p.users[id]
+	c.precompileGrants()
+	for _, u := range order {
 		c.compileGrants(u)
 		if c.err != nil {
 			return
@@ -724,39 +744,113 @@ func (u *user) bindList() string {
 	return "allowed: " + strings.Join(s, ", ")
 }
 
-// compileGrants resolves a user's effective capabilities and roles.
+// grantSet accumulates grants: what is granted (and whether without
+// parameter restrictions), what is negated, which roles are held.
+type grantSet struct {
+	grants, negs, uncond, roles bitset
+	restr                       map[int][]paramSet
+}
+
+func (c *compiler) newGrantSet() *grantSet {
+	return &grantSet{grants: c.newCaps(), negs: c.newCaps(), uncond: c.newCaps(), roles: c.newRoles()}
+}
+
+func (gs *grantSet) add(g grant) {
+	switch g.kind {
+	case grantRole:
+		gs.roles.set(g.idx)
+	case grantCap:
+		gs.grants.set(g.idx)
+		if g.params == nil {
+			gs.uncond.set(g.idx)
+		} else {
+			if gs.restr == nil {
+				gs.restr = map[int][]paramSet{}
+			}
+			gs.restr[g.idx] = append(gs.restr[g.idx], *g.params)
+		}
+	case negateCap:
+		gs.negs.set(g.idx)
+	}
+}
+
+func (gs *grantSet) merge(o *grantSet) {
+	gs.grants.or(o.grants)
+	gs.negs.or(o.negs)
+	gs.uncond.or(o.uncond)
+	gs.roles.or(o.roles)
+	for idx, sets := range o.restr {
+		if gs.restr == nil {
+			gs.restr = map[int][]paramSet{}
+		}
+		gs.restr[idx] = append(gs.restr[idx], sets...)
+	}
+}
+
+// precompileGrants computes the grant sets of every role, every group and
+// the "*" entry once, so that a user's grants are a few bitset unions.
+func (c *compiler) precompileGrants() {
+	p := c.p
+	c.roleSets = make(map[string]*grantSet, len(p.roleItems))
+	for r := range p.roleItems {
+		gs := c.newGrantSet()
+		p.walkRole(r, "", "", SourceDirect, gs.add)
+		c.roleSets[r] = gs
+	}
+	c.groupSets = make(map[string]*grantSet, len(p.groups))
+	for g := range p.groups {
+		gs := c.newGrantSet()
+		for _, r := range p.groups[g] {
+			p.walkRole(r, g, "", SourceDirect, gs.add)
+		}
+		c.groupSets[g] = gs
+	}
+	if p.star != nil && p.star.IsEnabled() {
+		c.starSet = c.newGrantSet()
+		p.walkEntry(p.star, joinIndex("allow", p.starIndex), SourceAny, c.starSet.add, c)
+	}
+}
+
+// compileGrants resolves a user's effective capabilities and roles: the
+// same result as collecting Policy.walk (which explanations use), computed
+// from the precompiled role, group and "*" sets.
 func (c *compiler) compileGrants(u *user) {
 	p := c.p
-	grants, negs, uncond := c.newCaps(), c.newCaps(), c.newCaps()
-	u.roles = c.newRoles()
-	var restr map[int][]paramSet
-	p.walk(u.entry, u.path, u.id, func(g grant) {
-		switch g.kind {
-		case grantRole:
-			u.roles.set(g.idx)
-		case grantCap:
-			grants.set(g.idx)
-			if g.params == nil {
-				uncond.set(g.idx)
-			} else {
-				if restr == nil {
-					restr = map[int][]paramSet{}
-				}
-				restr[g.idx] = append(restr[g.idx], *g.params)
-				p.restrictedAnywhere.set(g.idx)
-			}
-		case negateCap:
-			negs.set(g.idx)
+	gs := c.newGrantSet()
+	e := u.entry
+	p.walkCaps(e, u.path, SourceDirect, gs.add, c)
+	for _, r := range e.Roles {
+		if rs := c.roleSets[r]; rs != nil {
+			gs.merge(rs)
 		}
-	}, c)
-	grants.andNot(negs)
-	if lim := p.limitFor(u.id); lim != nil {
-		grants.and(lim.limit)
 	}
-	u.caps = grants
-	u.restrictedOnly = grants.clone()
-	u.restrictedOnly.andNot(uncond)
-	u.restrictions = restr
+	for _, g := range e.Groups {
+		if s := c.groupSets[g]; s != nil {
+			gs.merge(s)
+		}
+	}
+	if c.starSet != nil {
+		gs.merge(c.starSet)
+	}
+	p.walkDefault(e, u.id, gs.add)
+	c.finishGrants(u, gs)
+}
+
+// finishGrants applies negations and the site limit and stores the result.
+func (c *compiler) finishGrants(u *user, gs *grantSet) {
+	p := c.p
+	gs.grants.andNot(gs.negs)
+	if lim := p.limitFor(u.id); lim != nil {
+		gs.grants.and(lim.limit)
+	}
+	u.caps, u.roles = gs.grants, gs.roles
+	u.restrictedOnly = c.newCaps()
+	copy(u.restrictedOnly, gs.grants)
+	u.restrictedOnly.andNot(gs.uncond)
+	u.restrictions = gs.restr
+	for idx := range gs.restr {
+		p.restrictedAnywhere.set(idx)
+	}
 }
 
 // limitFor returns the site rule that limits user id, if any.
@@ -854,6 +948,11 @@ func (p *Policy) walk(e *Entry, path, userID string, emit func(grant), c *compil
 	if p.star != nil && p.star.IsEnabled() {
 		p.walkEntry(p.star, joinIndex("allow", p.starIndex), SourceAny, emit, c)
 	}
+	p.walkDefault(e, userID, emit)
+}
+
+// walkDefault emits the site default when the entry grants nothing itself.
+func (p *Policy) walkDefault(e *Entry, userID string, emit func(grant)) {
 	if len(e.Capabilities) == 0 && len(e.Roles) == 0 && len(e.Groups) == 0 {
 		if r := p.defaultFor(userID); r != nil {
 			for _, it := range r.defaults {
@@ -872,6 +971,19 @@ func capKind(neg bool) grantKind {
 }
 
 func (p *Policy) walkEntry(e *Entry, path string, kind SourceKind, emit func(grant), c *compiler) {
+	p.walkCaps(e, path, kind, emit, c)
+	for _, r := range e.Roles {
+		p.walkRole(r, "", path, kind, emit)
+	}
+	for _, g := range e.Groups {
+		for _, r := range p.groups[g] {
+			p.walkRole(r, g, path, kind, emit)
+		}
+	}
+}
+
+// walkCaps emits an entry's own capabilities and negations.
+func (p *Policy) walkCaps(e *Entry, path string, kind SourceKind, emit func(grant), c *compiler) {
 	for _, cp := range e.Capabilities {
 		neg := strings.HasPrefix(cp.Name, "!")
 		name := strings.TrimPrefix(cp.Name, "!")
@@ -889,41 +1001,43 @@ func (p *Policy) walkEntry(e *Entry, path string, kind SourceKind, emit func(gra
 				ps.conds = append(ps.conds, paramCond{name: pn, m: m})
 			}
 		}
-		for _, it := range p.expandName(name, neg) {
-			g := grant{kind: capKind(it.neg), idx: it.idx, params: ps,
-				source: Source{Kind: kind, Entry: path, CapabilityGroup: it.capGroup}}
+		one := func(idx int, capGroup string) {
+			g := grant{kind: capKind(neg), idx: idx,
+				source: Source{Kind: kind, Entry: path, CapabilityGroup: capGroup}}
 			if ps != nil {
 				g.params = &paramSet{source: g.source, conds: ps.conds}
 			}
 			emit(g)
 		}
-	}
-	role := func(r, group string) {
-		idx, ok := p.roleIndex[r]
-		if !ok {
-			return
-		}
-		src := Source{Kind: kind, Entry: path, Role: r, Group: group}
-		if kind == SourceDirect {
-			src.Kind = SourceRole
-			if group != "" {
-				src.Kind = SourceGroup
+		if items, ok := p.capGroups[name]; ok {
+			for _, it := range items {
+				one(it.idx, name)
 			}
-		}
-		emit(grant{kind: grantRole, idx: idx, source: src})
-		for _, it := range p.roleItems[r] {
-			s := src
-			s.CapabilityGroup = it.capGroup
-			emit(grant{kind: capKind(it.neg), idx: it.idx, source: s})
+		} else if idx, ok := p.capIndex[name]; ok {
+			one(idx, "")
 		}
 	}
-	for _, r := range e.Roles {
-		role(r, "")
+}
+
+// walkRole emits a role (reached through group, if set) and its
+// capabilities.
+func (p *Policy) walkRole(r, group, path string, kind SourceKind, emit func(grant)) {
+	idx, ok := p.roleIndex[r]
+	if !ok {
+		return
 	}
-	for _, g := range e.Groups {
-		for _, r := range p.groups[g] {
-			role(r, g)
+	src := Source{Kind: kind, Entry: path, Role: r, Group: group}
+	if kind == SourceDirect {
+		src.Kind = SourceRole
+		if group != "" {
+			src.Kind = SourceGroup
 		}
+	}
+	emit(grant{kind: grantRole, idx: idx, source: src})
+	for _, it := range p.roleItems[r] {
+		s := src
+		s.CapabilityGroup = it.capGroup
+		emit(grant{kind: capKind(it.neg), idx: it.idx, source: s})
 	}
 }
 

@@ -11,10 +11,10 @@ import (
 // claimed, its key, and attributes supplied by the platform (attributes in
 // the user's allow entry take precedence over these).
 type Principal struct {
-	UserID     string
-	Identity   string
-	Key        Key
-	Attributes map[string]string
+	UserID     string            // the authenticated user (from Authenticate)
+	Identity   string            // the agent identity claimed (checked by CheckIdentity)
+	Key        Key               // the peer's key; when set, Subject checks it still belongs to UserID
+	Attributes map[string]string // extra caller attributes; the entry's "attributes" win
 }
 
 // Subject is a principal compiled against one policy: its effective
@@ -135,7 +135,8 @@ func (p *Policy) CheckIdentity(userID, identity string) error {
 // capabilities and roles, narrowed when the entry lists the identity under
 // "agents". It fails when the user is not in the policy or the policy is
 // closed (wrapping ErrUnknownUser), when the entry is disabled (ErrDisabled)
-// and when a deny entry names the user (ErrDenied), so re-resolving live
+// when a deny entry names the user (ErrDenied), and when Principal.Key is
+// set but is no longer the user's key (ErrUnknownKey), so re-resolving live
 // peers after a reload finds the ones to disconnect.
 func (p *Policy) Subject(pr Principal) (*Subject, error) {
 	if p.closed {
@@ -147,6 +148,9 @@ func (p *Policy) Subject(pr Principal) (*Subject, error) {
 	}
 	if !u.enabled {
 		return nil, fmt.Errorf("%w: user %q (%s) has \"enabled\": false", ErrDisabled, u.id, u.path)
+	}
+	if !pr.Key.IsZero() && !((u.hasKey && u.key == pr.Key) || (!u.hasKey && !u.cred.any() && credMatch(u.cred, pr.Key))) {
+		return nil, fmt.Errorf("%w: key %s does not belong to user %q (%s)", ErrUnknownKey, pr.Key.Z85(), u.id, u.path)
 	}
 	for _, d := range p.deny {
 		if d.userID == u.id && !d.hasKey && d.cred.any() {

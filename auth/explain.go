@@ -201,6 +201,7 @@ const (
 	SourceAgent                             // agent narrowing (only in Removal)
 )
 
+// String returns a short name: direct, role, group, *, site default, ...
 func (k SourceKind) String() string {
 	switch k {
 	case SourceDirect:
@@ -223,11 +224,11 @@ func (k SourceKind) String() string {
 
 // Source is where one grant (or negation, or limit) came from.
 type Source struct {
-	Kind            SourceKind
-	Entry           string // JSON path of the entry or rule: allow[2], site["*"]
-	Role            string // the role, when through a role
-	Group           string // the group, when through a group
-	CapabilityGroup string // the capability group it was expanded from
+	Kind            SourceKind // where the grant came from
+	Entry           string     // JSON path of the entry or rule: allow[2], site["*"]
+	Role            string     // the role, when through a role
+	Group           string     // the group, when through a group
+	CapabilityGroup string     // the capability group it was expanded from
 }
 
 // String describes the source, e.g. `allow[1] role "admin" via group "ops"
@@ -256,8 +257,8 @@ func (s Source) String() string {
 // Grant is one capability or role a subject holds, with every source that
 // grants it.
 type Grant struct {
-	Name    string
-	Sources []Source
+	Name    string   // the capability or role
+	Sources []Source // every grant of it, in walk order
 	// Restricted is true when the capability is held only with parameter
 	// restrictions.
 	Restricted bool
@@ -265,7 +266,7 @@ type Grant struct {
 
 // Removal is a capability granted by some source but not held, and why.
 type Removal struct {
-	Name string
+	Name string // the capability removed
 	// Cause is "negation", "site limit" or "agent narrowing".
 	Cause string
 	// By lists the negations (or the limit or narrowing) that removed it.
@@ -279,10 +280,10 @@ type Removal struct {
 type Permissions struct {
 	UserID       string
 	Identity     string
-	Generation   uint64
-	Capabilities []Grant
-	Roles        []Grant
-	Removed      []Removal
+	Generation   uint64    // the policy generation
+	Capabilities []Grant   // effective capabilities, sorted, with sources
+	Roles        []Grant   // effective roles, sorted, with sources
+	Removed      []Removal // granted but removed by negation, limit or narrowing
 	// Narrowed is true when the identity's grants are narrowed by the
 	// entry's "agents".
 	Narrowed bool
@@ -430,7 +431,11 @@ func (e Explanation) String() string {
 		fmt.Fprintf(&b, "  missing: %s\n", bracket(e.Missing))
 	}
 	for _, r := range e.Removed {
-		fmt.Fprintf(&b, "  removed: %s by %s %s\n", r.Name, r.Cause, sourcesString(r.By))
+		fmt.Fprintf(&b, "  removed: %s by %s %s", r.Name, r.Cause, sourcesString(r.By))
+		if len(r.GrantedBy) > 0 {
+			fmt.Fprintf(&b, ", overriding %s", sourcesString(r.GrantedBy))
+		}
+		b.WriteByte('\n')
 	}
 	return b.String()
 }

@@ -2,10 +2,8 @@ package auth
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"unicode/utf8"
@@ -64,14 +62,19 @@ func ParseFile(name string, data []byte) (*File, error) {
 	if perr != nil {
 		return nil, perr.at(name, data)
 	}
-	d := &decoder{name: name, data: data, pos: map[string]int{}}
+	d := &decoder{name: name, data: data}
 	f := d.file(root)
 	if d.err != nil {
+		d = &decoder{name: name, data: data, paths: true}
+		d.file(root)
+		if d.err == nil { // cannot happen: the passes differ only in paths
+			d.err = &ValidationError{File: name, Msg: "internal error: inconsistent validation"}
+		}
 		return nil, d.err
 	}
 	f.name = name
 	f.data = data
-	f.pos = d.pos
+	f.root = root
 	return f, nil
 }
 
@@ -196,122 +199,4 @@ type member struct {
 	key string
 	off int // offset of the key
 	val *node
-}
-
-const maxDepth = 64
-
-// treeBuilder walks json.Decoder tokens and records where each value starts.
-type treeBuilder struct {
-	text []byte
-	dec  *json.Decoder
-}
-
-func buildTree(text []byte) (*node, *posError) {
-	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.UseNumber()
-	b := &treeBuilder{text: text, dec: dec}
-	root, err := b.value(0)
-	if err != nil {
-		return nil, err
-	}
-	if _, terr := dec.Token(); terr != io.EOF {
-		return nil, &posError{off: b.next(), msg: "unexpected data after the top-level object"}
-	}
-	return root, nil
-}
-
-// next returns the offset of the next token: the decoder's offset moved past
-// white space and the separators ':' and ','.
-func (b *treeBuilder) next() int {
-	off := int(b.dec.InputOffset())
-	for off < len(b.text) {
-		switch b.text[off] {
-		case ' ', '\t', '\n', '\r', ':', ',':
-			off++
-			continue
-		}
-		break
-	}
-	return off
-}
-
-func (b *treeBuilder) syntax(err error) *posError {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		off := int(se.Offset)
-		if off > 0 {
-			off--
-		}
-		return &posError{off: off, msg: "invalid JSON: " + se.Error()}
-	}
-	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-		return &posError{off: len(b.text), msg: "invalid JSON: unexpected end of document"}
-	}
-	return &posError{off: b.next(), msg: "invalid JSON: " + err.Error()}
-}
-
-func (b *treeBuilder) value(depth int) (*node, *posError) {
-	if depth > maxDepth {
-		return nil, &posError{off: b.next(), msg: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}
-	}
-	off := b.next()
-	tok, err := b.dec.Token()
-	if err != nil {
-		return nil, b.syntax(err)
-	}
-	n := &node{off: off}
-	switch t := tok.(type) {
-	case nil:
-		n.kind = kindNull
-	case bool:
-		n.kind, n.boolean = kindBool, t
-	case json.Number:
-		n.kind, n.str = kindNumber, string(t)
-	case string:
-		n.kind, n.str = kindString, t
-	case json.Delim:
-		switch t {
-		case '[':
-			n.kind = kindArray
-			for b.dec.More() {
-				e, perr := b.value(depth + 1)
-				if perr != nil {
-					return nil, perr
-				}
-				n.elems = append(n.elems, e)
-			}
-			if _, err := b.dec.Token(); err != nil {
-				return nil, b.syntax(err)
-			}
-		case '{':
-			n.kind = kindObject
-			seen := map[string]bool{}
-			for b.dec.More() {
-				koff := b.next()
-				kt, err := b.dec.Token()
-				if err != nil {
-					return nil, b.syntax(err)
-				}
-				key, ok := kt.(string)
-				if !ok {
-					return nil, &posError{off: koff, msg: "invalid JSON: object key is not a string"}
-				}
-				if seen[key] {
-					return nil, &posError{off: koff, msg: fmt.Sprintf("duplicate key %q in the same object", key)}
-				}
-				seen[key] = true
-				v, perr := b.value(depth + 1)
-				if perr != nil {
-					return nil, perr
-				}
-				n.members = append(n.members, member{key: key, off: koff, val: v})
-			}
-			if _, err := b.dec.Token(); err != nil {
-				return nil, b.syntax(err)
-			}
-		default:
-			return nil, &posError{off: off, msg: fmt.Sprintf("invalid JSON: unexpected %q", rune(t))}
-		}
-	}
-	return n, nil
 }

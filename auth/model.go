@@ -45,7 +45,7 @@ type File struct {
 
 	name string
 	data []byte
-	pos  map[string]int // JSON path -> byte offset, when parsed from text
+	root *node // the parsed text, for error positions; nil when built in memory
 }
 
 // Entry is one allow or deny entry.
@@ -58,13 +58,13 @@ type Entry struct {
 	Identity    string // the agent identity the key may claim, exact or /regex/
 	// Capabilities granted, in file order.
 	Capabilities Capabilities
-	Roles        []string
-	Groups       []string
+	Roles        []string // roles granted (must be defined in "roles")
+	Groups       []string // groups granted (must be defined in "groups")
 	// RPCMethodAuthorizations maps a method of this entry's agent to the
 	// capabilities a caller needs (VOLTTRON).
 	RPCMethodAuthorizations map[string][]string
-	Comments                string
-	Enabled                 *bool // nil means true
+	Comments                string // free text (VOLTTRON)
+	Enabled                 *bool  // nil means true
 
 	// Identities (capbus) lists more agent identities the key may claim,
 	// exact or /regex/.
@@ -84,8 +84,8 @@ func (e *Entry) IsEnabled() bool { return e.Enabled == nil || *e.Enabled }
 // name, or a negation "!name", with optional VOLTTRON parameter restrictions
 // (parameter -> exact value, or "/regex/" matched against the whole value).
 type Capability struct {
-	Name   string
-	Params map[string]string
+	Name   string            // a capability, a capability group, or "!name"
+	Params map[string]string // parameter -> value or /regex/; nil when unrestricted
 }
 
 // Capabilities is the capabilities field of an entry. It reads VOLTTRON's
@@ -141,6 +141,20 @@ type SiteRule struct {
 	Limit    *[]string `json:"limit,omitempty"`
 	Default  []string  `json:"default,omitempty"`
 	Comments string    `json:"comments,omitempty"`
+}
+
+// unmodified reports whether f still says what the text it was parsed from
+// says, so that positions in that text apply to it. It runs only when
+// reporting an error.
+func (f *File) unmodified() bool {
+	d := &decoder{name: f.name, data: f.data}
+	g := d.file(f.root)
+	if d.err != nil {
+		return false
+	}
+	a, err1 := f.Marshal()
+	b, err2 := g.Marshal()
+	return err1 == nil && err2 == nil && bytes.Equal(a, b)
 }
 
 // Marshal encodes the document as indented JSON with a stable key order. The

@@ -585,3 +585,11 @@ func TestPolicy_SubjectRefusesDisabledAndDeniedUsers(t *testing.T) {
 	_, err = p.Subject(auth.Principal{UserID: "banned"})
 	require.ErrorIs(t, err, auth.ErrDenied)
 }
+
+func TestPolicy_SubjectChecksThatTheKeyStillBelongsToTheUser(t *testing.T) {
+	p := mustParse(t, weatherDoc)
+	_, err := p.Subject(auth.Principal{UserID: "Alice", Key: key(t, keyAlice)})
+	require.NoError(t, err)
+	_, err = p.Subject(auth.Principal{UserID: "Alice", Key: key(t, keyBobby)})
+	require.ErrorIs(t, err, auth.ErrUnknownKey)
+}

@@ -72,14 +72,13 @@ func WithLogger(l *slog.Logger) StoreOption {
 // allowed). Every swap bumps the generation and notifies subscribers.
 type Store struct {
 	path    string
-	base    string
 	cfg     storeConfig
 	cur     atomic.Pointer[Policy]
 	watcher *fsnotify.Watcher
 
 	mu       sync.Mutex // serializes reloads and guards last*
 	lastData []byte
-	lastOK   bool // lastData compiled (or was empty/missing)
+	lastErr  error // the error lastData gave, if it was rejected
 
 	subMu  sync.Mutex
 	subs   map[int]func(ReloadEvent)
@@ -115,7 +114,7 @@ func OpenStore(ctx context.Context, path string, opts ...StoreOption) (*Store, e
 		return nil, fmt.Errorf("auth store: watch directory of %s: %w", abs, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Store{path: abs, base: filepath.Base(abs), cfg: cfg, watcher: w,
+	s := &Store{path: abs, cfg: cfg, watcher: w,
 		subs: map[int]func(ReloadEvent){}, cancel: cancel, done: make(chan struct{})}
 	loadErr := s.initial()
 	go s.loop(ctx)
@@ -135,7 +134,9 @@ func (s *Store) initial() error {
 	default:
 		s.lastData = data
 		p, err = Parse(s.path, data)
-		s.lastOK = err == nil || errors.Is(err, ErrNoPolicy)
+		if err != nil && !errors.Is(err, ErrNoPolicy) {
+			s.lastErr = err
+		}
 	}
 	if err != nil {
 		p = closedPolicy(s.path)
@@ -194,13 +195,13 @@ func (s *Store) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-s.watcher.Events:
+		case _, ok := <-s.watcher.Events:
 			if !ok {
 				return
 			}
-			if filepath.Base(ev.Name) != s.base {
-				continue
-			}
+			// Any change in the directory schedules a read: besides the
+			// file itself this catches symlink swaps (Kubernetes ConfigMaps
+			// replace a "..data" link). An unchanged file is not reloaded.
 			if timer == nil {
 				timer = time.NewTimer(s.cfg.debounce)
 			} else {
@@ -221,8 +222,8 @@ func (s *Store) loop(ctx context.Context) {
 }
 
 // Reload reads the file now (as the watcher does after a change) and
-// returns the error reported to subscribers, if any. An unchanged file is
-// not reloaded.
+// returns the error of the file's current content, if it was rejected. An
+// unchanged file is not reloaded and subscribers are not called again.
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	ev, changed := s.reloadLocked()
@@ -243,9 +244,11 @@ func (s *Store) reloadLocked() (ReloadEvent, bool) {
 		s.cfg.log.Error("auth policy reload failed: keeping the previous policy", "file", s.path, "generation", old.gen, "err", ev.Err)
 		return ev, true
 	}
-	if err == nil && s.lastData != nil && bytes.Equal(data, s.lastData) && s.lastOK {
-		ev.Policy, ev.Generation = old, old.gen
-		return ev, false // unchanged (an editor touching the file)
+	if err == nil && s.lastData != nil && bytes.Equal(data, s.lastData) {
+		// Unchanged (an editor touching the file, another file in the
+		// directory changing): nothing to report again.
+		ev.Policy, ev.Generation, ev.Err = old, old.gen, s.lastErr
+		return ev, false
 	}
 	var next *Policy
 	switch {
@@ -254,7 +257,7 @@ func (s *Store) reloadLocked() (ReloadEvent, bool) {
 			ev.Policy, ev.Generation = old, old.gen
 			return ev, false
 		}
-		s.lastData, s.lastOK = nil, true
+		s.lastData, s.lastErr = nil, nil
 		next = closedPolicy(s.path)
 		ev.Err = fmt.Errorf("%w: %s was deleted: closed policy in force, every peer is refused", ErrNoPolicy, s.path)
 		s.cfg.log.Error("auth policy file deleted: denying everyone (closed policy)", "file", s.path, "generation", old.gen+1)
@@ -263,16 +266,16 @@ func (s *Store) reloadLocked() (ReloadEvent, bool) {
 		p, perr := Parse(s.path, data)
 		switch {
 		case perr == nil:
-			s.lastOK = true
+			s.lastErr = nil
 			next = p
 			s.cfg.log.Info("auth policy reloaded", "file", s.path, "generation", old.gen+1, "users", len(p.users))
 		case errors.Is(perr, ErrNoPolicy):
-			s.lastOK = true
+			s.lastErr = nil
 			next = closedPolicy(s.path)
 			ev.Err = perr
 			s.cfg.log.Error("auth policy file is empty: denying everyone (closed policy)", "file", s.path, "generation", old.gen+1)
 		default:
-			s.lastOK = false
+			s.lastErr = perr
 			ev.Policy, ev.Generation, ev.Err = old, old.gen, perr
 			s.cfg.log.Error("auth policy edit rejected: keeping the previous policy", "file", s.path, "generation", old.gen, "err", perr)
 			return ev, true

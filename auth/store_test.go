@@ -227,3 +227,44 @@ func TestStore_StopsWhenContextIsDone(t *testing.T) {
 	cancel()
 	require.NoError(t, s.Close())
 }
+
+func TestStore_UnrelatedChangeInTheDirectoryIsNotAReload(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(f.path), "other.txt"), []byte("x"), 0o600))
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	ev := f.await("the real edit", func(ev auth.ReloadEvent) bool { return true })
+	if ev.Err == nil { // a partial write may be seen first; the first good event is generation 2
+		assert.Equal(t, uint64(2), ev.Generation)
+	}
+}
+
+func TestStore_SymlinkSwapIsSeen(t *testing.T) {
+	// The layout Kubernetes uses for mounted ConfigMaps:
+	// auth.json -> ..data/auth.json, ..data -> ..v1, swapped by renaming a new link over ..data.
+	dir := t.TempDir()
+	v1, v2 := filepath.Join(dir, "..v1"), filepath.Join(dir, "..v2")
+	require.NoError(t, os.Mkdir(v1, 0o700))
+	require.NoError(t, os.Mkdir(v2, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(v1, "auth.json"), []byte(weatherPolicy("")), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(v2, "auth.json"), []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	require.NoError(t, os.Symlink("..v1", filepath.Join(dir, "..data")))
+	path := filepath.Join(dir, "auth.json")
+	require.NoError(t, os.Symlink(filepath.Join("..data", "auth.json"), path))
+
+	s, err := auth.OpenStore(context.Background(), path, auth.WithDebounce(20*time.Millisecond),
+		auth.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	events := make(chan auth.ReloadEvent, 16)
+	s.Subscribe(func(ev auth.ReloadEvent) { events <- ev })
+
+	require.NoError(t, os.Symlink("..v2", filepath.Join(dir, "..tmp")))
+	require.NoError(t, os.Rename(filepath.Join(dir, "..tmp"), filepath.Join(dir, "..data")))
+	select {
+	case ev := <-events:
+		require.NoError(t, ev.Err)
+		assert.True(t, bobbyMay(ev))
+	case <-time.After(time.Second):
+		t.Fatal("symlink swap not seen within one second")
+	}
+}

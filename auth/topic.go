@@ -11,6 +11,7 @@ const (
 	Subscribe
 )
 
+// String returns "publish" or "subscribe".
 func (op TopicOp) String() string {
 	switch op {
 	case Publish:

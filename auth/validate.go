@@ -12,8 +12,25 @@ import (
 type decoder struct {
 	name string
 	data []byte
-	pos  map[string]int
 	err  *ValidationError
+	// paths turns on JSON paths. The first pass runs without them (they
+	// cost an allocation per value); if it fails, a second pass with paths
+	// produces the message.
+	paths bool
+}
+
+func (d *decoder) key(path, key string) string {
+	if !d.paths {
+		return ""
+	}
+	return joinKey(path, key)
+}
+
+func (d *decoder) index(path string, i int) string {
+	if !d.paths {
+		return ""
+	}
+	return joinIndex(path, i)
 }
 
 func (d *decoder) fail(off int, path, format string, args ...any) {
@@ -65,7 +82,6 @@ func (d *decoder) object(n *node, path string) bool {
 	if !d.expect(n, path, kindObject) {
 		return false
 	}
-	d.pos[path] = n.off
 	return true
 }
 
@@ -75,12 +91,11 @@ func (d *decoder) fields(n *node, path string, known []string, handle func(key, 
 	if !d.expect(n, path, kindObject) {
 		return
 	}
-	d.pos[path] = n.off
 	for _, m := range n.members {
 		if d.err != nil {
 			return
 		}
-		p := joinKey(path, m.key)
+		p := d.key(path, m.key)
 		if !contains(known, m.key) {
 			if s := suggest(m.key, known); s != "" {
 				d.fail(m.off, p, "unknown key; did you mean %q?", s)
@@ -89,7 +104,6 @@ func (d *decoder) fields(n *node, path string, known []string, handle func(key, 
 			}
 			return
 		}
-		d.pos[p] = m.val.off
 		handle(m.key, p, m.val)
 	}
 }
@@ -141,9 +155,6 @@ func (d *decoder) file(root *node) *File {
 			f.DenyByDefault = d.boolean(v, p)
 		}
 	})
-	if d.err == nil {
-		d.pos[""] = root.off
-	}
 	return f
 }
 
@@ -221,10 +232,12 @@ func (d *decoder) names(n *node, path string) []string {
 		return nil
 	}
 	out := make([]string, 0, len(n.elems))
-	seen := make(map[string]bool, len(n.elems))
+	var seen map[string]bool
+	if len(n.elems) > 16 {
+		seen = make(map[string]bool, len(n.elems))
+	}
 	for i, e := range n.elems {
-		p := joinIndex(path, i)
-		d.pos[p] = e.off
+		p := d.index(path, i)
 		if !d.expect(e, p, kindString) {
 			return nil
 		}
@@ -232,11 +245,13 @@ func (d *decoder) names(n *node, path string) []string {
 			d.fail(e.off, p, "expected a non-empty name")
 			return nil
 		}
-		if seen[e.str] {
+		if (seen == nil && contains(out, e.str)) || seen[e.str] {
 			d.fail(e.off, p, "%q is listed twice", e.str)
 			return nil
 		}
-		seen[e.str] = true
+		if seen != nil {
+			seen[e.str] = true
+		}
 		out = append(out, e.str)
 	}
 	return out
@@ -251,19 +266,17 @@ func (d *decoder) nameLists(n *node, path string) map[string][]string {
 	case kindNull:
 		return out
 	case kindArray:
-		d.pos[path] = n.off
 		for i, e := range n.elems {
-			p := joinIndex(path, i)
+			p := d.index(path, i)
 			if !d.expect(e, p, kindObject) {
 				return nil
 			}
 			for _, m := range e.members {
-				kp := joinKey(path, m.key)
+				kp := d.key(path, m.key)
 				if _, dup := out[m.key]; dup {
 					d.fail(m.off, kp, "%q is defined twice", m.key)
 					return nil
 				}
-				d.pos[kp] = m.val.off
 				out[m.key] = d.names(m.val, kp)
 			}
 		}
@@ -273,8 +286,7 @@ func (d *decoder) nameLists(n *node, path string) map[string][]string {
 		return nil
 	}
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		if strings.TrimSpace(m.key) == "" {
 			d.fail(m.off, p, "expected a non-empty name")
 			return nil
@@ -296,8 +308,7 @@ func (d *decoder) stringMap(n *node, path string) map[string]string {
 	}
 	out := make(map[string]string, len(n.members))
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		out[m.key] = d.scalar(m.val, p)
 	}
 	return out
@@ -322,10 +333,9 @@ func (d *decoder) entries(n *node, path string) []Entry {
 	if !d.expect(n, path, kindArray) {
 		return nil
 	}
-	d.pos[path] = n.off
 	out := make([]Entry, 0, len(n.elems))
 	for i, e := range n.elems {
-		p := joinIndex(path, i)
+		p := d.index(path, i)
 		out = append(out, d.entry(e, p))
 		if d.err != nil {
 			return nil
@@ -388,17 +398,33 @@ func (d *decoder) entry(n *node, path string) Entry {
 // {...}}], or {"cap": null, "cap2": {"param": "value"}}.
 func (d *decoder) capabilities(n *node, path string) Capabilities {
 	var out Capabilities
-	seen := map[string]bool{}
+	var seen map[string]bool // for long lists only
 	add := func(name string, off int, p string, restr *node) {
 		if strings.TrimSpace(name) == "" || name == "!" {
 			d.fail(off, p, "expected a capability name")
 			return
 		}
-		if seen[name] {
+		dup := false
+		if len(out) < 16 {
+			for _, c := range out {
+				dup = dup || c.Name == name
+			}
+		} else {
+			if seen == nil {
+				seen = make(map[string]bool, 64)
+				for _, c := range out {
+					seen[c.Name] = true
+				}
+			}
+			dup = seen[name]
+		}
+		if dup {
 			d.fail(off, p, "capability %q is listed twice", name)
 			return
 		}
-		seen[name] = true
+		if seen != nil {
+			seen[name] = true
+		}
 		c := Capability{Name: name}
 		if restr != nil && restr.kind != kindNull {
 			if !d.expect(restr, p, kindObject) {
@@ -422,15 +448,13 @@ func (d *decoder) capabilities(n *node, path string) Capabilities {
 		add(n.str, n.off, path, nil)
 	case kindArray:
 		for i, e := range n.elems {
-			p := joinIndex(path, i)
-			d.pos[p] = e.off
+			p := d.index(path, i)
 			switch e.kind {
 			case kindString:
 				add(e.str, e.off, p, nil)
 			case kindObject:
 				for _, m := range e.members {
-					kp := joinKey(p, m.key)
-					d.pos[kp] = m.val.off
+					kp := d.key(p, m.key)
 					add(m.key, m.off, kp, m.val)
 				}
 			default:
@@ -441,10 +465,8 @@ func (d *decoder) capabilities(n *node, path string) Capabilities {
 			}
 		}
 	case kindObject:
-		d.pos[path] = n.off
 		for _, m := range n.members {
-			p := joinKey(path, m.key)
-			d.pos[p] = m.val.off
+			p := d.key(path, m.key)
 			add(m.key, m.off, p, m.val)
 			if d.err != nil {
 				return nil
@@ -465,8 +487,7 @@ func (d *decoder) agents(n *node, path string) map[string]AgentRule {
 		return nil
 	}
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		var a AgentRule
 		d.fields(m.val, p, agentKeys, func(key, kp string, v *node) {
 			switch key {
@@ -492,8 +513,7 @@ func (d *decoder) methods(n *node, path string) map[string]MethodRule {
 		return nil
 	}
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		if i := strings.LastIndexByte(m.key, '.'); i <= 0 || i == len(m.key)-1 {
 			d.fail(m.off, p, "expected a key of the form \"identity.method\"")
 			return nil
@@ -529,8 +549,7 @@ func (d *decoder) topics(n *node, path string) map[string]TopicRule {
 		return nil
 	}
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		if msg := checkTopicPattern(m.key); msg != "" {
 			d.fail(m.off, p, "%s", msg)
 			return nil
@@ -566,8 +585,7 @@ func (d *decoder) site(n *node, path string) map[string]SiteRule {
 		return nil
 	}
 	for _, m := range n.members {
-		p := joinKey(path, m.key)
-		d.pos[p] = m.val.off
+		p := d.key(path, m.key)
 		var r SiteRule
 		d.fields(m.val, p, siteKeys, func(key, kp string, v *node) {
 			switch key {

@@ -358,3 +358,18 @@ func TestFile_CompileBuiltInMemoryReportsPathWithoutLine(t *testing.T) {
 	assert.Equal(t, 0, ve.Line)
 	assert.Equal(t, `memory: allow[0].roles[0]: role "ghost" is not defined in "roles"`, ve.Error())
 }
+
+func TestFile_CompileAfterAnEditReportsPathWithoutStaleLine(t *testing.T) {
+	f, err := auth.ParseFile("auth.json", []byte(`{
+  "allow": [
+    {"user_id": "a", "credentials": "`+keyAlice+`"}
+  ]
+}`))
+	require.NoError(t, err)
+	f.Allow = append(f.Allow, auth.Entry{UserID: "a", Credentials: keyBobby})
+	_, err = f.Compile("auth.json")
+	var ve *auth.ValidationError
+	require.ErrorAs(t, err, &ve)
+	assert.Equal(t, 0, ve.Line, "the text no longer describes the edited file")
+	assert.Equal(t, `auth.json: allow[1].user_id: duplicate user_id "a" (also allow[0])`, ve.Error())
+}

@@ -68,12 +68,14 @@ func errorf(code rpc.Code, text string) *wireError { return &wireError{code: cod
 // errorFrames builds ["", "VIP1", "", msg-id, "error", errno, text,
 // recipient, subsystem, DATA].
 func errorFrames(msgID []byte, e *wireError, recipient, subsystem []byte) [][]byte {
-	var data []byte
+	out := [][]byte{empty, sigVIP1, empty, clone(msgID), []byte(subError),
+		[]byte(e.code.Wire()), []byte(e.text), clone(recipient), clone(subsystem)}
 	if len(e.data) > 0 {
-		data, _ = msgpack.Marshal(e.data)
+		if data, err := msgpack.Marshal(e.data); err == nil {
+			out = append(out, data)
+		}
 	}
-	return [][]byte{empty, sigVIP1, empty, clone(msgID), []byte(subError),
-		[]byte(e.code.Wire()), []byte(e.text), clone(recipient), clone(subsystem), nilToEmpty(data)}
+	return out
 }
 
 func clone(b []byte) []byte {
@@ -81,11 +83,4 @@ func clone(b []byte) []byte {
 		return empty
 	}
 	return append([]byte(nil), b...)
-}
-
-func nilToEmpty(b []byte) []byte {
-	if b == nil {
-		return empty
-	}
-	return b
 }

@@ -26,7 +26,7 @@ const testTimeout = 10 * time.Second
 
 // keys of the test cast.
 type cast struct {
-	server, weather, alice, bobby, mallory, fl, gw auth.KeyPair
+	server, weather, alice, bobby, mallory, fl, gw, free1, free2 auth.KeyPair
 }
 
 func newCast(t testing.TB) cast {
@@ -36,7 +36,7 @@ func newCast(t testing.TB) cast {
 		require.NoError(t, err)
 		return kp
 	}
-	return cast{server: gen(), weather: gen(), alice: gen(), bobby: gen(), mallory: gen(), fl: gen(), gw: gen()}
+	return cast{server: gen(), weather: gen(), alice: gen(), bobby: gen(), mallory: gen(), fl: gen(), gw: gen(), free1: gen(), free2: gen()}
 }
 
 // authTemplate is the test policy. BobbyCaps is Bobby's capability list.
@@ -48,7 +48,9 @@ const authTemplate = `{
      "capabilities": ["can_read_temp", "can_read_devices", "can_publish_devices"]},
     {{if .WithBobby}}{"credentials": "{{.Bobby}}", "user_id": "bobby", "identities": ["bobby", "/bobby\\..*/"], "capabilities": {{.BobbyCaps}}},{{end}}
     {"credentials": "{{.FL}}", "user_id": "flare", "identities": ["/FL-Demo-Job[0-9]+/"]},
-    {"credentials": "{{.GW}}", "user_id": "gateway", "identity": "gateway", "capabilities": ["can_read_temp"]}
+    {"credentials": "{{.GW}}", "user_id": "gateway", "identity": "gateway", "capabilities": ["can_read_temp"]},
+    {"credentials": "{{.Free1}}", "user_id": "free1"},
+    {"credentials": "{{.Free2}}", "user_id": "free2"{{if .Free2Identity}}, "identity": "{{.Free2Identity}}"{{end}}}
   ],
   "topics": {
     "devices/#": {"publish": ["can_publish_devices"], "subscribe": ["can_read_devices"]}
@@ -57,17 +59,22 @@ const authTemplate = `{
 `
 
 type policyVars struct {
-	Weather, Alice, Bobby, FL, GW string
-	WithBobby                     bool
-	BobbyCaps                     string
+	Weather, Alice, Bobby, FL, GW, Free1, Free2 string
+	WithBobby                                   bool
+	BobbyCaps                                   string
+	Free2Identity                               string
 }
 
 func (c cast) policy(withBobby bool, bobbyCaps string) []byte {
+	return c.policyWith(policyVars{WithBobby: withBobby, BobbyCaps: bobbyCaps})
+}
+
+// policyWith renders the test policy; the key fields of v are filled in.
+func (c cast) policyWith(v policyVars) []byte {
 	var b bytes.Buffer
-	err := template.Must(template.New("auth").Parse(authTemplate)).Execute(&b, policyVars{
-		Weather: c.weather.Public.Base64URL(), Alice: c.alice.Public.Z85(), Bobby: c.bobby.Public.Base64URL(),
-		FL: c.fl.Public.Base64URL(), GW: c.gw.Public.Z85(), WithBobby: withBobby, BobbyCaps: bobbyCaps,
-	})
+	v.Weather, v.Alice, v.Bobby = c.weather.Public.Base64URL(), c.alice.Public.Z85(), c.bobby.Public.Base64URL()
+	v.FL, v.GW, v.Free1, v.Free2 = c.fl.Public.Base64URL(), c.gw.Public.Z85(), c.free1.Public.Z85(), c.free2.Public.Z85()
+	err := template.Must(template.New("auth").Parse(authTemplate)).Execute(&b, v)
 	if err != nil {
 		panic(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/capbus/capbus/auth"
 	"github.com/go-zeromq/zmq4"
@@ -38,12 +39,14 @@ type peer struct {
 	conn       net.Conn
 	zc         *zmq4.Conn
 
-	out       chan outMsg
-	queued    atomic.Int64 // bytes queued
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  atomic.Pointer[string] // why the platform closed it, for the audit record
-	flushed   chan struct{}          // closed when the writer exits
+	out        chan outMsg
+	queued     atomic.Int64 // bytes queued
+	done       chan struct{}
+	closeOnce  sync.Once
+	closeErr   atomic.Pointer[string] // why the platform closed it, for the audit record
+	closing    atomic.Bool            // a final message was queued
+	finalTimer atomic.Pointer[time.Timer]
+	flushed    chan struct{} // closed when the writer exits
 
 	// Set by hello, read-only afterwards (published through p.mu).
 	welcomed      atomic.Bool
@@ -116,12 +119,23 @@ func (pe *peer) send(frames [][]byte) error {
 	}
 }
 
-// sendFinal queues frames after which the writer closes the connection. If
-// the queue is full, the connection is closed at once.
+// finalGrace bounds how long a connection being closed by the platform may
+// take to receive its last message (a peer that stops reading is closed
+// anyway).
+const finalGrace = 500 * time.Millisecond
+
+// sendFinal queues frames after which the writer closes the connection; the
+// reader ignores everything the peer sends from now on. If the queue is
+// full, or the message is not written within finalGrace, the connection is
+// closed without it.
 func (pe *peer) sendFinal(frames [][]byte, reason string) {
 	pe.setReason(reason)
+	if !pe.closing.CompareAndSwap(false, true) {
+		return
+	}
 	select {
 	case pe.out <- outMsg{frames: frames, final: true}:
+		pe.finalTimer.Store(time.AfterFunc(finalGrace, func() { pe.close(reason) }))
 	default:
 		pe.close(reason)
 	}
@@ -138,6 +152,9 @@ func (pe *peer) close(reason string) {
 		close(pe.done)
 		_ = pe.conn.Close()
 	})
+	if t := pe.finalTimer.Load(); t != nil {
+		t.Stop()
+	}
 }
 
 // reason tells why the platform closed the connection ("" if it did not).

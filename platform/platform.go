@@ -287,7 +287,7 @@ func (p *Platform) readLoop(pe *peer) {
 			}
 			return
 		}
-		if msg.Type == zmq4.CmdMsg {
+		if msg.Type == zmq4.CmdMsg || pe.closing.Load() {
 			continue
 		}
 		p.handle(pe, msg.Frames)

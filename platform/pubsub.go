@@ -29,9 +29,7 @@ func (p *Platform) pubsub(pe *peer, frames [][]byte) {
 }
 
 func (p *Platform) ok(pe *peer, frames [][]byte) {
-	if len(frames[fMsgID]) > 0 {
-		p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPubsub), []byte("ok")})
-	}
+	p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPubsub), []byte("ok")})
 }
 
 // topicDenied decides op on topic for pe and, when denied, audits and
@@ -55,9 +53,7 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 	e.data = map[string]any{"topic": topic, "operation": strings.Fields(name)[0], "reason": reason, "generation": pol.Generation()}
 	p.audit.record(auditRecord{Action: act, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
 		Key: pe.key.Z85(), Topic: topic, Reason: reason, Errno: int(rpc.CodeUnauthorized), Generation: pol.Generation()})
-	if len(frames[fMsgID]) > 0 || op == auth.Subscribe {
-		p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
-	}
+	p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
 	return true
 }
 
@@ -120,9 +116,7 @@ func (p *Platform) unsubscribeAll(pe *peer) {
 // "message", topic, VALUE] to each subscriber once.
 func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 	if msg := checkTopic(topic, false); msg != "" {
-		if len(frames[fMsgID]) > 0 {
-			p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
-		}
+		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
 		return
 	}
 	if p.topicDenied(pe, frames, auth.Publish, topic) {
@@ -151,7 +145,9 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 		}
 	}
 	p.subMu.RUnlock()
-	p.ok(pe, frames)
+	if len(frames[fMsgID]) > 0 {
+		p.ok(pe, frames)
+	}
 }
 
 // checkTopic validates a topic (or, with wildcards, a pattern).

@@ -240,9 +240,7 @@ func (p *Platform) export(pe *peer, frames [][]byte) {
 	}
 	pe.exports.Store(&next)
 	p.mu.Unlock()
-	if len(frames[fMsgID]) > 0 {
-		p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subRPC), []byte("exported")})
-	}
+	p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subRPC), []byte("exported")})
 }
 
 // validExports checks export names.

@@ -64,9 +64,11 @@ var sentinelOf = map[Code]error{
 }
 
 // Error is a failed call as the caller sees it: a code, a message meant for
-// people, and structured data. For CodeUnauthorized, Data holds "method",
-// "required" and "missing" (lists of capability or role names), read with
-// Required and Missing.
+// people, and structured data. For CodeUnauthorized on a call, Data holds
+// "method", "peer", "required" and "missing" (capability names, and role
+// names prefixed "role:"; read them with Required and Missing), "reason"
+// (the policy's one-line reason) and "generation" (of the policy); on a
+// publish or subscribe, "topic", "operation", "reason" and "generation".
 //
 // A handler may return an *Error to choose the code and data its caller
 // sees; any other error reaches the caller as CodeApplication with the
@@ -135,11 +137,12 @@ func (e *Error) Is(target error) bool {
 // Unwrap returns the local cause, if any.
 func (e *Error) Unwrap() error { return e.cause }
 
-// Missing returns the capabilities or roles an unauthorized call lacked, from
-// Data["missing"].
+// Missing returns the capabilities and roles (written "role:name") an
+// unauthorized call lacked, from Data["missing"].
 func (e *Error) Missing() []string { return stringList(e.Data["missing"]) }
 
-// Required returns what an unauthorized call required, from Data["required"].
+// Required returns the capabilities and roles (written "role:name") an
+// unauthorized call required, from Data["required"].
 func (e *Error) Required() []string { return stringList(e.Data["required"]) }
 
 func stringList(v any) []string {

@@ -104,7 +104,7 @@ func commandName(body []byte) string {
 	if len(body) == 0 || int(body[0]) > len(body)-1 {
 		return "(malformed)"
 	}
-	return fmt.Sprintf("%q", body[1:1+body[0]])
+	return fmt.Sprintf("%q", body[1:1+int(body[0])])
 }
 
 // helloCommand is RFC 26 HELLO: version, 72 bytes of padding, the client's

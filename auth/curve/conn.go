@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		if err := c.readMessage(); err != nil {
+		if err := c.readMessageSafely(); err != nil {
 			if isTimeout(err) {
 				return 0, err
 			}
@@ -183,6 +184,16 @@ func (c *Conn) fill(buf []byte, have *int) error {
 		}
 	}
 	return nil
+}
+
+// readMessageSafely is readMessage, turning a panic into an error.
+func (c *Conn) readMessageSafely() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = errPanic(p)
+		}
+	}()
+	return c.readMessage()
 }
 
 // readMessage reads one MESSAGE from the wire and makes its frame pending
@@ -306,16 +317,21 @@ func hasName(cmd []byte, name string) bool {
 // the READY, seals each later frame as one MESSAGE, and writes the sealed
 // frames of a message to the socket at once when its last frame (no MORE)
 // is complete.
-func (c *Conn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (n int, err error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = c.writeFailed(0, errPanic(r))
+		}
+	}()
 	if c.werr != nil {
 		return 0, c.werr
 	}
 	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	n := len(p)
+	n = len(p)
 	for len(p) > 0 {
 		if c.wgreet > 0 {
 			k := min(c.wgreet, len(p))
@@ -390,7 +406,9 @@ func (c *Conn) frameDone() error {
 		}
 		return nil
 	}
-	c.seal(c.wplain)
+	if err := c.seal(c.wplain); err != nil {
+		return err
+	}
 	if cap(c.wplain) > keepBuffer {
 		c.wplain = nil
 	}
@@ -401,19 +419,25 @@ func (c *Conn) frameDone() error {
 }
 
 // seal appends plain (inner flags + data) to c.wout as one MESSAGE.
-func (c *Conn) seal(plain []byte) {
+func (c *Conn) seal(plain []byte) error {
+	if c.sendNonce == math.MaxUint64 {
+		return fmt.Errorf("%w: nonce space exhausted", ErrBadNonce)
+	}
 	c.sendNonce++
 	c.wout = appendFrameHeader(c.wout, 0, 16+len(plain)+boxOverhead)
 	c.wout = append(c.wout, nameMessage...)
 	c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
 	nonce := shortNonce(c.sendPfx, c.sendNonce)
 	c.wout = box.SealAfterPrecomputation(c.wout, plain, &nonce, &c.key)
+	return nil
 }
 
 // flush writes the pending MESSAGEs (and a deferred PONG) with one write.
 func (c *Conn) flush() error {
 	if c.pong != nil {
-		c.seal(c.pong)
+		if err := c.seal(c.pong); err != nil {
+			return err
+		}
 		c.pong = nil
 	}
 	_, err := c.raw.Write(c.wout)

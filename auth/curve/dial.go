@@ -58,7 +58,14 @@ func withDeadline(ctx context.Context, raw net.Conn, fn func() (session, error))
 		raw.SetDeadline(d)
 	}
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(longAgo) })
-	s, err := fn()
+	s, err := func() (s session, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = errPanic(p)
+			}
+		}()
+		return fn()
+	}()
 	stopped := stop()
 	if cerr := ctx.Err(); cerr != nil || !stopped || (err != nil && isTimeout(err)) {
 		if cerr == nil {

@@ -59,3 +59,9 @@ func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
+
+// errPanic turns a recovered panic into an error; a bug in this package
+// must end one connection, never the process.
+func errPanic(p any) error {
+	return fmt.Errorf("curve: internal error: %v", p)
+}

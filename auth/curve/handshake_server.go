@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
 
@@ -122,6 +123,11 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.Key
 	}
 	var clientKey [32]byte
 	copy(clientKey[:], plain[:32])
+	if _, err := curve25519.X25519(tSec[:], clientKey[:]); err != nil {
+		// A low-order key gives a shared secret anyone can compute: a
+		// vouch for it proves nothing.
+		return s, malformed("client key %s is a low-order point", auth.Key(clientKey).Z85())
+	}
 	vn := longNonce(prefixVouch, plain[32:48])
 	vouch, ok := box.Open(nil, plain[48:48+vouchBoxSize], &vn, &clientKey, tSec)
 	if !ok {

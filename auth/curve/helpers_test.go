@@ -360,3 +360,15 @@ func expectClosed(t *testing.T, raw net.Conn) {
 func zmqMsg(s string, i int) zmq4.Msg {
 	return zmq4.NewMsgString(fmt.Sprintf("%s %d", s, i))
 }
+
+// nextMsg returns the next message the echo server received.
+func (s *server) nextMsg(t testing.TB) zmq4.Msg {
+	t.Helper()
+	select {
+	case m := <-s.recv:
+		return m
+	case <-time.After(testTimeout):
+		t.Fatal("no message received by the server")
+		return zmq4.Msg{}
+	}
+}

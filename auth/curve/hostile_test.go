@@ -92,12 +92,14 @@ func TestListener_ClosesWhenServerKeyIsWrong(t *testing.T) {
 
 func TestConn_ClosesOnReplayedNonce(t *testing.T) {
 	s, rec, client := hostileServer(t)
+	bystander := handshakeRaw(t, s, client)
 	c := handshakeRaw(t, s, client)
 	c.roundTrip(t, 3, "first")
 	_, err := c.Write(c.message(3, 0, 0, "replayed"))
 	require.NoError(t, err)
 	expectClosed(t, c)
 	rec.waitFor(t, "closing connection", "nonce not increasing", attr("peer_key", client.Public.Z85()))
+	bystander.roundTrip(t, 3, "only the offending connection is closed")
 }
 
 func TestConn_ClosesOnNonIncreasingNonce(t *testing.T) {
@@ -138,6 +140,7 @@ func TestListener_ClosesOnTruncatedCommands(t *testing.T) {
 		"HELLOCutMidFrame":  {send: frameOf(flagCommand, hello())[:120], log: "unexpected EOF"},
 		"HeaderOnly":        {send: []byte{flagCommand | flagLong, 0, 0}, log: "unexpected EOF"},
 		"MessageBeforeHELO": {send: frameOf(0, hello()), log: "want a command"},
+		"NameLength255":     {send: frameOf(flagCommand, append([]byte{0xff}, make([]byte, 255)...)), log: "expected HELLO"}, // found by FuzzDecodeCommand
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -186,8 +189,10 @@ func TestListener_RefusesHugeDeclaredLengthWithoutAllocating(t *testing.T) {
 	for name, size := range map[string]uint64{"2^62": 1 << 62, "JustOverLimit": 1024 + messageOverhead + 1, "100MiB": 100 << 20} {
 		t.Run("Message"+name, func(t *testing.T) {
 			s, rec, client := hostileServer(t)
+			bystander := handshakeRaw(t, s, client)
 			c := handshakeRaw(t, s, client)
 			c.roundTrip(t, 3, "fine")
+			defer bystander.roundTrip(t, 3, "only the offending connection is closed")
 			hdr := []byte{flagLong, 0, 0, 0, 0, 0, 0, 0, 0}
 			binary.BigEndian.PutUint64(hdr[1:], size)
 			before := totalAlloc()
@@ -204,6 +209,14 @@ func totalAlloc() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.TotalAlloc
+}
+
+func TestListener_RefusesLowOrderClientKey(t *testing.T) {
+	s, rec, _ := hostileServer(t)
+	var lowOrder auth.KeyPair // the all-zero point: anyone can forge its vouch
+	_, err := Dial(context.Background(), s.endpoint(), lowOrder, s.kp.Public)
+	require.ErrorIs(t, err, ErrHandshake)
+	rec.waitFor(t, "handshake failed", "low-order")
 }
 
 func TestListener_StalledPeerDoesNotBlockOthers(t *testing.T) {
@@ -224,4 +237,48 @@ func TestListener_StalledPeerDoesNotBlockOthers(t *testing.T) {
 	// The stalled one is dropped when its handshake times out.
 	expectClosed(t, stalled)
 	rec.waitFor(t, "handshake failed", "read greeting", "deadline exceeded")
+}
+
+// next reads and opens the next MESSAGE from the server.
+func (c *rawClient) next(t *testing.T) (inner byte, data string) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(testTimeout)))
+	_, body, err := readFrame(c.br, 1<<20)
+	require.NoError(t, err)
+	msg, err := decodeMessage(body)
+	require.NoError(t, err)
+	require.Greater(t, msg.Nonce, c.s.recvNonce, "server nonces increase")
+	c.s.recvNonce = msg.Nonce
+	n := shortNonce(prefixMessageS, msg.Nonce)
+	plain, ok := box.OpenAfterPrecomputation(nil, msg.Box, &n, &c.s.key)
+	require.True(t, ok)
+	return plain[0], string(plain[1:])
+}
+
+func TestConn_AnswersPingWithPongWithoutTellingZmq4(t *testing.T) {
+	s, _, client := hostileServer(t)
+	c := handshakeRaw(t, s, client)
+	_, err := c.Write(c.message(3, 0, innerCommand, "\x04PING\x00\x0acontext"))
+	require.NoError(t, err)
+	inner, data := c.next(t)
+	assert.Equal(t, byte(innerCommand), inner)
+	assert.Equal(t, "\x04PONGcontext", data)
+
+	_, err = c.Write(c.message(4, 0, 0, "after the ping"))
+	require.NoError(t, err)
+	inner, data = c.next(t)
+	assert.Equal(t, byte(0), inner)
+	assert.Equal(t, "after the ping", data, "zmq4 saw only the message")
+	assert.Equal(t, "after the ping", string(s.nextMsg(t).Frames[0]))
+}
+
+func TestConn_TurnsZMTP31SubscribeCommandsIntoMessages(t *testing.T) {
+	s, _, client := hostileServer(t)
+	c := handshakeRaw(t, s, client)
+	_, err := c.Write(c.message(3, 0, innerCommand, "\x09SUBSCRIBEweather"))
+	require.NoError(t, err)
+	assert.Equal(t, "\x01weather", string(s.nextMsg(t).Frames[0]))
+	_, err = c.Write(c.message(4, 0, innerCommand, "\x06CANCELweather"))
+	require.NoError(t, err)
+	assert.Equal(t, "\x00weather", string(s.nextMsg(t).Frames[0]))
 }

@@ -28,7 +28,7 @@ func TestInterop_LibzmqDealerTalksToCapbusRouter(t *testing.T) {
 		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
 	py.expect(t, "MULTIPART OK")
 
-	first := <-s.recv
+	first := s.nextMsg(t)
 	assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first.Frames))
 	c := s.nextConn(t)
 	peer, ok := s.l.Lookup(c.Peer().RoutingID)

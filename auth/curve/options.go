@@ -1,13 +1,10 @@
 package curve
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"time"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // Defaults of the options.
@@ -15,55 +12,6 @@ const (
 	DefaultHandshakeTimeout       = 10 * time.Second
 	DefaultMaxFrameSize     int64 = 16 << 20
 )
-
-// PeerInfo is what one side knows about the other side of an authenticated
-// connection. On the server it describes the client; on the client it
-// describes the server (PublicKey is the server key, Identity and SocketType
-// come from the server's READY metadata, RoutingID and UserID are empty).
-type PeerInfo struct {
-	// RoutingID is the per-connection token chosen by the server; it is
-	// given to zmq4 as the peer's Identity.
-	RoutingID string
-	// PublicKey is the peer's long-term public key (for a client, verified
-	// through its vouch).
-	PublicKey auth.Key
-	// UserID is what the Authenticator answered.
-	UserID string
-	// RemoteAddr is the peer's network address.
-	RemoteAddr string
-	// Identity is the "Identity" metadata property the peer claimed (may be
-	// empty). It is informational only: routing uses RoutingID.
-	Identity string
-	// SocketType is the peer's "Socket-Type" metadata property.
-	SocketType string
-}
-
-// AuthRequest is what an Authenticator is asked to decide about: a client
-// whose possession of the secret key of PublicKey has been proven.
-type AuthRequest struct {
-	PublicKey  auth.Key
-	RemoteAddr string
-	Identity   string
-	SocketType string
-}
-
-// Authenticator decides whether an authenticated client is admitted. It runs
-// on the server after the client's vouch has been verified. It returns the
-// user id of the client, or an error to refuse it: the client then gets an
-// ERROR command with reason "400" and the error text is logged with the key
-// in Z85. The context is cancelled when the handshake times out or the
-// listener closes.
-type Authenticator interface {
-	Authenticate(ctx context.Context, req AuthRequest) (userID string, err error)
-}
-
-// AuthenticatorFunc adapts a function to the Authenticator interface.
-type AuthenticatorFunc func(ctx context.Context, req AuthRequest) (string, error)
-
-// Authenticate calls f.
-func (f AuthenticatorFunc) Authenticate(ctx context.Context, req AuthRequest) (string, error) {
-	return f(ctx, req)
-}
 
 // Option configures Listen or Dial.
 type Option func(*options)

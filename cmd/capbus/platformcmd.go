@@ -73,6 +73,9 @@ appended to audit.log in the home directory.`,
 			go func() { errc <- p.Run(cmd.Context()) }()
 			select {
 			case <-p.Ready():
+				if err := rememberHost(g.knownHosts(), p.Addr(), p.ServerKey()); err != nil {
+					log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
+				}
 				fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
 			case err := <-errc:
 				return err

@@ -131,5 +131,6 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 not found, 5 unreachable, 6 tim
 		newServerKeyCommand(g),
 		newAuthCommand(g),
 	)
+	root.AddCommand(newClientCommands(g)...)
 	return root
 }

@@ -1,0 +1,86 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capbus/capbus/agent"
+	"github.com/capbus/capbus/rpc"
+)
+
+// TestInterop_PythonAgent runs a capbus agent written in Python with pyzmq
+// (libzmq's CURVE) and msgpack, from docs/PROTOCOL.md alone: it calls a Go
+// agent by position and by keyword, then serves a method the Go SDK calls.
+func TestInterop_PythonAgent(t *testing.T) {
+	const python = "/usr/bin/python3"
+	if err := exec.Command(python, "-c", "import zmq, msgpack").Run(); err != nil {
+		t.Skipf("python3 with zmq and msgpack is not available: %v", err)
+	}
+	users := append(standardUsers(), user{ID: "python", Identity: "py", Capabilities: []string{"can_read_temp"}})
+	b := newBus(t, users, standardExtra())
+	b.agent("weatherman", "weather", weather(t, nil, nil))
+	alice := b.agent("alice", "alice", nil)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kp := b.keys["python"]
+	cmd := exec.CommandContext(ctx, python, "testdata/py_agent.py")
+	cmd.Env = append(os.Environ(),
+		"CAPBUS_ADDRESS="+b.addr,
+		"CAPBUS_SERVER_KEY="+b.server.Public.Z85(),
+		"CAPBUS_PUBLIC="+kp.Public.Z85(),
+		"CAPBUS_SECRET="+kp.Secret.Z85(),
+		"CAPBUS_IDENTITY=py")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var results []string
+	for line := range lines {
+		if strings.HasPrefix(line, "FAIL") {
+			t.Fatal("python agent: " + line)
+		}
+		if line == "READY" {
+			break
+		}
+		results = append(results, line)
+	}
+	if strings.Join(results, "|") != "RESULT 21.5|RESULT 21.5" {
+		t.Fatalf("python's calls of the Go agent: %q", results)
+	}
+
+	s, err := agent.CallAs[string](ctx, alice, "py", "echo", "hi")
+	if err != nil || s != "hi from python (alice)" {
+		t.Fatalf("echo by position: %q, %v", s, err)
+	}
+	s, err = agent.CallAs[string](ctx, alice, "py", "echo", rpc.Kwargs{"text": "kw"})
+	if err != nil || s != "kw from python (alice)" {
+		t.Fatalf("echo by keyword: %q, %v", s, err)
+	}
+	if s, err := agent.CallAs[string](ctx, alice, "py", "quit"); err != nil || s != "bye" {
+		t.Fatalf("quit: %q, %v", s, err)
+	}
+	for line := range lines {
+		t.Errorf("python agent: unexpected %q", line)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python agent: %v", err)
+	}
+}

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capbus/capbus/agent"
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/auth/curve"
+)
+
+// clientFlags configure the small agent the CLI runs to talk to the bus.
+type clientFlags struct {
+	key       string
+	serverKey string
+	identity  string
+	timeout   time.Duration
+}
+
+func (cf *clientFlags) register(cmd *cobra.Command) {
+	fl := cmd.PersistentFlags()
+	fl.StringVar(&cf.key, "key", "", "keystore of the CLI's own key pair (default: cli-keystore.json in --home, created on first use)")
+	fl.StringVar(&cf.serverKey, "server-key", "", "the platform's public key (default: from known_hosts or the platform keystore in --home)")
+	fl.StringVar(&cf.identity, "identity", "", "agent identity to claim (default: capbus-cli-RANDOM)")
+	fl.DurationVar(&cf.timeout, "timeout", 10*time.Second, "how long to wait for the platform and for replies")
+}
+
+// keyPair loads the CLI key, creating the default one on first use.
+func (cf *clientFlags) keyPair(g *globals) (auth.KeyPair, error) {
+	if cf.key != "" {
+		return auth.LoadKeystore(cf.key)
+	}
+	kp, created, err := auth.LoadOrCreateKeystore(g.cliKeystore())
+	if err != nil {
+		return kp, err
+	}
+	if created {
+		fmt.Fprintf(g.stderr, "created the CLI key %s (public key %s)\n", g.cliKeystore(), kp.Public.Z85())
+	}
+	return kp, nil
+}
+
+// platformKey finds the platform's public key: the flag, then known_hosts,
+// then the platform keystore of this home.
+func (cf *clientFlags) platformKey(g *globals) (auth.Key, error) {
+	if cf.serverKey != "" {
+		k, err := auth.ParseKey(cf.serverKey)
+		if err != nil {
+			return k, &usageError{fmt.Sprintf("--server-key: %v", err)}
+		}
+		return k, nil
+	}
+	if k, ok := knownHost(g.knownHosts(), g.address); ok {
+		return k, nil
+	}
+	kp, err := auth.LoadKeystore(g.serverKeystore())
+	if err == nil {
+		return kp.Public, nil
+	}
+	return auth.Key{}, &usageError{fmt.Sprintf("no server key for %s: pass --server-key (capbus serverkey on the platform prints it), or add \"%s KEY\" to %s", g.address, g.address, g.knownHosts())}
+}
+
+// connect starts the CLI agent and waits until the platform welcomed it.
+func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, func(), error) {
+	kp, err := cf.keyPair(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	sk, err := cf.platformKey(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := cf.identity
+	if id == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		id = "capbus-cli-" + hex.EncodeToString(b[:])
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	if g.logLevel == "info" {
+		// Reconnect chatter is noise for a one-shot command.
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a, err := agent.New(id, agent.WithKeyPair(kp), agent.WithPlatform(g.address, sk),
+		agent.WithConnectTimeout(cf.timeout), agent.WithCallTimeout(cf.timeout), agent.WithLogger(log))
+	if err != nil {
+		return nil, nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(runCtx) }()
+	stop := func() { cancel(); <-errc }
+	timer := time.NewTimer(cf.timeout)
+	defer timer.Stop()
+	select {
+	case <-a.Ready():
+		return a, stop, nil
+	case err := <-errc:
+		cancel()
+		if errors.Is(err, curve.ErrRefused) {
+			return nil, nil, withCode(exitRefused, fmt.Errorf("the platform at %s refused key %s: add it with: capbus auth add USER --credentials %s", g.address, kp.Public.Z85(), kp.Public.Z85()))
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, nil, err
+	case <-timer.C:
+		stop()
+		return nil, nil, withCode(exitUnreachable, fmt.Errorf("could not reach the platform at %s within %s", g.address, cf.timeout))
+	case <-ctx.Done():
+		stop()
+		return nil, nil, ctx.Err()
+	}
+}
+
+// knownHost finds addr in a known_hosts file ("address key" lines).
+func knownHost(path, addr string) (auth.Key, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return auth.Key{}, false
+	}
+	want := strings.TrimPrefix(addr, "tcp://")
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.TrimPrefix(f[0], "tcp://") != want {
+			continue
+		}
+		if k, err := auth.ParseKey(f[1]); err == nil {
+			return k, true
+		}
+	}
+	return auth.Key{}, false
+}
+
+// rememberHost records "addr key" in known_hosts, replacing a line for the
+// same address.
+func rememberHost(path, addr string, k auth.Key) error {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	want := strings.TrimPrefix(addr, "tcp://")
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		f := strings.Fields(line)
+		if line == "" || (len(f) == 2 && strings.TrimPrefix(f[0], "tcp://") == want) {
+			continue
+		}
+		out = append(out, line)
+	}
+	out = append(out, addr+" "+k.Z85())
+	return auth.WriteFileAtomic(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+}
+
+func newClientCommands(g *globals) []*cobra.Command {
+	cf := &clientFlags{}
+	var kwargs string
+	call := &cobra.Command{
+		Use:   "call IDENTITY METHOD [ARG...]",
+		Short: "Call a method of a connected agent and print the result as JSON",
+		Long: `call calls IDENTITY.METHOD through the platform, as a small agent with the CLI's own key
+(which must be in auth.json). Each ARG is one positional argument written as JSON
+(quote strings: '"Paris"'); --kwargs gives keyword arguments as a JSON object.
+
+Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
+4 not found (no such method, or no agent with that identity), 5 unreachable, 6 timeout.`,
+		Example: `  capbus call weather temperature
+  capbus call weather forecast '"Paris"' 3
+  capbus call weather forecast --kwargs '{"city": "Paris", "days": 3}'`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			params := make([]any, 0, len(args)-2)
+			for i, a := range args[2:] {
+				v, err := parseJSON(a)
+				if err != nil {
+					return &usageError{fmt.Sprintf("argument %d (%s): not JSON: %v (quote strings, e.g. '\"Paris\"')", i+1, a, err)}
+				}
+				params = append(params, v)
+			}
+			if kwargs != "" {
+				v, err := parseJSON(kwargs)
+				m, ok := v.(map[string]any)
+				if err != nil || !ok {
+					return &usageError{fmt.Sprintf("--kwargs: want a JSON object, got %s", kwargs)}
+				}
+				params = append(params, rpcKwargs(m))
+			}
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			raw, err := a.Call(ctx, args[0], args[1], params...)
+			if err != nil {
+				return err
+			}
+			var v any
+			if err := raw.Decode(&v); err != nil {
+				return fmt.Errorf("decoding the result: %w", err)
+			}
+			return printJSON(g.stdout, v)
+		},
+	}
+	call.Flags().StringVar(&kwargs, "kwargs", "", "keyword arguments as a JSON object")
+
+	peers := &cobra.Command{
+		Use:     "peers",
+		Short:   "List the identities of the connected agents",
+		Example: "  capbus peers",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			list, err := a.Peers(ctx)
+			if err != nil {
+				return err
+			}
+			for _, p := range list {
+				if p != a.Identity() {
+					fmt.Fprintln(g.stdout, p)
+				}
+			}
+			return nil
+		},
+	}
+
+	ping := &cobra.Command{
+		Use:     "ping",
+		Short:   "Check that the platform answers, and who it says you are",
+		Example: "  capbus ping --address tcp://127.0.0.1:22916",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			start := time.Now()
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			t0 := time.Now()
+			if err := a.Ping(ctx); err != nil {
+				return err
+			}
+			rtt := time.Since(t0)
+			me, err := a.WhoAmI(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "pong from %s in %s (connect %s); you are user %q as identity %q, policy generation %d\n",
+				g.address, rtt.Round(time.Microsecond), t0.Sub(start).Round(time.Millisecond), me.UserID, me.Identity, me.Generation)
+			return nil
+		},
+	}
+
+	publish := &cobra.Command{
+		Use:   "publish TOPIC VALUE",
+		Short: "Publish a JSON value on a topic",
+		Example: `  capbus publish weather/paris/alert '"storm"'
+  capbus publish devices/boiler/setpoint 21.5`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := parseJSON(args[1])
+			if err != nil {
+				return &usageError{fmt.Sprintf("VALUE: not JSON: %v", err)}
+			}
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			if err := a.Publish(ctx, args[0], v); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "published to %s\n", args[0])
+			return nil
+		},
+	}
+
+	var count int
+	subscribe := &cobra.Command{
+		Use:   "subscribe PATTERN",
+		Short: "Print messages published to matching topics until interrupted",
+		Long: `subscribe prints one line per message: the topic, the publisher and the value as JSON.
+Patterns match per segment: "+" is one segment, "#" (last) any number, so
+"weather/#" matches "weather/paris/temperature" but never "weatherX".`,
+		Example: `  capbus subscribe 'weather/#'
+  capbus subscribe 'devices/+/temperature' --count 1`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			msgs := make(chan *agent.Message, 64)
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			_, err = a.Subscribe(ctx, args[0], func(_ context.Context, m *agent.Message) {
+				select {
+				case msgs <- m:
+				default: // a slow terminal drops rather than blocks the agent
+				}
+			})
+			cancel()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "subscribed to %s\n", args[0])
+			for n := 0; count == 0 || n < count; n++ {
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case m := <-msgs:
+					var v any
+					if err := m.Decode(&v); err != nil {
+						v = fmt.Sprintf("<undecodable: %v>", err)
+					}
+					b, _ := json.Marshal(jsonable(v))
+					fmt.Fprintf(g.stdout, "%s %s@%s %s\n", m.Topic, m.Sender, m.UserID, b)
+				}
+			}
+			return nil
+		},
+	}
+	subscribe.Flags().IntVar(&count, "count", 0, "exit after this many messages (0: until interrupted)")
+
+	whoami := &cobra.Command{
+		Use:     "whoami",
+		Short:   "Show your user, identity and what you may call",
+		Example: "  capbus whoami",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, stop, err := cf.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			me, err := a.WhoAmI(ctx)
+			if err != nil {
+				return err
+			}
+			perms, err := a.Permissions(ctx)
+			if err != nil {
+				return err
+			}
+			methods, err := a.Callable(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "user %s, identity %s, key %s, policy generation %d\n", me.UserID, me.Identity, me.Key, me.Generation)
+			fmt.Fprintf(g.stdout, "capabilities: %s\nroles: %s\n", dash(strings.Join(perms.Capabilities, ", ")), dash(strings.Join(perms.Roles, ", ")))
+			fmt.Fprintln(g.stdout, "callable now:")
+			for _, m := range methods {
+				fmt.Fprintf(g.stdout, "  %s.%s\n", m.Peer, m.Method)
+			}
+			return nil
+		},
+	}
+
+	cmds := []*cobra.Command{call, peers, ping, publish, subscribe, whoami}
+	for _, c := range cmds {
+		cf.register(c)
+	}
+	return cmds
+}

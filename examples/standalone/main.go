@@ -1,0 +1,258 @@
+// Command standalone runs the VOLTTRON "VIP Authorization" scenario end to
+// end in one process, with no setup:
+//
+//   - an embedded platform in a temporary home, with generated keys;
+//   - an auth.json with Alice (granted can_read_temp) and Bobby (no
+//     capabilities);
+//   - the weather agent, whose temperature method requires can_read_temp;
+//   - Alice's and Bobby's agents, each calling weather.temperature.
+//
+// Alice gets the temperature; the platform refuses Bobby's call and says
+// which capability he is missing. The weather agent never sees Bobby's call.
+//
+// With --address, --server-key, --alice-key and --bobby-key it runs the two
+// callers (and, with --weather-key, the weather agent) against an existing
+// platform instead.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/capbus/capbus/agent"
+	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/examples/weather/station"
+	"github.com/capbus/capbus/platform"
+	"github.com/capbus/capbus/rpc"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "standalone:", err)
+		os.Exit(1)
+	}
+}
+
+// config is where the callers connect and with which keys.
+type config struct {
+	address   string
+	serverKey auth.Key
+	alice     auth.KeyPair
+	bobby     auth.KeyPair
+	weather   *auth.KeyPair // nil: an existing weather agent is used
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("standalone", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	address := fs.String("address", "", "connect to this existing platform instead of starting one")
+	serverKey := fs.String("server-key", "", "the existing platform's public key")
+	aliceKey := fs.String("alice-key", "", "keystore of Alice's key (existing platform)")
+	bobbyKey := fs.String("bobby-key", "", "keystore of Bobby's key (existing platform)")
+	weatherKey := fs.String("weather-key", "", "keystore of the weather agent's key: also run the weather agent (existing platform)")
+	verbose := fs.Bool("v", false, "log the platform and agents to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+
+	var cfg config
+	if *address == "" {
+		stop, c, err := startEmbedded(ctx, log, stdout)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg = c
+	} else {
+		c, err := existing(*address, *serverKey, *aliceKey, *bobbyKey, *weatherKey)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	return scenario(ctx, cfg, log, stdout)
+}
+
+// startEmbedded writes keys and auth.json to a temporary home and runs a
+// platform on a free port of 127.0.0.1.
+func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (func(), config, error) {
+	var cfg config
+	home, err := os.MkdirTemp("", "capbus-standalone-")
+	if err != nil {
+		return nil, cfg, err
+	}
+	keys := map[string]auth.KeyPair{}
+	for _, name := range []string{"platform", "weather", "alice", "bobby"} {
+		kp, err := auth.GenerateKeyPair()
+		if err != nil {
+			return nil, cfg, err
+		}
+		if err := auth.SaveKeystore(filepath.Join(home, name+".json"), kp); err != nil {
+			return nil, cfg, err
+		}
+		keys[name] = kp
+	}
+	authJSON := fmt.Sprintf(`// Written by examples/standalone: the seed's Alice and Bobby.
+{
+  "allow": [
+    {"user_id": "weather", "identity": "weather", "credentials": %q,
+     "comments": "the weather agent"},
+    {"user_id": "alice", "identity": "alice", "credentials": %q,
+     "capabilities": ["can_read_temp"], "comments": "may read the temperature"},
+    {"user_id": "bobby", "identity": "bobby", "credentials": %q,
+     "capabilities": [], "comments": "holds no capability"}
+  ]
+}
+`, keys["weather"].Public.Base64URL(), keys["alice"].Public.Base64URL(), keys["bobby"].Public.Base64URL())
+	authFile := filepath.Join(home, "auth.json")
+	if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
+		return nil, cfg, err
+	}
+	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(keys["platform"]),
+		platform.WithAuthFile(authFile), platform.WithLogger(log))
+	if err != nil {
+		return nil, cfg, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	select {
+	case <-p.Ready():
+	case err := <-done:
+		cancel()
+		return nil, cfg, fmt.Errorf("platform: %w", err)
+	}
+	fmt.Fprintf(stdout, "Started a platform on %s (home %s) with auth.json:\n  alice: can_read_temp\n  bobby: no capabilities\n", p.Addr(), home)
+	w := keys["weather"]
+	cfg = config{address: p.Addr(), serverKey: p.ServerKey(), alice: keys["alice"], bobby: keys["bobby"], weather: &w}
+	stop := func() {
+		cancel()
+		<-done
+		os.RemoveAll(home)
+	}
+	return stop, cfg, nil
+}
+
+func existing(address, serverKey, aliceKey, bobbyKey, weatherKey string) (config, error) {
+	cfg := config{address: address}
+	if serverKey == "" || aliceKey == "" || bobbyKey == "" {
+		return cfg, errors.New("with --address, also give --server-key, --alice-key and --bobby-key")
+	}
+	var err error
+	if cfg.serverKey, err = auth.ParseKey(serverKey); err != nil {
+		return cfg, fmt.Errorf("--server-key: %w", err)
+	}
+	if cfg.alice, err = auth.LoadKeystore(aliceKey); err != nil {
+		return cfg, err
+	}
+	if cfg.bobby, err = auth.LoadKeystore(bobbyKey); err != nil {
+		return cfg, err
+	}
+	if weatherKey != "" {
+		kp, err := auth.LoadKeystore(weatherKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.weather = &kp
+	}
+	return cfg, nil
+}
+
+// start runs a until ctx ends and waits for its welcome.
+func start(ctx context.Context, a *agent.Agent) (stop func(), err error) {
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	select {
+	case <-a.Ready():
+		return func() { cancel(); <-done }, nil
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("agent %s: %w", a.Identity(), err)
+	case <-ctx.Done():
+		cancel()
+		<-done
+		return nil, fmt.Errorf("agent %s: not welcomed: %w", a.Identity(), ctx.Err())
+	}
+}
+
+// scenario runs the weather agent (if it is ours) and both callers.
+func scenario(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	newAgent := func(id string, kp auth.KeyPair) (*agent.Agent, error) {
+		return agent.New(id, agent.WithKeyPair(kp), agent.WithPlatform(cfg.address, cfg.serverKey), agent.WithLogger(log))
+	}
+	var st *station.Station
+	if cfg.weather != nil {
+		w, err := newAgent(station.Identity, *cfg.weather)
+		if err != nil {
+			return err
+		}
+		st = station.New(log)
+		if err := st.Register(w); err != nil {
+			return err
+		}
+		stop, err := start(ctx, w)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintln(stdout, "The weather agent is connected; temperature requires can_read_temp.")
+	}
+
+	alice, err := newAgent("alice", cfg.alice)
+	if err != nil {
+		return err
+	}
+	stopAlice, err := start(ctx, alice)
+	if err != nil {
+		return err
+	}
+	defer stopAlice()
+	bobby, err := newAgent("bobby", cfg.bobby)
+	if err != nil {
+		return err
+	}
+	stopBobby, err := start(ctx, bobby)
+	if err != nil {
+		return err
+	}
+	defer stopBobby()
+
+	reading, err := agent.CallAs[station.Reading](ctx, alice, station.Identity, "temperature", "paris")
+	if err != nil {
+		return fmt.Errorf("alice's call failed: %w", err)
+	}
+	fmt.Fprintf(stdout, "Alice called weather.temperature: %s.\n", reading)
+
+	_, err = agent.CallAs[station.Reading](ctx, bobby, station.Identity, "temperature", "paris")
+	var rerr *rpc.Error
+	switch {
+	case err == nil:
+		return errors.New("bobby's call was allowed, but he holds no can_read_temp")
+	case !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &rerr):
+		return fmt.Errorf("bobby's call failed for another reason: %w", err)
+	}
+	fmt.Fprintf(stdout, "Bobby called weather.temperature and the platform refused: %s\n", rerr.Message)
+	fmt.Fprintf(stdout, "Bobby is missing: %v\n", rerr.Missing())
+	if st != nil {
+		fmt.Fprintf(stdout, "The weather agent served %d call(s): Bobby's never reached it.\n", st.Served("temperature"))
+	}
+	return nil
+}
