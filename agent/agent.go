@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,9 @@ type Agent struct {
 	log      *slog.Logger
 	dial     dialFunc
 
-	running atomic.Bool
-	nextID  atomic.Uint64
+	running  atomic.Bool
+	nextID   atomic.Uint64
+	idPrefix string
 
 	// admit bounds handlers running or waiting; slots bounds those running.
 	admit    chan struct{}
@@ -99,6 +101,7 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		dial = dialCurve(cfg.address, cfg.keyPair, cfg.serverKey, identity, log)
 	}
 	return &Agent{
+		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + ".",
 		identity: identity,
 		cfg:      cfg,
 		log:      log,
@@ -173,6 +176,10 @@ func (a *Agent) current() (*session, error) {
 	return s, nil
 }
 
+// newID returns a fresh msg-id: a random prefix chosen by New, so that
+// msg-ids differ from those of other agents, and a counter.
 func (a *Agent) newID() string {
-	return strconv.FormatUint(a.nextID.Add(1), 36)
+	b := make([]byte, 0, 32)
+	b = append(b, a.idPrefix...)
+	return string(strconv.AppendUint(b, a.nextID.Add(1), 36))
 }

@@ -577,7 +577,7 @@ func TestAgent_ReplyFromAnotherPeerIsIgnored(t *testing.T) {
 	must(t, err)
 	forged, _ := rpc.Marshal("forged")
 	for i := uint64(1); i <= c.nextID.Load(); i++ {
-		m := message{Peer: "caller", ID: strconv.FormatUint(i, 36), Subsys: subRPC,
+		m := message{Peer: "caller", ID: c.idPrefix + strconv.FormatUint(i, 36), Subsys: subRPC,
 			Args: [][]byte{frameResult, []byte("wait"), forged}}
 		must(t, s.send(context.Background(), &m))
 	}
@@ -585,5 +585,94 @@ func TestAgent_ReplyFromAnotherPeerIsIgnored(t *testing.T) {
 	bl.release <- struct{}{}
 	if s := <-res; s != "released" {
 		t.Fatalf("got %q, want the callee's answer", s)
+	}
+}
+
+func TestAgent_CallFailsWhenCalleeLeaves(t *testing.T) {
+	p := newFakePlatform()
+	bl := newBlocker()
+	defer close(bl.release)
+	svc := newFakeAgent(t, p, "svc", "u", WithShutdownGrace(0))
+	must(t, svc.Export("wait", bl.handler()))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	<-svc.Ready()
+	c := startAgent(t, p, "caller", "u", nil)
+
+	errc := make(chan error, 1)
+	go func() { _, err := c.Call(context.Background(), "svc", "wait"); errc <- err }()
+	<-bl.started
+	stop()
+	must(t, <-done)
+	err := <-errc
+	if !errors.Is(err, rpc.ErrUnavailable) || !strings.Contains(err.Error(), "disconnected") {
+		t.Fatalf("call to a callee that left: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestAgent_StopLetsRunningHandlersReply(t *testing.T) {
+	p := newFakePlatform()
+	bl := newBlocker()
+	svc := newFakeAgent(t, p, "svc", "u", WithShutdownGrace(time.Minute))
+	must(t, svc.Export("wait", bl.handler()))
+	must(t, svc.Export("fast", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "fast", nil })))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	<-svc.Ready()
+	c := startAgent(t, p, "caller", "u", nil)
+
+	res := make(chan string, 1)
+	go func() {
+		s, err := CallAs[string](context.Background(), c, "svc", "wait")
+		if err != nil {
+			s = err.Error()
+		}
+		res <- s
+	}()
+	<-bl.started
+	stop()
+	// Draining: new calls are refused at once, the running one may finish.
+	for {
+		_, err := c.Call(context.Background(), "svc", "fast")
+		if errors.Is(err, rpc.ErrUnavailable) {
+			break
+		}
+		must(t, err) // answered before Run saw the end of its context
+	}
+	close(bl.release)
+	if s := <-res; s != "released" {
+		t.Fatalf("call running at shutdown: %q, want its reply", s)
+	}
+	must(t, <-done)
+}
+
+func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
+	s := &session{pending: map[string]waiter{}}
+	wait := func(id, peer string) chan message {
+		ch := make(chan message, 1)
+		s.pending[id] = waiter{ch: ch, peer: peer}
+		return ch
+	}
+	refusal := func(id, recipient string) message {
+		return message{ID: id, Subsys: subError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
+	}
+	call := wait("x1", "weather")
+	for _, m := range []message{
+		{Peer: "mallory", ID: "x1", Subsys: subRPC}, // another peer
+		refusal("x1", "alice"),                      // about a reply we sent to alice
+		{Peer: "weather", ID: "x2", Subsys: subRPC}, // another msg-id
+	} {
+		if s.reply(m) {
+			t.Errorf("accepted %+v for a call to weather", m)
+		}
+	}
+	if !s.reply(refusal("x1", "weather")) || (<-call).Subsys != subError {
+		t.Error("refusal of the call not delivered")
+	}
+	ctl := wait("x3", "")
+	if !s.reply(message{ID: "x3", Subsys: subPong}) || (<-ctl).Subsys != subPong {
+		t.Error("platform reply not delivered")
 	}
 }

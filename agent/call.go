@@ -27,8 +27,10 @@ import (
 //   - rpc.ErrInternal: the handler panicked;
 //   - rpc.ErrTimeout, rpc.ErrCanceled: the context ended first (the error
 //     also matches context.DeadlineExceeded or context.Canceled);
-//   - rpc.ErrUnavailable: the agent is not connected, or the connection was
-//     lost while the call was in flight.
+//   - rpc.ErrUnavailable: the agent is not connected, its connection was
+//     lost or the callee disconnected while the call was in flight (the call
+//     may or may not have run), or the callee is shutting down;
+//   - rpc.ErrOverloaded: the callee's handler queue is full.
 func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc.Raw, error) {
 	if err := checkTarget(peer, method); err != nil {
 		return nil, err

@@ -198,7 +198,7 @@ func (m *message) errorOf() *rpc.Error {
 type session struct {
 	a   *Agent
 	tr  transport
-	out chan [][]byte
+	out chan outgoing
 
 	ctx    context.Context // cancelled when the session ends
 	cancel context.CancelFunc
@@ -221,7 +221,7 @@ func newSession(a *Agent, tr transport) *session {
 	s := &session{
 		a:       a,
 		tr:      tr,
-		out:     make(chan [][]byte, 64),
+		out:     make(chan outgoing, 64),
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
@@ -259,18 +259,46 @@ func (s *session) unavailable() *rpc.Error {
 	return rpc.NewError(rpc.CodeUnavailable, msg).WithCause(s.err)
 }
 
+// outgoing is a message for the writer, or a flush marker.
+type outgoing struct {
+	frames  [][]byte
+	flushed chan struct{} // closed by the writer when it reaches the marker
+}
+
 func (s *session) writeLoop() {
 	defer s.wg.Done()
 	for {
 		select {
-		case f := <-s.out:
-			if err := s.tr.Send(f); err != nil {
+		case o := <-s.out:
+			if o.flushed != nil {
+				close(o.flushed)
+				continue
+			}
+			if err := s.tr.Send(o.frames); err != nil {
 				s.fail(fmt.Errorf("send: %w", err))
 				return
 			}
 		case <-s.done:
 			return
 		}
+	}
+}
+
+// flush waits until the writer has sent everything queued before it, the
+// session ends or ctx ends.
+func (s *session) flush(ctx context.Context) {
+	f := make(chan struct{})
+	select {
+	case s.out <- outgoing{flushed: f}:
+	case <-s.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-f:
+	case <-s.done:
+	case <-ctx.Done():
 	}
 }
 
@@ -294,7 +322,7 @@ func (s *session) readLoop() {
 // send queues m for the writer.
 func (s *session) send(ctx context.Context, m *message) error {
 	select {
-	case s.out <- m.frames():
+	case s.out <- outgoing{frames: m.frames()}:
 		return nil
 	case <-s.done:
 		return s.unavailable()
@@ -354,8 +382,15 @@ func (s *session) reply(m message) bool {
 	}
 	s.mu.Lock()
 	w, ok := s.pending[m.ID]
-	if ok && m.Peer != "" && m.Peer != w.peer {
-		ok = false
+	switch {
+	case !ok:
+	case m.Peer != "":
+		ok = m.Peer == w.peer // a reply from the peer called
+	case m.Subsys == subError:
+		// A refusal by the platform names the recipient of the message
+		// that failed; it may also concern a reply we sent to a peer that
+		// happened to use the same msg-id.
+		ok = m.arg(2) == w.peer
 	}
 	if ok {
 		delete(s.pending, m.ID)

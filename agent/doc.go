@@ -76,5 +76,14 @@
 // When the connection to the platform is lost, calls in flight fail at once
 // with rpc.ErrUnavailable, as do calls made while disconnected; Run
 // reconnects with backoff and registers the identity, exports and
-// subscriptions again.
+// subscriptions again. Heartbeats (WithHeartbeat) detect a platform that
+// vanished without closing the connection. A call whose callee disconnects
+// before replying also fails at once with rpc.ErrUnavailable.
+//
+// # Shutdown
+//
+// When Run's context ends, the agent refuses new calls, lets the handlers
+// of calls already received finish and reply (for up to WithShutdownGrace),
+// then disconnects, cancels the contexts of handlers still running and
+// waits for them.
 package agent

@@ -245,3 +245,24 @@ func ExampleAgent_Publish() {
 	fmt.Println(err)
 	// Output: <nil>
 }
+
+// An agent asks the platform what it may call: bob lacks can_read_temp.
+func ExampleAgent_Callable() {
+	d := startDemo()
+	defer d.stop()
+	defer d.weatherAgent()()
+	alice := d.newAgent("alice", "alice")
+	defer run(alice)()
+	bob := d.newAgent("bob", "bob")
+	defer run(bob)()
+
+	ctx := context.Background()
+	for _, a := range []*agent.Agent{alice, bob} {
+		who, _ := a.WhoAmI(ctx)
+		methods, _ := a.Callable(ctx)
+		fmt.Println(who.UserID, "may call", methods)
+	}
+	// Output:
+	// alice may call [weather.temperature]
+	// bob may call []
+}

@@ -112,10 +112,17 @@ func (c *fakeConn) Close() error {
 		close(c.done)
 		c.p.mu.Lock()
 		delete(c.p.all, c)
+		var others []*fakeConn
 		if c.p.conns[c.identity] == c {
 			delete(c.p.conns, c.identity)
+			for _, o := range c.p.conns {
+				others = append(others, o)
+			}
 		}
 		c.p.mu.Unlock()
+		for _, o := range others {
+			o.deliver(nil, b("VIP1"), nil, nil, b("peerlist"), b("drop"), b(c.identity))
+		}
 	})
 	return nil
 }

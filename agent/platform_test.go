@@ -352,6 +352,33 @@ func TestPlatform_CanceledCallReturnsAtOnce(t *testing.T) {
 	}
 }
 
+func TestPlatform_CallFailsPromptlyWhenCalleeStops(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{}, 1)
+	w := b.newAgent("weatherman", "weather", agent.WithShutdownGrace(0))
+	weather(t, release, started)(w)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	<-w.Ready()
+	alice := b.agent("alice", "alice", nil)
+
+	errc := make(chan error, 1)
+	go func() { _, err := alice.Call(context.Background(), "weather", "wait"); errc <- err }()
+	<-started
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	err := <-errc
+	if !errors.Is(err, rpc.ErrUnavailable) {
+		t.Fatalf("call to a callee that stopped: %v, want ErrUnavailable", err)
+	}
+	t.Log(err)
+}
+
 func TestPlatform_RefusedKeyAndIdentity(t *testing.T) {
 	b := newBus(t, standardUsers(), standardExtra())
 	b.agent("weatherman", "weather", nil)

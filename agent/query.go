@@ -29,6 +29,15 @@ type Method struct {
 	Conditional bool `msgpack:"conditional"`
 }
 
+// String returns "peer.method", with " (conditional)" when the decision
+// depends on the arguments.
+func (m Method) String() string {
+	if m.Conditional {
+		return m.Peer + "." + m.Method + " (conditional)"
+	}
+	return m.Peer + "." + m.Method
+}
+
 // Permissions are the capabilities and roles effective for the agent.
 type Permissions struct {
 	// UserID and Identity are the agent's user id and identity.

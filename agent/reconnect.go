@@ -119,17 +119,18 @@ func (a *Agent) drain(s *session) {
 	if a.cfg.shutdownGrace <= 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.shutdownGrace)
+	defer cancel()
 	idle := make(chan struct{})
 	go func() {
 		s.calls.Wait()
 		close(idle)
 	}()
-	t := time.NewTimer(a.cfg.shutdownGrace)
-	defer t.Stop()
 	select {
 	case <-idle:
+		s.flush(ctx) // the last replies are queued: send them
 	case <-s.done:
-	case <-t.C:
+	case <-ctx.Done():
 		a.log.Warn("capbus agent: handlers still running at the end of the shutdown grace period; cancelling them")
 	}
 }

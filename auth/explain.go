@@ -151,6 +151,9 @@ func (d Decision) Reason() string {
 			parts = append(parts, fmt.Sprintf("requires roles %s, but roles %s were provided; missing %s", bracket(roles), bracket(d.s.roleNames()), bracket(mr)))
 		}
 		msg := d.target() + " " + strings.Join(parts, "; and ")
+		if d.r != nil && d.r.implicit {
+			msg += " (deny_by_default: a method that declares no requirement needs the capability identity.method)"
+		}
 		if d.rule != nil {
 			msg += fmt.Sprintf(" (topic rule %q)", d.rule.pattern)
 		}

@@ -9,6 +9,10 @@ import (
 	"unicode/utf8"
 )
 
+// MaxFileSize is the largest auth.json accepted (64 MiB: far beyond any
+// real policy, small enough that a runaway file cannot exhaust memory).
+const MaxFileSize = 64 << 20
+
 // Parse validates and compiles an auth.json document. name is used in error
 // messages (usually the file name). The document is accepted whole or not at
 // all: any error is a *ValidationError (use errors.As) naming the line,
@@ -51,6 +55,9 @@ func LoadFile(path string) (*Policy, error) {
 // malformed values are reported here; references between sections (an
 // undefined role, a duplicate user id) are checked by Compile.
 func ParseFile(name string, data []byte) (*File, error) {
+	if len(data) > MaxFileSize {
+		return nil, &ValidationError{File: name, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", len(data), MaxFileSize)}
+	}
 	text, err := stripComments(data)
 	if err != nil {
 		return nil, err.at(name, data)
@@ -112,6 +119,9 @@ func lineCol(data []byte, off int) (line, col int) {
 func stripComments(data []byte) ([]byte, *posError) {
 	out := make([]byte, len(data))
 	copy(out, data)
+	if len(out) >= 3 && out[0] == 0xEF && out[1] == 0xBB && out[2] == 0xBF {
+		out[0], out[1], out[2] = ' ', ' ', ' ' // a UTF-8 byte order mark
+	}
 	inString, escaped := false, false
 	pendingComma := -1
 	for i := 0; i < len(out); i++ {

@@ -50,7 +50,7 @@ type File struct {
 
 // Entry is one allow or deny entry.
 type Entry struct {
-	Domain      string // ZAP domain, exact or /regex/; "" matches any
+	Domain      string // ZAP domain (VOLTTRON); accepted and validated, not checked: capbus has one domain
 	Address     string // peer address, exact or /regex/; "" matches any
 	Mechanism   string // CURVE (the default), NULL or PLAIN; capbus admits CURVE only
 	Credentials string // the CURVE public key (base64url, Z85 or hex), "CURVE:<key>", or /regex/

@@ -593,3 +593,76 @@ func TestPolicy_SubjectChecksThatTheKeyStillBelongsToTheUser(t *testing.T) {
 	_, err = p.Subject(auth.Principal{UserID: "Alice", Key: key(t, keyBobby)})
 	require.ErrorIs(t, err, auth.ErrUnknownKey)
 }
+
+// TestPolicy_NegationFromAnySourceBeatsGrantFromEveryOtherSource builds one
+// document per pair (where the "!x" comes from, where the "x" comes from),
+// checks that x is held without the negation, and not held with it.
+func TestPolicy_NegationFromAnySourceBeatsGrantFromEveryOtherSource(t *testing.T) {
+	list := func(xs []string) string {
+		if len(xs) == 0 {
+			return "[]"
+		}
+		return `["` + strings.Join(xs, `", "`) + `"]`
+	}
+	// Roles and groups: r_grant/g_grant grant x, r_neg/g_neg negate it.
+	build := func(grantFrom, negFrom string, withNeg bool) string {
+		var entryCaps, entryRoles, entryGroups, starCaps, siteDefault []string
+		put := func(source, grantOrNeg string) {
+			switch source {
+			case "direct":
+				if grantOrNeg == "grant" {
+					entryCaps = append(entryCaps, "x")
+				} else {
+					entryCaps = append(entryCaps, "!x")
+				}
+			case "role":
+				entryRoles = append(entryRoles, "r_"+grantOrNeg)
+			case "group":
+				entryGroups = append(entryGroups, "g_"+grantOrNeg)
+			case "*":
+				if grantOrNeg == "grant" {
+					starCaps = append(starCaps, "x")
+				} else {
+					starCaps = append(starCaps, "!x")
+				}
+			case "site default":
+				if grantOrNeg == "grant" {
+					siteDefault = append(siteDefault, "x")
+				} else {
+					siteDefault = append(siteDefault, "!x")
+				}
+			}
+		}
+		put(grantFrom, "grant")
+		if withNeg {
+			put(negFrom, "neg")
+		}
+		return `{
+		  "roles": {"r_grant": ["x"], "r_neg": ["!x"]},
+		  "groups": {"g_grant": ["r_grant"], "g_neg": ["r_neg"]},
+		  "allow": [
+		    {"user_id": "u", "credentials": "` + keyAlice + `", "capabilities": ` + list(entryCaps) +
+			`, "roles": ` + list(entryRoles) + `, "groups": ` + list(entryGroups) + `},
+		    {"user_id": "*", "capabilities": ` + list(starCaps) + `}
+		  ],
+		  "site": {"*": {"default": ` + list(siteDefault) + `}}
+		}`
+	}
+	entrySources := map[string]bool{"direct": true, "role": true, "group": true}
+	sources := []string{"direct", "role", "group", "*", "site default"}
+	for _, negFrom := range sources {
+		for _, grantFrom := range sources {
+			if negFrom == grantFrom {
+				continue
+			}
+			// A site default applies only to an entry that grants nothing itself.
+			if (negFrom == "site default" && entrySources[grantFrom]) || (grantFrom == "site default" && entrySources[negFrom]) {
+				continue
+			}
+			t.Run("!x from "+negFrom+" beats x from "+grantFrom, func(t *testing.T) {
+				assert.True(t, holds(t, mustParse(t, build(grantFrom, negFrom, false)), "u", "x"), "without the negation x is granted by %s", grantFrom)
+				assert.False(t, holds(t, mustParse(t, build(grantFrom, negFrom, true)), "u", "x"), "the negation from %s removes x", negFrom)
+			})
+		}
+	}
+}

@@ -44,8 +44,8 @@ type optionFunc func(*storeConfig)
 func (f optionFunc) apply(c *storeConfig) { f(c) }
 
 // WithDebounce sets how long the Store waits after the last change to the
-// file before reloading it (default 100ms), so an editor's several writes
-// give one reload.
+// file before reloading it (default 100ms; zero or negative keeps the
+// default), so an editor's several writes give one reload.
 func WithDebounce(d time.Duration) StoreOption {
 	return optionFunc(func(c *storeConfig) {
 		if d > 0 {
@@ -156,8 +156,8 @@ func (s *Store) Policy() *Policy { return s.cur.Load() }
 func (s *Store) Path() string { return s.path }
 
 // Subscribe calls fn after every reload, from the Store's goroutine, in
-// order; fn should not block for long. The returned function cancels the
-// subscription.
+// order; fn should not block for long and must not call Close. The returned
+// function cancels the subscription.
 func (s *Store) Subscribe(fn func(ReloadEvent)) (cancel func()) {
 	s.subMu.Lock()
 	id := s.nextID

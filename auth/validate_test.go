@@ -373,3 +373,8 @@ func TestFile_CompileAfterAnEditReportsPathWithoutStaleLine(t *testing.T) {
 	assert.Equal(t, 0, ve.Line, "the text no longer describes the edited file")
 	assert.Equal(t, `auth.json: allow[1].user_id: duplicate user_id "a" (also allow[0])`, ve.Error())
 }
+
+func TestValidation_ByteOrderMarkAndCRLFAreAccepted(t *testing.T) {
+	p := mustParse(t, "\xEF\xBB\xBF{\r\n  // windows\r\n  \"allow\": [{\"user_id\": \"a\", \"credentials\": \""+keyAlice+"\", \"capabilities\": \"x\"}]\r\n}\r\n")
+	assert.True(t, holds(t, p, "a", "x"))
+}

@@ -32,20 +32,22 @@ const (
 // auditRecord is one line of the audit log. It never holds a secret: keys
 // are public keys.
 type auditRecord struct {
-	Time       string `json:"time"`
-	Action     string `json:"action"`
-	Decision   string `json:"decision,omitempty"`
-	UserID     string `json:"user_id,omitempty"`
-	Identity   string `json:"identity,omitempty"`
-	Key        string `json:"key,omitempty"`
-	Remote     string `json:"remote,omitempty"`
-	Peer       string `json:"peer,omitempty"`
-	Method     string `json:"method,omitempty"`
-	Topic      string `json:"topic,omitempty"`
-	Errno      int    `json:"errno,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	File       string `json:"file,omitempty"`
-	Generation uint64 `json:"generation,omitempty"`
+	Time       string   `json:"time"`
+	Action     string   `json:"action"`
+	Decision   string   `json:"decision,omitempty"`
+	UserID     string   `json:"user_id,omitempty"`
+	Identity   string   `json:"identity,omitempty"`
+	Key        string   `json:"key,omitempty"`
+	Remote     string   `json:"remote,omitempty"`
+	Peer       string   `json:"peer,omitempty"`
+	Method     string   `json:"method,omitempty"`
+	Topic      string   `json:"topic,omitempty"`
+	Errno      int      `json:"errno,omitempty"`
+	Required   []string `json:"required,omitempty"`
+	Missing    []string `json:"missing,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	File       string   `json:"file,omitempty"`
+	Generation uint64   `json:"generation,omitempty"`
 }
 
 // auditor writes audit records as JSON lines and to slog.

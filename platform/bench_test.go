@@ -87,11 +87,9 @@ func BenchmarkRouter_DenyCall(b *testing.B) {
 	}
 }
 
-// BenchmarkPlatform_CallRoundTrip is a full call over real CURVE and TCP on
-// 127.0.0.1: caller -> platform -> callee -> platform -> caller, one call
-// outstanding (the 3-process shape of the cross-stack comparison, in one
-// process).
-func BenchmarkPlatform_CallRoundTrip(b *testing.B) {
+// startBenchPair connects a weather agent answering every call with 21.5
+// and a welcomed Alice.
+func startBenchPair(b *testing.B) *client {
 	tp := startPlatform(b)
 	w := tp.dial(b, tp.cast.weather)
 	w.mustHello("weather", weatherExports...)
@@ -107,6 +105,40 @@ func BenchmarkPlatform_CallRoundTrip(b *testing.B) {
 	}()
 	alice := tp.dial(b, tp.cast.alice)
 	alice.mustHello("alice")
+	return alice
+}
+
+// BenchmarkPlatform_CallPipelined64 keeps 64 calls in flight over real
+// CURVE and TCP (throughput shape of the cross-stack comparison).
+func BenchmarkPlatform_CallPipelined64(b *testing.B) {
+	alice := startBenchPair(b)
+	payload := make([]byte, 200)
+	frames := [][]byte{[]byte("weather"), sigVIP1, empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
+	b.ReportAllocs()
+	b.ResetTimer()
+	sent, got := 0, 0
+	for ; sent < 64 && sent < b.N; sent++ {
+		require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
+	}
+	for got < b.N {
+		f := <-alice.in
+		if string(f[fSubsystem]) != "RPC" {
+			continue
+		}
+		got++
+		if sent < b.N {
+			require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
+			sent++
+		}
+	}
+}
+
+// BenchmarkPlatform_CallRoundTrip is a full call over real CURVE and TCP on
+// 127.0.0.1: caller -> platform -> callee -> platform -> caller, one call
+// outstanding (the 3-process shape of the cross-stack comparison, in one
+// process).
+func BenchmarkPlatform_CallRoundTrip(b *testing.B) {
+	alice := startBenchPair(b)
 	payload := make([]byte, 200)
 	frames := [][]byte{[]byte("weather"), sigVIP1, empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
 	b.ReportAllocs()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
@@ -192,4 +193,29 @@ func TestPlatform_RefusesProtectedPublishAndSubscribeWithoutCapability(t *testin
 	audit := tp.audit.String()
 	assert.Contains(t, audit, `"action":"subscribe","decision":"deny","user_id":"bobby"`)
 	assert.Contains(t, audit, `"action":"publish","decision":"deny","user_id":"bobby"`)
+}
+
+func TestPlatform_ParameterRestrictionDecodesOnlyRestrictedCalls(t *testing.T) {
+	tp := startPlatform(t)
+	require.NoError(t, auth.WriteFileAtomic(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]",
+		GWCaps: `{"can_read_temp": null, "can_configure": {"units": "/C|K/"}}`}), 0o600))
+	w := tp.startWeather(t)
+	gw := tp.dial(t, tp.cast.gw)
+	gw.mustHello("gateway")
+	require.Eventually(t, func() bool {
+		reply := gw.call("weather", "set_units", "C")
+		return string(reply[fSubsystem]) == "RPC"
+	}, 3*time.Second, 20*time.Millisecond)
+	reply := gw.call("weather", "set_units", rpc.Kwargs{"units": "K"})
+	assert.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+
+	code, text := errnoOf(t, gw.call("weather", "set_units", "F"))
+	assert.Equal(t, rpc.CodeUnauthorized, code)
+	assert.Contains(t, text, "set_units")
+
+	id := gw.nextID()
+	gw.sendStrings("weather", "VIP1", "", id, "RPC", "call", "set_units", "\xc1")
+	code, _ = errnoOf(t, gw.expect(byMsgID(id)))
+	assert.Equal(t, rpc.CodeInvalidArgs, code)
+	assert.EqualValues(t, 2, w.calls.Load())
 }

@@ -79,6 +79,8 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	for _, e := range h.Exports {
 		table[e.Name] = newExport(e)
 	}
+	w, _ := msgpack.Marshal(welcomeMsg{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
+		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})
 	p.mu.Lock()
 	old := p.byIdentity[h.Identity]
 	if old != nil && old.key != pe.key {
@@ -91,6 +93,9 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	pe.meta = h.Meta
 	pe.exports.Store(&table)
 	pe.welcomed.Store(true)
+	// Queue the welcome before the identity becomes routable, so that it
+	// precedes every call for the new peer.
+	p.reply(pe, [][]byte{empty, sigVIP1, pe.userBytes, msgID, []byte(subWelcome), w})
 	p.byIdentity[h.Identity] = pe
 	p.mu.Unlock()
 
@@ -98,9 +103,6 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 		old.sendFinal(errorFrames(nil, errorf(rpc.CodeIdentityInUse, "identity "+strconv.Quote(h.Identity)+" taken over by a new connection of the same key"), nil, nil),
 			"replaced by a new connection of the same key")
 	}
-	w, _ := msgpack.Marshal(welcomeMsg{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
-		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})
-	p.reply(pe, [][]byte{empty, sigVIP1, pe.userBytes, msgID, []byte(subWelcome), w})
 	p.audit.record(auditRecord{Action: actAdmit, Decision: decAllow, UserID: pe.userID, Identity: h.Identity,
 		Key: pe.key.Z85(), Remote: pe.remoteAddr, Generation: pol.Generation()})
 	p.broadcastPeer("add", pe)

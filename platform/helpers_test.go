@@ -48,7 +48,7 @@ const authTemplate = `{
      "capabilities": ["can_read_temp", "can_read_devices", "can_publish_devices"]},
     {{if .WithBobby}}{"credentials": "{{.Bobby}}", "user_id": "bobby", "identities": ["bobby", "/bobby\\..*/"], "capabilities": {{.BobbyCaps}}},{{end}}
     {"credentials": "{{.FL}}", "user_id": "flare", "identities": ["/FL-Demo-Job[0-9]+/"]},
-    {"credentials": "{{.GW}}", "user_id": "gateway", "identity": "gateway", "capabilities": ["can_read_temp"]},
+    {"credentials": "{{.GW}}", "user_id": "gateway", "identity": "gateway", "capabilities": {{if .GWCaps}}{{.GWCaps}}{{else}}["can_read_temp"]{{end}}},
     {"credentials": "{{.Free1}}", "user_id": "free1"},
     {"credentials": "{{.Free2}}", "user_id": "free2"{{if .Free2Identity}}, "identity": "{{.Free2Identity}}"{{end}}}
   ],
@@ -63,6 +63,7 @@ type policyVars struct {
 	WithBobby                                   bool
 	BobbyCaps                                   string
 	Free2Identity                               string
+	GWCaps                                      string
 }
 
 func (c cast) policy(withBobby bool, bobbyCaps string) []byte {
@@ -364,7 +365,7 @@ func strs(v any) []string {
 var weatherExports = []rpc.Export{
 	rpc.NewExport("temperature", rpc.Allow("can_read_temp")),
 	rpc.NewExport("hello"),
-	rpc.NewExport("set_units", rpc.Allow("can_configure")),
+	rpc.NewExport("set_units", rpc.Allow("can_configure"), rpc.Params("units")),
 }
 
 // startWeather connects the weather agent, serving temperature = 21.5.

@@ -33,8 +33,10 @@ type Platform struct {
 	ran   atomic.Bool
 	ctx   context.Context // Run's context, for hooks
 
-	pol     atomic.Pointer[auth.Policy]
-	reloads chan struct{}
+	pol         atomic.Pointer[auth.Policy]
+	reloads     chan struct{}
+	store       *auth.Store  // nil with WithPolicy
+	lastRefresh atomic.Int64 // unix nanoseconds of the last reload forced by an unknown key
 
 	mu         sync.RWMutex
 	byIdentity map[string]*peer
@@ -154,6 +156,7 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		store = s
 	}
 	if store != nil {
+		p.store = store
 		p.pol.Store(store.Policy())
 		stop := store.Subscribe(p.onReload)
 		defer stop()
@@ -214,10 +217,19 @@ func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {
 	}
 }
 
-// authenticate is the curve Authenticator: the policy in force decides.
+// authenticate is the curve Authenticator: the policy in force decides. An
+// unknown key makes the platform re-read auth.json first (see refresh), so
+// a key added just before its agent connects is admitted without waiting
+// for the file watcher.
 func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (string, error) {
 	pol := p.policy()
 	user, err := pol.Authenticate(req.PublicKey, req.RemoteAddr)
+	if err != nil && errors.Is(err, auth.ErrUnknownKey) {
+		if next := p.refresh(pol); next != nil {
+			pol = next
+			user, err = pol.Authenticate(req.PublicKey, req.RemoteAddr)
+		}
+	}
 	if err != nil {
 		p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: req.PublicKey.Z85(),
 			Remote: req.RemoteAddr, Reason: err.Error(), Generation: pol.Generation()})

@@ -253,3 +253,26 @@ func mustParse(t testing.TB, doc []byte) *auth.Policy {
 	require.NoError(t, err)
 	return pol
 }
+
+func TestReload_GrantWrittenJustBeforeACallAppliesToThatCall(t *testing.T) {
+	tp := startPlatform(t)
+	w := tp.startWeather(t)
+	bobby := tp.dial(t, tp.cast.bobby)
+	bobby.mustHello("bobby")
+	tp.writePolicy(t, true, `["can_read_temp"]`)
+	reply := bobby.call("weather", "temperature") // no waiting for the file watcher
+	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	assert.EqualValues(t, 1, w.calls.Load())
+}
+
+func TestReload_KeyWrittenJustBeforeTheHandshakeIsAdmitted(t *testing.T) {
+	tp := startPlatform(t)
+	tp.writePolicy(t, false, "")
+	require.Eventually(t, func() bool { // Bobby's removal is in force
+		return strings.Contains(tp.audit.String(), `"action":"reload","decision":"allow","file":"`+tp.authFile+`","generation":2`)
+	}, 3*time.Second, 10*time.Millisecond)
+	tp.writePolicy(t, true, `[]`)
+	c, err := tp.tryDial(t, tp.cast.bobby) // no waiting for the file watcher
+	require.NoError(t, err)
+	c.mustHello("bobby")
+}

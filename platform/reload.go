@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/rpc"
@@ -22,12 +23,53 @@ func (p *Platform) onReload(ev auth.ReloadEvent) {
 	}
 	p.audit.record(rec)
 	if ev.Policy != nil {
-		p.pol.Store(ev.Policy)
+		p.install(ev.Policy)
 	}
 	select {
 	case p.reloads <- struct{}{}:
 	default: // a re-check is already pending; it will see this policy
 	}
+}
+
+// install makes pol the policy in force unless a newer one already is.
+func (p *Platform) install(pol *auth.Policy) bool {
+	for {
+		cur := p.pol.Load()
+		if cur == pol || (cur != nil && cur.Generation() > pol.Generation()) {
+			return false
+		}
+		if p.pol.CompareAndSwap(cur, pol) {
+			return true
+		}
+	}
+}
+
+// refreshInterval bounds how often a refusal may make the platform re-read
+// auth.json ahead of the file watcher.
+const refreshInterval = 10 * time.Millisecond
+
+// refresh re-reads auth.json now, ahead of the watcher's debounce, when
+// something was refused under pol: a grant or a key written just before
+// the refused call or connection then takes effect at once. It returns the
+// newer policy in force, or nil when there is none (or a refresh ran less
+// than refreshInterval ago, or the policy is fixed). An unchanged file costs
+// one read.
+func (p *Platform) refresh(pol *auth.Policy) *auth.Policy {
+	if p.store == nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	last := p.lastRefresh.Load()
+	if now-last < int64(refreshInterval) || !p.lastRefresh.CompareAndSwap(last, now) {
+		return nil
+	}
+	_ = p.store.Reload() // a rejected edit keeps the policy in force; subscribers are told
+	next := p.store.Policy()
+	p.install(next)
+	if cur := p.policy(); cur != pol {
+		return cur
+	}
+	return nil
 }
 
 // reloadLoop re-checks every connection after each reload until ctx ends.

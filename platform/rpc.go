@@ -87,7 +87,17 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 			return
 		}
 	}
-	if d := pol.Decide(subj, req, args); !d.Allowed {
+	d := pol.Decide(subj, req, args)
+	if !d.Allowed {
+		// A grant written to auth.json just before this call applies now.
+		if next := p.refresh(pol); next != nil {
+			if subj, err = pe.subject(next); err == nil {
+				pol, req = next, exp.requirement(next, callee)
+				d = pol.Decide(subj, req, args)
+			}
+		}
+	}
+	if !d.Allowed {
 		p.denyCall(pe, callee, frames, notify, pol, unauthorized(callee.identity, exp.decl.Name, req, d))
 		return
 	}
@@ -129,9 +139,11 @@ func (p *Platform) refuseCall(pe *peer, frames [][]byte, notify bool, e *wireErr
 // denyCall refuses a call that the policy or the call hook denied: an audit
 // record, and errno 13 to the caller (not for a notify).
 func (p *Platform) denyCall(pe, callee *peer, frames [][]byte, notify bool, pol *auth.Policy, e *wireError) {
+	required, _ := e.data["required"].([]string)
+	missing, _ := e.data["missing"].([]string)
 	p.audit.record(auditRecord{Action: actCall, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
 		Key: pe.key.Z85(), Peer: callee.identity, Method: string(frames[fMethod]), Reason: e.text,
-		Errno: int(e.code), Generation: pol.Generation()})
+		Errno: int(e.code), Required: required, Missing: missing, Generation: pol.Generation()})
 	p.refuseCall(pe, frames, notify, e)
 }
 

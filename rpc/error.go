@@ -42,8 +42,10 @@ var (
 	ErrProtocol = errors.New("rpc: protocol error")
 	// ErrOverloaded: a queue or limit is full; retry later (CodeOverloaded).
 	ErrOverloaded = errors.New("rpc: overloaded")
-	// ErrUnavailable: the agent is not connected to the platform, or the
-	// connection was lost while the call was in flight (CodeUnavailable).
+	// ErrUnavailable: the agent is not connected to the platform, the
+	// connection was lost while the call was in flight, the callee left
+	// while it was in flight, or the callee is shutting down
+	// (CodeUnavailable). A call in flight may or may not have run.
 	ErrUnavailable = errors.New("rpc: platform unavailable")
 )
 

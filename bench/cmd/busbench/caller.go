@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// payloadSize is the size of the request and of the reply.
+const payloadSize = 200
+
+// callTimeout bounds one round trip; a benchmark that loses a reply fails
+// instead of hanging.
+const callTimeout = 10 * time.Second
+
+// A client is the caller side of one stack, connected to its broker. call
+// makes one round trip of payload and is called concurrently, each slot from
+// one goroutine only.
+type client interface {
+	call(ctx context.Context, slot int, payload []byte) error
+	close()
+}
+
+// result is what a caller measured over the window.
+type result struct {
+	Calls    int64  `json:"calls"`
+	Errors   int64  `json:"errors"`
+	FirstErr string `json:"first_err,omitempty"`
+	WindowNS int64  `json:"window_ns"`
+	P50NS    int64  `json:"p50_ns"`
+	P99NS    int64  `json:"p99_ns"`
+	MeanNS   int64  `json:"mean_ns"`
+	// The caller process over the window.
+	UserNS  int64  `json:"user_ns"`
+	SysNS   int64  `json:"sys_ns"`
+	Mallocs uint64 `json:"mallocs"`
+}
+
+// runCaller connects, warms up, waits for "go", measures, reports.
+func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *lineWriter) error {
+	var (
+		c   client
+		err error
+	)
+	switch cfg.stack {
+	case "capbus":
+		c, err = dialCapbus(ctx, cfg)
+	case "zmq4":
+		c, err = dialZmq4(ctx, cfg, cfg.inflight)
+	case "nats":
+		c, err = dialNATS(cfg)
+	default:
+		err = fmt.Errorf("unknown stack %q", cfg.stack)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	out.printf("ready")
+
+	if r := load(ctx, c, cfg.inflight, cfg.warmup); r.Calls == 0 || r.Errors > 0 {
+		return fmt.Errorf("warm-up: %d calls, %d errors (first: %s)", r.Calls, r.Errors, r.FirstErr)
+	}
+	out.printf("warm")
+	if err := waitFor(in, "go"); err != nil {
+		return err
+	}
+	m0 := takeMark(false)
+	r := load(ctx, c, cfg.inflight, cfg.duration)
+	m1 := takeMark(false)
+	r.UserNS, r.SysNS, r.Mallocs = m1.UserNS-m0.UserNS, m1.SysNS-m0.SysNS, m1.Mallocs-m0.Mallocs
+	out.printf("stopped")
+	b, _ := json.Marshal(r)
+	out.printf("result %s", b)
+	for range in { // until the orchestrator closes standard input
+	}
+	return nil
+}
+
+// load runs inflight goroutines, each making one call at a time, for d; it
+// returns once no call is in flight. Latency is measured per call.
+func load(ctx context.Context, c client, inflight int, d time.Duration) result {
+	var (
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+		errs     atomic.Int64
+		firstErr atomic.Pointer[string]
+		lats     = make([][]int64, inflight)
+	)
+	perSlot := int(d/time.Microsecond)/inflight + 1024 // preallocate: up to 1M calls/s
+	start := time.Now()
+	timer := time.AfterFunc(d, func() { stop.Store(true) })
+	defer timer.Stop()
+	for slot := range inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, payloadSize)
+			for i := range payload {
+				payload[i] = byte(i)
+			}
+			binary.BigEndian.PutUint16(payload, uint16(slot))
+			l := make([]int64, 0, min(perSlot, 1<<20))
+			for !stop.Load() {
+				t := time.Now()
+				if err := c.call(ctx, slot, payload); err != nil {
+					if errs.Add(1) == 1 {
+						s := err.Error()
+						firstErr.Store(&s)
+					}
+					if ctx.Err() != nil || errs.Load() > 100 {
+						break
+					}
+					continue
+				}
+				l = append(l, int64(time.Since(t)))
+			}
+			lats[slot] = l
+		}()
+	}
+	wg.Wait()
+	window := time.Since(start)
+	var all []int64
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	r := result{Calls: int64(len(all)), Errors: errs.Load(), WindowNS: int64(window)}
+	if s := firstErr.Load(); s != nil {
+		r.FirstErr = *s
+	}
+	if len(all) > 0 {
+		r.P50NS = all[len(all)/2]
+		r.P99NS = all[min(len(all)-1, len(all)*99/100)]
+		var sum int64
+		for _, v := range all {
+			sum += v
+		}
+		r.MeanNS = sum / int64(len(all))
+	}
+	return r
+}

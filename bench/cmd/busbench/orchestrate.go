@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options of the orchestrator.
+type options struct {
+	duration time.Duration
+	warmup   time.Duration
+	runs     int
+	stacks   []string
+	inflight []int
+	agents   []int // connected agents of the capbus routing/memory cells
+	profile  bool
+	gobench  bool
+	repo     string
+	jsonOut  string
+	verbose  bool
+	timeout  time.Duration
+}
+
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("busbench", flag.ContinueOnError)
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
+	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the table shows medians")
+	stacks := fs.String("stacks", "capbus,zmq4,nats", "contenders")
+	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
+	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
+	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (64 in flight, not in the table) with a CPU profile of the platform")
+	fs.BoolVar(&o.gobench, "gobench", true, "also run the platform's and auth's go test benchmarks (allocations per call)")
+	fs.StringVar(&o.repo, "repo", "..", "the capbus repository (for -gobench)")
+	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
+	fs.BoolVar(&o.verbose, "v", false, "show the children's stderr")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "stop everything after this long")
+	quick := fs.Bool("quick", false, "smoke run: short cells, 10 and 50 agents, no profile, no go test benchmarks")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *quick {
+		o.duration, o.warmup, o.profile, o.gobench = 300*time.Millisecond, 100*time.Millisecond, false, false
+		*agents = "10,50"
+		setByUser(fs, "duration", func(v string) { o.duration, _ = time.ParseDuration(v) })
+		setByUser(fs, "warmup", func(v string) { o.warmup, _ = time.ParseDuration(v) })
+		setByUser(fs, "agents", func(v string) { *agents = v })
+		setByUser(fs, "profile", func(v string) { o.profile = v == "true" })
+		setByUser(fs, "gobench", func(v string) { o.gobench = v == "true" })
+	}
+	o.stacks = splitList(*stacks)
+	for _, s := range o.stacks {
+		if s != "capbus" && s != "zmq4" && s != "nats" {
+			return nil, fmt.Errorf("unknown stack %q (capbus, zmq4, nats)", s)
+		}
+	}
+	var err error
+	if o.inflight, err = intList(*inflight); err != nil {
+		return nil, fmt.Errorf("-inflight: %w", err)
+	}
+	if o.agents, err = intList(*agents); err != nil {
+		return nil, fmt.Errorf("-agents: %w", err)
+	}
+	for _, n := range o.agents {
+		if n < 2 {
+			return nil, errors.New("-agents: at least 2 (the caller and the callee)")
+		}
+	}
+	if o.runs < 1 {
+		o.runs = 1
+	}
+	return o, nil
+}
+
+func setByUser(fs *flag.FlagSet, name string, f func(string)) {
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			f(fl.Value.String())
+		}
+	})
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad number %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// cell is one measurement: a stack, a number of calls in flight, and for the
+// capbus scaling cells a number of connected agents.
+type cell struct {
+	Stack    string `json:"stack"`
+	Inflight int    `json:"inflight"`
+	Agents   int    `json:"agents"` // connected agents incl. caller and callee; 2 for the plain cells
+	Run      int    `json:"run"`
+	Caller   result `json:"caller"`
+	// Broker and callee over the measurement window (differences of marks).
+	Broker usage `json:"broker"`
+	Callee usage `json:"callee"`
+	// Whole-life CPU of each process (ProcessState), setup included.
+	LifeCPUNS [3]int64 `json:"life_cpu_ns"` // caller, broker, callee
+	// Memory of the platform before and after the idle agents connected
+	// (scaling cells only).
+	MemBefore *mark `json:"mem_before,omitempty"`
+	MemAfter  *mark `json:"mem_after,omitempty"`
+}
+
+// usage is a process's consumption over the window.
+type usage struct {
+	UserNS  int64  `json:"user_ns"`
+	SysNS   int64  `json:"sys_ns"`
+	Mallocs uint64 `json:"mallocs"`
+}
+
+func diff(a, b mark) usage {
+	return usage{UserNS: b.UserNS - a.UserNS, SysNS: b.SysNS - a.SysNS, Mallocs: b.Mallocs - a.Mallocs}
+}
+
+func (c *cell) rate() float64 {
+	if c.Caller.WindowNS == 0 {
+		return 0
+	}
+	return float64(c.Caller.Calls) / (float64(c.Caller.WindowNS) / 1e9)
+}
+
+// perCall divides by the calls of the window.
+func (c *cell) perCall(v float64) float64 {
+	if c.Caller.Calls == 0 {
+		return 0
+	}
+	return v / float64(c.Caller.Calls)
+}
+
+// report is everything one invocation measured.
+type report struct {
+	Started  time.Time   `json:"started"`
+	Machine  string      `json:"machine"`
+	Options  string      `json:"options"`
+	Cells    []*cell     `json:"cells"`
+	Profile  *profileRep `json:"profile,omitempty"`
+	GoBench  []string    `json:"go_bench,omitempty"`
+	Warnings []string    `json:"warnings,omitempty"`
+}
+
+func orchestrate(args []string) error {
+	o, err := parseOptions(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	raiseNoFile()
+
+	home, err := os.MkdirTemp("", "busbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(home)
+	if err := writeCapbusHome(home); err != nil {
+		return err
+	}
+	rep := &report{Started: time.Now().UTC(), Machine: machine(), Options: strings.Join(args, " ")}
+	fmt.Printf("busbench: %s; %v per cell (+%v warm-up), %d run(s)\n", rep.Machine, o.duration, o.warmup, o.runs)
+
+	total := o.runs * (len(o.stacks)*len(o.inflight) + len(o.agents)*len(o.inflight))
+	done := 0
+	progress := func(c *cell) {
+		done++
+		extra := ""
+		if c.Agents > 2 {
+			extra = fmt.Sprintf(", %d agents", c.Agents)
+		}
+		fmt.Fprintf(os.Stderr, "  [%d/%d] %-6s %2d in flight%s: %8.0f calls/s, p50 %s, p99 %s\n",
+			done, total, c.Stack, c.Inflight, extra, c.rate(), fmtDur(c.Caller.P50NS), fmtDur(c.Caller.P99NS))
+	}
+	for run := range o.runs {
+		// Interleave the stacks so that drift on a shared machine hits all.
+		for _, k := range o.inflight {
+			for _, s := range o.stacks {
+				c, err := runCell(ctx, o, home, s, k, 0, run, "")
+				if err != nil {
+					return fmt.Errorf("%s, %d in flight: %w", s, k, err)
+				}
+				rep.Cells = append(rep.Cells, c)
+				progress(c)
+			}
+		}
+		for _, n := range o.agents {
+			for _, k := range o.inflight {
+				c, err := runCell(ctx, o, home, "capbus", k, n, run, "")
+				if err != nil {
+					return fmt.Errorf("capbus, %d agents, %d in flight: %w", n, k, err)
+				}
+				rep.Cells = append(rep.Cells, c)
+				progress(c)
+			}
+		}
+	}
+	if o.profile {
+		pf := filepath.Join(home, "platform.cpu.pprof")
+		c, err := runCell(ctx, o, home, "capbus", 64, 0, 0, pf)
+		if err != nil {
+			return fmt.Errorf("profiled capbus cell: %w", err)
+		}
+		if rep.Profile, err = analyzeProfile(ctx, pf, c); err != nil {
+			rep.Warnings = append(rep.Warnings, "profile: "+err.Error())
+		} else {
+			keep := filepath.Join(os.TempDir(), "busbench-platform.cpu.pprof")
+			if b, err := os.ReadFile(pf); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+				rep.Profile.File = keep
+			}
+		}
+	}
+	if o.gobench {
+		lines, err := goBench(ctx, o.repo)
+		if err != nil {
+			rep.Warnings = append(rep.Warnings, "go test -bench: "+err.Error())
+		}
+		rep.GoBench = lines
+	}
+	printReport(os.Stdout, o, rep)
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runCell starts broker and callee (and for agents > 2 the idle agents),
+// then the caller, and measures one window.
+func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, cpuprofile string) (c *cell, err error) {
+	const startTimeout = 2 * time.Minute
+	var procs []*proc
+	defer func() {
+		if err != nil {
+			for _, p := range procs {
+				p.kill()
+			}
+		}
+	}()
+	start := func(role string, args ...string) (*proc, string, error) {
+		p, err := spawn(ctx, o.verbose, role, args...)
+		if err != nil {
+			return nil, "", err
+		}
+		procs = append(procs, p)
+		line, err := p.expect("ready", startTimeout)
+		return p, line, err
+	}
+	common := []string{"-stack", stack, "-dir", home}
+	bargs := common
+	if cpuprofile != "" {
+		bargs = append(bargs, "-cpuprofile", cpuprofile)
+	}
+	broker, line, err := start("broker", bargs...)
+	if err != nil {
+		return nil, err
+	}
+	kv := parseKV(line)
+	common = append(common, "-addr", kv["addr"], "-key", kv["key"])
+	callee, _, err := start("callee", common...)
+	if err != nil {
+		return nil, err
+	}
+	c = &cell{Stack: stack, Inflight: inflight, Agents: 2, Run: run}
+	var idle *proc
+	if agents > 2 {
+		c.Agents = agents
+		before, err := broker.mark(true)
+		if err != nil {
+			return nil, err
+		}
+		if idle, _, err = start("idle", append(common, "-n", strconv.Itoa(agents-2))...); err != nil {
+			return nil, err
+		}
+		after, err := broker.mark(true)
+		if err != nil {
+			return nil, err
+		}
+		c.MemBefore, c.MemAfter = &before, &after
+	}
+	caller, _, err := start("caller", append(common, "-inflight", strconv.Itoa(inflight),
+		"-duration", o.duration.String(), "-warmup", o.warmup.String())...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := caller.expect("warm", startTimeout); err != nil {
+		return nil, err
+	}
+	b0, err := broker.mark(false)
+	if err != nil {
+		return nil, err
+	}
+	e0, err := callee.mark(false)
+	if err != nil {
+		return nil, err
+	}
+	if cpuprofile != "" {
+		if err := broker.send("prof start"); err != nil {
+			return nil, err
+		}
+		if _, err := broker.expect("prof started", time.Minute); err != nil {
+			return nil, err
+		}
+	}
+	if err := caller.send("go"); err != nil {
+		return nil, err
+	}
+	if _, err := caller.expect("stopped", o.duration+time.Minute); err != nil {
+		return nil, err
+	}
+	if cpuprofile != "" {
+		if err := broker.send("prof stop"); err != nil {
+			return nil, err
+		}
+		if _, err := broker.expect("prof stopped", time.Minute); err != nil {
+			return nil, err
+		}
+	}
+	b1, err := broker.mark(false)
+	if err != nil {
+		return nil, err
+	}
+	e1, err := callee.mark(false)
+	if err != nil {
+		return nil, err
+	}
+	res, err := caller.expect("result ", time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(res), &c.Caller); err != nil {
+		return nil, err
+	}
+	c.Broker, c.Callee = diff(b0, b1), diff(e0, e1)
+	// Stop in dependency order: the caller, the idle agents, the callee, the
+	// broker last.
+	order := []*proc{caller, idle, callee, broker}
+	for _, p := range order {
+		if p == nil {
+			continue
+		}
+		if err := p.stop(30 * time.Second); err != nil {
+			return nil, err
+		}
+	}
+	c.LifeCPUNS = [3]int64{int64(caller.cpu()), int64(broker.cpu()), int64(callee.cpu())}
+	if c.Caller.Errors > 0 {
+		return c, fmt.Errorf("%d calls failed, first: %s", c.Caller.Errors, c.Caller.FirstErr)
+	}
+	if c.Caller.Calls == 0 {
+		return c, errors.New("no call completed")
+	}
+	return c, nil
+}
+
+func parseKV(s string) map[string]string {
+	m := map[string]string{}
+	for _, f := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// raiseNoFile raises the soft limit of open files to the hard limit, for
+// the children too: 1,000 agents need 1,000 descriptors on each side.
+func raiseNoFile() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs (%s), GOMAXPROCS=%d, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model, runtime.GOMAXPROCS(0), runtime.Version())
+}

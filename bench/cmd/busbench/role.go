@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// roleConfig is what the orchestrator tells a child process.
+type roleConfig struct {
+	stack      string        // capbus, zmq4, nats
+	addr       string        // the broker's address (callee, caller, idle)
+	serverKey  string        // the capbus platform's public key, Z85
+	dir        string        // temp dir with keystores and auth.json (capbus)
+	inflight   int           // caller: calls in flight
+	duration   time.Duration // caller: measurement window
+	warmup     time.Duration // caller: warm-up before the window
+	idle       int           // idle: number of agents to connect
+	cpuprofile string        // broker: profile file written between "prof start" and "prof stop"
+}
+
+func parseRoleFlags(role string, args []string) (*roleConfig, error) {
+	c := &roleConfig{}
+	fs := flag.NewFlagSet("busbench role="+role, flag.ContinueOnError)
+	fs.StringVar(&c.stack, "stack", "", "capbus, zmq4 or nats")
+	fs.StringVar(&c.addr, "addr", "", "broker address")
+	fs.StringVar(&c.serverKey, "key", "", "platform public key (capbus)")
+	fs.StringVar(&c.dir, "dir", "", "directory of keystores and auth.json (capbus)")
+	fs.IntVar(&c.inflight, "inflight", 1, "calls in flight")
+	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
+	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
+	fs.IntVar(&c.idle, "n", 0, "idle agents")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the measurement window (broker)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// A server is a long-lived role (broker, callee, idle): it is started, then
+// serves until its standard input ends.
+type server interface {
+	// readyLine is what follows "ready" on the ready line.
+	readyLine() string
+	// close shuts the role down.
+	close()
+}
+
+// runRole runs one child process. Line protocol on stdout:
+//
+//	ready [k=v...]      the role is serving
+//	warm                (caller) warm-up done, waiting for "go"
+//	stopped             (caller) measurement window over, no call in flight
+//	result {json}       (caller) the measurement
+//	mark {json}         answer to "mark" / "mark gc" on stdin
+//	prof started|stopped answer to "prof start" / "prof stop"
+//
+// The process exits when its standard input ends (the orchestrator closed it
+// or died).
+func runRole(role string, args []string) error {
+	cfg, err := parseRoleFlags(role, args)
+	if err != nil {
+		return err
+	}
+	out := newLineWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			in <- sc.Text()
+		}
+		close(in)
+	}()
+
+	if role == "caller" {
+		return runCaller(ctx, cfg, in, out)
+	}
+	var srv server
+	switch role {
+	case "broker":
+		srv, err = startBroker(ctx, cfg)
+	case "callee":
+		srv, err = startCallee(ctx, cfg)
+	case "idle":
+		srv, err = startIdle(ctx, cfg)
+	default:
+		return fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		return err
+	}
+	out.printf("ready %s", srv.readyLine())
+	var prof *os.File
+	for line := range in {
+		switch {
+		case line == "mark" || line == "mark gc":
+			out.printf("mark %s", takeMark(line == "mark gc").json())
+		case line == "prof start" && cfg.cpuprofile != "":
+			if prof, err = os.Create(cfg.cpuprofile); err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return err
+			}
+			out.printf("prof started")
+		case line == "prof stop" && prof != nil:
+			pprof.StopCPUProfile()
+			if err := prof.Close(); err != nil {
+				return err
+			}
+			prof = nil
+			out.printf("prof stopped")
+		default:
+			out.printf("error unknown command %q", line)
+		}
+	}
+	srv.close()
+	return nil
+}
+
+// lineWriter writes whole lines to stdout, one at a time.
+type lineWriter struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func newLineWriter() *lineWriter { return &lineWriter{w: bufio.NewWriter(os.Stdout)} }
+
+func (l *lineWriter) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format+"\n", args...)
+	_ = l.w.Flush()
+}
+
+// mark is a process's resource counters at one instant.
+type mark struct {
+	UserNS     int64  `json:"user_ns"`
+	SysNS      int64  `json:"sys_ns"`
+	Mallocs    uint64 `json:"mallocs"`
+	RSS        int64  `json:"rss"`
+	HeapInuse  uint64 `json:"heap_inuse"`
+	Goroutines int    `json:"goroutines"`
+}
+
+// takeMark reads getrusage(RUSAGE_SELF), the runtime's allocation counter and
+// the resident set size. With gc, it first collects garbage and returns freed
+// memory to the OS, so that RSS reflects live memory.
+func takeMark(gc bool) mark {
+	if gc {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return mark{
+		UserNS:     ru.Utime.Nano(),
+		SysNS:      ru.Stime.Nano(),
+		Mallocs:    ms.Mallocs,
+		RSS:        rss(),
+		HeapInuse:  ms.HeapInuse,
+		Goroutines: runtime.NumGoroutine(),
+	}
+}
+
+func (m mark) json() string { b, _ := json.Marshal(m); return string(b) }
+
+// rss returns the resident set size from /proc/self/status, in bytes.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// errStdinClosed is returned by a caller whose orchestrator went away.
+var errStdinClosed = errors.New("standard input closed")
+
+// waitFor reads commands until want arrives.
+func waitFor(in <-chan string, want string) error {
+	for line := range in {
+		if line == want {
+			return nil
+		}
+	}
+	return errStdinClosed
+}
+
+func startBroker(ctx context.Context, cfg *roleConfig) (server, error) {
+	switch cfg.stack {
+	case "capbus":
+		return startCapbusBroker(ctx, cfg)
+	case "zmq4":
+		return startZmqBroker(ctx)
+	case "nats":
+		return startNATSBroker()
+	}
+	return nil, fmt.Errorf("unknown stack %q", cfg.stack)
+}
+
+func startCallee(ctx context.Context, cfg *roleConfig) (server, error) {
+	switch cfg.stack {
+	case "capbus":
+		return startCapbusCallee(ctx, cfg)
+	case "zmq4":
+		return startZmqCallee(ctx, cfg)
+	case "nats":
+		return startNATSCallee(cfg)
+	}
+	return nil, fmt.Errorf("unknown stack %q", cfg.stack)
+}
