@@ -171,6 +171,9 @@ type client struct {
 func (tp *testPlatform) dial(t testing.TB, kp auth.KeyPair) *client {
 	t.Helper()
 	c, err := tp.tryDial(t, kp)
+	if err != nil && tp.audit != nil {
+		t.Logf("audit log:\n%s", tp.audit.String())
+	}
 	require.NoError(t, err)
 	return c
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,6 +166,7 @@ type report struct {
 	Options  string      `json:"options"`
 	Cells    []*cell     `json:"cells"`
 	Profile  *profileRep `json:"profile,omitempty"`
+	Heap     *heapRep    `json:"heap,omitempty"`
 	GoBench  []string    `json:"go_bench,omitempty"`
 	Warnings []string    `json:"warnings,omitempty"`
 }
@@ -204,7 +206,7 @@ func orchestrate(args []string) error {
 		// Interleave the stacks so that drift on a shared machine hits all.
 		for _, k := range o.inflight {
 			for _, s := range o.stacks {
-				c, err := runCell(ctx, o, home, s, k, 0, run, "")
+				c, err := runCell(ctx, o, home, s, k, 0, run, "", "")
 				if err != nil {
 					return fmt.Errorf("%s, %d in flight: %w", s, k, err)
 				}
@@ -213,19 +215,28 @@ func orchestrate(args []string) error {
 			}
 		}
 		for _, n := range o.agents {
-			for _, k := range o.inflight {
-				c, err := runCell(ctx, o, home, "capbus", k, n, run, "")
+			for i, k := range o.inflight {
+				heap := ""
+				if o.profile && run == 0 && i == 0 && n == slices.Max(o.agents) {
+					heap = filepath.Join(home, "platform.heap.pprof")
+				}
+				c, err := runCell(ctx, o, home, "capbus", k, n, run, "", heap)
 				if err != nil {
 					return fmt.Errorf("capbus, %d agents, %d in flight: %w", n, k, err)
 				}
 				rep.Cells = append(rep.Cells, c)
 				progress(c)
+				if heap != "" {
+					if rep.Heap, err = analyzeHeap(ctx, heap, n-2); err != nil {
+						rep.Warnings = append(rep.Warnings, "heap profile: "+err.Error())
+					}
+				}
 			}
 		}
 	}
 	if o.profile {
 		pf := filepath.Join(home, "platform.cpu.pprof")
-		c, err := runCell(ctx, o, home, "capbus", 64, 0, 0, pf)
+		c, err := runCell(ctx, o, home, "capbus", 64, 0, 0, pf, "")
 		if err != nil {
 			return fmt.Errorf("profiled capbus cell: %w", err)
 		}
@@ -257,7 +268,11 @@ func orchestrate(args []string) error {
 
 // runCell starts broker and callee (and for agents > 2 the idle agents),
 // then the caller, and measures one window.
-func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, cpuprofile string) (c *cell, err error) {
+//
+// With cpuprofile, the broker writes a CPU profile of the window there; with
+// heapprofile (scaling cells), a heap profile once the idle agents are
+// connected.
+func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, cpuprofile, heapprofile string) (c *cell, err error) {
 	const startTimeout = 2 * time.Minute
 	var procs []*proc
 	defer func() {
@@ -307,6 +322,14 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 			return nil, err
 		}
 		c.MemBefore, c.MemAfter = &before, &after
+		if heapprofile != "" {
+			if err := broker.send("heap " + heapprofile); err != nil {
+				return nil, err
+			}
+			if _, err := broker.expect("heap written", time.Minute); err != nil {
+				return nil, err
+			}
+		}
 	}
 	caller, _, err := start("caller", append(common, "-inflight", strconv.Itoa(inflight),
 		"-duration", o.duration.String(), "-warmup", o.warmup.String())...)

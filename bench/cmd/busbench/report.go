@@ -311,6 +311,15 @@ func printReport(w io.Writer, o *options, rep *report) {
 		}
 		_ = tw.Flush()
 	}
+	if h := rep.Heap; h != nil {
+		fmt.Fprintf(w, "\nlive heap of the platform with %d idle agents (heap profile, in-use space by allocation site, %s in all):\n", h.Idle, fmtBytes(float64(h.TotalB)))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "flat%\tper idle agent\tallocated in\t")
+		for _, r := range h.Top {
+			fmt.Fprintf(tw, "%.1f%%\t%s\t%s\t\n", r.FlatPct, fmtBytes(r.PerAgent), shortName(r.Name))
+		}
+		_ = tw.Flush()
+	}
 	if len(rep.GoBench) > 0 {
 		fmt.Fprintf(w, "\ngo test -bench (in-process; allocations per call at the platform):\n")
 		for _, l := range rep.GoBench {
@@ -410,4 +419,76 @@ func fmtBytes(b float64) string {
 	default:
 		return fmt.Sprintf("%.0f B", b)
 	}
+}
+
+// ---- heap of the platform with idle agents ----
+
+// heapRep is where the platform's live memory is with idle agents connected.
+type heapRep struct {
+	Idle    int       `json:"idle"`
+	TotalB  int64     `json:"total_bytes"`
+	Top     []heapRow `json:"top"`
+	Profile string    `json:"profile,omitempty"`
+}
+
+type heapRow struct {
+	Name     string  `json:"name"`
+	FlatB    int64   `json:"flat_bytes"`
+	FlatPct  float64 `json:"flat_pct"`
+	PerAgent float64 `json:"per_agent_bytes"`
+}
+
+// analyzeHeap reads the in-use space of the heap profile by allocation site.
+func analyzeHeap(ctx context.Context, file string, idle int) (*heapRep, error) {
+	goBin, err := goTool()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, goBin, "tool", "pprof", "-top", "-sample_index=inuse_space",
+		"-nodefraction=0", "-nodecount=12", file).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("go tool pprof: %v: %s", err, out)
+	}
+	rep := &heapRep{Idle: idle}
+	table := false
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(line), "Showing nodes accounting for"):
+			if i := slices.Index(f, "of"); i >= 0 && i+1 < len(f) {
+				rep.TotalB = parseSize(f[i+1])
+			}
+		case len(f) >= 5 && f[0] == "flat" && f[1] == "flat%":
+			table = true
+		case table && len(f) >= 6:
+			pct, err := strconv.ParseFloat(strings.TrimSuffix(f[1], "%"), 64)
+			if err != nil {
+				continue
+			}
+			b := parseSize(f[0])
+			rep.Top = append(rep.Top, heapRow{Name: strings.Join(f[5:], " "), FlatB: b, FlatPct: pct, PerAgent: float64(b) / float64(max(idle, 1))})
+		}
+	}
+	if len(rep.Top) == 0 {
+		return nil, fmt.Errorf("no rows in the heap profile")
+	}
+	return rep, nil
+}
+
+// parseSize parses pprof's sizes: "512B", "1.50kB", "3MB", "1GB".
+func parseSize(s string) int64 {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}}
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0
+			}
+			return int64(f * u.mult)
+		}
+	}
+	return 0
 }

@@ -66,6 +66,7 @@ type server interface {
 //	result {json}       (caller) the measurement
 //	mark {json}         answer to "mark" / "mark gc" on stdin
 //	prof started|stopped answer to "prof start" / "prof stop"
+//	heap written        answer to "heap <file>" (heap profile of live memory)
 //
 // The process exits when its standard input ends (the orchestrator closed it
 // or died).
@@ -109,6 +110,11 @@ func runRole(role string, args []string) error {
 		switch {
 		case line == "mark" || line == "mark gc":
 			out.printf("mark %s", takeMark(line == "mark gc").json())
+		case strings.HasPrefix(line, "heap "):
+			if err := writeHeapProfile(strings.TrimPrefix(line, "heap ")); err != nil {
+				return err
+			}
+			out.printf("heap written")
 		case line == "prof start" && cfg.cpuprofile != "":
 			if prof, err = os.Create(cfg.cpuprofile); err != nil {
 				return err
@@ -130,6 +136,20 @@ func runRole(role string, args []string) error {
 	}
 	srv.close()
 	return nil
+}
+
+// writeHeapProfile writes the live heap (after a collection) to path.
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // lineWriter writes whole lines to stdout, one at a time.
