@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -65,8 +66,12 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // EncodeCall encodes the payload of a call: a msgpack array of two elements,
 // the positional arguments (an array) and the keyword arguments (a map). A
-// trailing Kwargs argument becomes the keyword map. A value that cannot be
-// encoded is an error matching ErrInvalidArgs.
+// trailing Kwargs argument becomes the keyword map. A single struct argument
+// (or pointer to struct) travels as keyword arguments, one per field named
+// by its msgpack tag, so that a caller can pass the same argument struct the
+// handler declares (see Func) and the platform can judge parameter
+// restrictions by name. A value that cannot be encoded is an error matching
+// ErrInvalidArgs.
 func EncodeCall(args ...any) ([]byte, error) {
 	var kw Kwargs
 	if n := len(args); n > 0 {
@@ -82,6 +87,19 @@ func EncodeCall(args ...any) ([]byte, error) {
 	enc.Reset(buf)
 	enc.UseCompactInts(true)
 	_ = enc.EncodeArrayLen(2) // a bytes.Buffer never fails
+	if len(args) == 1 && kw == nil && isStruct(args[0]) {
+		_ = enc.EncodeArrayLen(0)
+		start := buf.Len()
+		if err := enc.Encode(args[0]); err != nil {
+			return nil, Errorf(CodeInvalidArgs, "argument (%T): %v", args[0], err)
+		}
+		if b := buf.Bytes()[start:]; len(b) > 0 && (b[0]&0xf0 == 0x80 || b[0] == 0xde || b[0] == 0xdf) {
+			return bytes.Clone(buf.Bytes()), nil
+		}
+		// Encoded as something else than a map (custom encoder,
+		// as_array): send it as the one positional argument instead.
+		buf.Truncate(1)
+	}
 	_ = enc.EncodeArrayLen(len(args))
 	for i, a := range args {
 		if err := enc.Encode(a); err != nil {
@@ -96,6 +114,21 @@ func EncodeCall(args ...any) ([]byte, error) {
 		}
 	}
 	return bytes.Clone(buf.Bytes()), nil
+}
+
+// isStruct reports whether v is a struct or a non-nil pointer to one.
+func isStruct(v any) bool {
+	t := reflect.TypeOf(v)
+	if t == nil {
+		return false
+	}
+	if t.Kind() == reflect.Pointer {
+		if reflect.ValueOf(v).IsNil() {
+			return false
+		}
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct
 }
 
 // DecodeCall decodes a call payload written by EncodeCall (or by any client

@@ -312,3 +312,24 @@ func BenchmarkCodec_EncodeDecodeCall(b *testing.B) {
 		}
 	}
 }
+
+func TestEncodeCall_SingleStructTravelsAsKeywords(t *testing.T) {
+	type args struct {
+		City string `msgpack:"city"`
+		Days int    `msgpack:"days"`
+	}
+	for _, in := range []any{args{City: "oslo", Days: 2}, &args{City: "oslo", Days: 2}} {
+		req := mustDecode(t, "forecast", in)
+		if len(req.Args) != 0 || len(req.Kwargs) != 2 {
+			t.Fatalf("%T: want 0 positional and 2 keyword arguments, got %d and %d", in, len(req.Args), len(req.Kwargs))
+		}
+		var got args
+		h := rpc.Func(func(ctx context.Context, a args) (args, error) { got = a; return a, nil })
+		if _, err := h.ServeRPC(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		if got != (args{City: "oslo", Days: 2}) {
+			t.Fatalf("%T: handler got %+v", in, got)
+		}
+	}
+}

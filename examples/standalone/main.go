@@ -235,13 +235,13 @@ func scenario(ctx context.Context, cfg config, log *slog.Logger, stdout io.Write
 	}
 	defer stopBobby()
 
-	reading, err := agent.CallAs[station.Reading](ctx, alice, station.Identity, "temperature", "paris")
+	reading, err := agent.CallAs[station.Reading](ctx, alice, station.Identity, "temperature", station.TemperatureArgs{City: "paris"})
 	if err != nil {
 		return fmt.Errorf("alice's call failed: %w", err)
 	}
 	fmt.Fprintf(stdout, "Alice called weather.temperature: %s.\n", reading)
 
-	_, err = agent.CallAs[station.Reading](ctx, bobby, station.Identity, "temperature", "paris")
+	_, err = agent.CallAs[station.Reading](ctx, bobby, station.Identity, "temperature", station.TemperatureArgs{City: "paris"})
 	var rerr *rpc.Error
 	switch {
 	case err == nil:
