@@ -90,7 +90,6 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	}
 	pe.identity = h.Identity
 	pe.identityBytes = []byte(h.Identity)
-	pe.meta = h.Meta
 	pe.exports.Store(&table)
 	pe.welcomed.Store(true)
 	// Queue the welcome before the identity becomes routable, so that it
@@ -106,6 +105,10 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	p.audit.record(auditRecord{Action: actAdmit, Decision: decAllow, UserID: pe.userID, Identity: h.Identity,
 		Key: pe.key.Z85(), Remote: pe.remoteAddr, Generation: pol.Generation()})
 	p.broadcastPeer("add", pe)
+	// A reload that ran while this hello was decided did not see the claim.
+	if cur := p.policy(); cur != pol {
+		p.revokeIfDenied(cur, pe)
+	}
 }
 
 // checkIdentity validates an identity claim's form.

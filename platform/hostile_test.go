@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
@@ -139,8 +138,6 @@ func TestPlatform_OversizedFrameClosesOnlyThatConnection(t *testing.T) {
 	_ = bobby.zc.SendMsg(zmqMsg([][]byte{[]byte("weather"), []byte("VIP1"), {}, []byte("x"), []byte("RPC"), []byte("call"), []byte("hello"), make([]byte, 8192)}))
 	bobby.wmu.Unlock()
 	require.True(t, bobby.waitClosed(testTimeout))
-	deadline := time.Now().Add(testTimeout)
-	_ = deadline
 	reply := alice.call("weather", "temperature")
 	assert.Equal(t, "result", string(reply[fArgs]))
 }

@@ -52,7 +52,6 @@ type peer struct {
 	welcomed      atomic.Bool
 	identity      string
 	identityBytes []byte
-	meta          map[string]string
 
 	exports atomic.Pointer[exportTable]
 
@@ -94,8 +93,12 @@ func (pe *peer) subject(pol *auth.Policy) (*auth.Subject, error) {
 	return s, nil
 }
 
-// send queues frames towards the peer without blocking.
+// send queues frames towards the peer without blocking. It fails with
+// errQueueFull, or net.ErrClosed once the connection is being closed.
 func (pe *peer) send(frames [][]byte) error {
+	if pe.closing.Load() {
+		return net.ErrClosed
+	}
 	var n int64
 	for _, f := range frames {
 		n += int64(len(f))

@@ -112,14 +112,23 @@ func (p *Platform) recheck(pol *auth.Policy) {
 	}
 	p.mu.RUnlock()
 	for _, pe := range peers {
-		if reason := p.revoked(pol, pe); reason != "" {
-			p.audit.record(auditRecord{Action: actRevoke, Decision: decDeny, UserID: pe.userID, Identity: pe.ident(),
-				Key: pe.key.Z85(), Remote: pe.remoteAddr, Reason: reason, Errno: int(rpc.CodePermission), Generation: pol.Generation()})
-			pe.sendFinal(errorFrames(nil, errorf(rpc.CodePermission, reason), nil, nil), reason)
-			continue
+		if !p.revokeIfDenied(pol, pe) {
+			p.recheckSubscriptions(pol, pe)
 		}
-		p.recheckSubscriptions(pol, pe)
 	}
+}
+
+// revokeIfDenied tells and closes pe if pol no longer admits it, and
+// reports whether it did.
+func (p *Platform) revokeIfDenied(pol *auth.Policy, pe *peer) bool {
+	reason := p.revoked(pol, pe)
+	if reason == "" {
+		return false
+	}
+	p.audit.record(auditRecord{Action: actRevoke, Decision: decDeny, UserID: pe.userID, Identity: pe.ident(),
+		Key: pe.key.Z85(), Remote: pe.remoteAddr, Reason: reason, Errno: int(rpc.CodePermission), Generation: pol.Generation()})
+	pe.sendFinal(errorFrames(nil, errorf(rpc.CodePermission, reason), nil, nil), reason)
+	return true
 }
 
 // recheckSubscriptions drops pe's subscriptions that pol no longer allows.

@@ -96,10 +96,12 @@ func (p *Platform) routeRPC(pe *peer, frames [][]byte) {
 func (p *Platform) forward(from, to *peer, frames [][]byte) {
 	frames[fRecipient] = from.identityBytes
 	frames[fUser] = from.userBytes
-	if err := to.send(frames); err != nil {
-		if len(frames[fMsgID]) > 0 {
-			p.reply(from, errorFrames(frames[fMsgID], errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full"), to.identityBytes, frames[fSubsystem]))
+	if err := to.send(frames); err != nil && len(frames[fMsgID]) > 0 {
+		e := errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
+		if err != errQueueFull {
+			e = errorf(rpc.CodeNoRoute, quote(to.identityBytes)+" is disconnecting")
 		}
+		p.reply(from, errorFrames(frames[fMsgID], e, to.identityBytes, frames[fSubsystem]))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,8 @@ type result struct {
 	UserNS  int64  `json:"user_ns"`
 	SysNS   int64  `json:"sys_ns"`
 	Mallocs uint64 `json:"mallocs"`
+	Syscr   int64  `json:"syscr"`
+	Syscw   int64  `json:"syscw"`
 }
 
 // runCaller connects, warms up, waits for "go", measures, reports.
@@ -63,17 +66,34 @@ func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *line
 	defer c.close()
 	out.printf("ready")
 
-	if r := load(ctx, c, cfg.inflight, cfg.warmup); r.Calls == 0 || r.Errors > 0 {
+	if r := load(ctx, c, cfg.inflight, cfg.warmup, nil, nil); r.Calls == 0 || r.Errors > 0 {
 		return fmt.Errorf("warm-up: %d calls, %d errors (first: %s)", r.Calls, r.Errors, r.FirstErr)
 	}
 	out.printf("warm")
 	if err := waitFor(in, "go"); err != nil {
 		return err
 	}
-	m0 := takeMark(false)
-	r := load(ctx, c, cfg.inflight, cfg.duration)
-	m1 := takeMark(false)
+	var (
+		prof    *os.File
+		profErr error
+		m0, m1  mark
+	)
+	r := load(ctx, c, cfg.inflight, cfg.duration, func() {
+		if cfg.cpuprofile != "" {
+			prof, profErr = startProfile(cfg.cpuprofile)
+		}
+		m0 = takeMark(false)
+	}, func() {
+		m1 = takeMark(false)
+		if prof != nil {
+			profErr = stopProfile(prof)
+		}
+	})
+	if profErr != nil {
+		return profErr
+	}
 	r.UserNS, r.SysNS, r.Mallocs = m1.UserNS-m0.UserNS, m1.SysNS-m0.SysNS, m1.Mallocs-m0.Mallocs
+	r.Syscr, r.Syscw = m1.Syscr-m0.Syscr, m1.Syscw-m0.Syscw
 	out.printf("stopped")
 	b, _ := json.Marshal(r)
 	out.printf("result %s", b)
@@ -83,18 +103,26 @@ func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *line
 }
 
 // load runs inflight goroutines, each making one call at a time, for d; it
-// returns once no call is in flight. Latency is measured per call.
-func load(ctx context.Context, c client, inflight int, d time.Duration) result {
+// returns once no call is in flight. Latency is measured per call. start and
+// stop (optional) run just before the first call and just after the last.
+func load(ctx context.Context, c client, inflight int, d time.Duration, start, stop func()) result {
 	var (
-		stop     atomic.Bool
+		done     atomic.Bool
 		wg       sync.WaitGroup
 		errs     atomic.Int64
 		firstErr atomic.Pointer[string]
 		lats     = make([][]int64, inflight)
 	)
-	perSlot := int(d/time.Microsecond)/inflight + 1024 // preallocate: up to 1M calls/s
-	start := time.Now()
-	timer := time.AfterFunc(d, func() { stop.Store(true) })
+	// Preallocate the latencies of up to 200,000 calls/s outside the window.
+	perSlot := int(d.Seconds()*200_000)/inflight + 1024
+	for i := range lats {
+		lats[i] = make([]int64, 0, perSlot)
+	}
+	if start != nil {
+		start()
+	}
+	t0 := time.Now()
+	timer := time.AfterFunc(d, func() { done.Store(true) })
 	defer timer.Stop()
 	for slot := range inflight {
 		wg.Add(1)
@@ -105,8 +133,8 @@ func load(ctx context.Context, c client, inflight int, d time.Duration) result {
 				payload[i] = byte(i)
 			}
 			binary.BigEndian.PutUint16(payload, uint16(slot))
-			l := make([]int64, 0, min(perSlot, 1<<20))
-			for !stop.Load() {
+			l := lats[slot]
+			for !done.Load() {
 				t := time.Now()
 				if err := c.call(ctx, slot, payload); err != nil {
 					if errs.Add(1) == 1 {
@@ -124,7 +152,10 @@ func load(ctx context.Context, c client, inflight int, d time.Duration) result {
 		}()
 	}
 	wg.Wait()
-	window := time.Since(start)
+	window := time.Since(t0)
+	if stop != nil {
+		stop()
+	}
 	var all []int64
 	for _, l := range lats {
 		all = append(all, l...)

@@ -138,10 +138,13 @@ type usage struct {
 	UserNS  int64  `json:"user_ns"`
 	SysNS   int64  `json:"sys_ns"`
 	Mallocs uint64 `json:"mallocs"`
+	Syscr   int64  `json:"syscr"`
+	Syscw   int64  `json:"syscw"`
 }
 
 func diff(a, b mark) usage {
-	return usage{UserNS: b.UserNS - a.UserNS, SysNS: b.SysNS - a.SysNS, Mallocs: b.Mallocs - a.Mallocs}
+	return usage{UserNS: b.UserNS - a.UserNS, SysNS: b.SysNS - a.SysNS, Mallocs: b.Mallocs - a.Mallocs,
+		Syscr: b.Syscr - a.Syscr, Syscw: b.Syscw - a.Syscw}
 }
 
 func (c *cell) rate() float64 {
@@ -161,14 +164,14 @@ func (c *cell) perCall(v float64) float64 {
 
 // report is everything one invocation measured.
 type report struct {
-	Started  time.Time   `json:"started"`
-	Machine  string      `json:"machine"`
-	Options  string      `json:"options"`
-	Cells    []*cell     `json:"cells"`
-	Profile  *profileRep `json:"profile,omitempty"`
-	Heap     *heapRep    `json:"heap,omitempty"`
-	GoBench  []string    `json:"go_bench,omitempty"`
-	Warnings []string    `json:"warnings,omitempty"`
+	Started  time.Time     `json:"started"`
+	Machine  string        `json:"machine"`
+	Options  string        `json:"options"`
+	Cells    []*cell       `json:"cells"`
+	Profiles []*profileRep `json:"profiles,omitempty"` // capbus broker, callee, caller
+	Heap     *heapRep      `json:"heap,omitempty"`
+	GoBench  []string      `json:"go_bench,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"`
 }
 
 func orchestrate(args []string) error {
@@ -235,18 +238,27 @@ func orchestrate(args []string) error {
 		}
 	}
 	if o.profile {
-		pf := filepath.Join(home, "platform.cpu.pprof")
-		c, err := runCell(ctx, o, home, "capbus", 64, 0, 0, pf, "")
+		// Twice the window: at 100 Hz a 3 s window holds about 120 samples
+		// of the platform.
+		po := *o
+		po.duration = 2 * o.duration
+		c, err := runCell(ctx, &po, home, "capbus", 64, 0, 0, home, "")
 		if err != nil {
 			return fmt.Errorf("profiled capbus cell: %w", err)
 		}
-		if rep.Profile, err = analyzeProfile(ctx, pf, c); err != nil {
-			rep.Warnings = append(rep.Warnings, "profile: "+err.Error())
-		} else {
-			keep := filepath.Join(os.TempDir(), "busbench-platform.cpu.pprof")
-			if b, err := os.ReadFile(pf); err == nil && os.WriteFile(keep, b, 0o644) == nil {
-				rep.Profile.File = keep
+		for _, role := range []string{"broker", "callee", "caller"} {
+			pf := filepath.Join(home, role+".pprof")
+			pr, err := analyzeProfile(ctx, pf, c)
+			if err != nil {
+				rep.Warnings = append(rep.Warnings, role+" profile: "+err.Error())
+				continue
 			}
+			pr.Role = role
+			keep := filepath.Join(os.TempDir(), "busbench-capbus-"+role+".cpu.pprof")
+			if b, err := os.ReadFile(pf); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+				pr.File = keep
+			}
+			rep.Profiles = append(rep.Profiles, pr)
 		}
 	}
 	if o.gobench {
@@ -269,10 +281,10 @@ func orchestrate(args []string) error {
 // runCell starts broker and callee (and for agents > 2 the idle agents),
 // then the caller, and measures one window.
 //
-// With cpuprofile, the broker writes a CPU profile of the window there; with
-// heapprofile (scaling cells), a heap profile once the idle agents are
-// connected.
-func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, cpuprofile, heapprofile string) (c *cell, err error) {
+// With profDir, each process writes a CPU profile of the window to
+// profDir/<role>.pprof; with heapprofile (scaling cells), the broker writes a
+// heap profile once the idle agents are connected.
+func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, profDir, heapprofile string) (c *cell, err error) {
 	const startTimeout = 2 * time.Minute
 	var procs []*proc
 	defer func() {
@@ -292,17 +304,19 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 		return p, line, err
 	}
 	common := []string{"-stack", stack, "-dir", home}
-	bargs := common
-	if cpuprofile != "" {
-		bargs = append(bargs, "-cpuprofile", cpuprofile)
+	prof := func(role string, args []string) []string {
+		if profDir == "" {
+			return args
+		}
+		return append(slices.Clip(args), "-cpuprofile", filepath.Join(profDir, role+".pprof"))
 	}
-	broker, line, err := start("broker", bargs...)
+	broker, line, err := start("broker", prof("broker", common)...)
 	if err != nil {
 		return nil, err
 	}
 	kv := parseKV(line)
 	common = append(common, "-addr", kv["addr"], "-key", kv["key"])
-	callee, _, err := start("callee", common...)
+	callee, _, err := start("callee", prof("callee", common)...)
 	if err != nil {
 		return nil, err
 	}
@@ -331,8 +345,8 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 			}
 		}
 	}
-	caller, _, err := start("caller", append(common, "-inflight", strconv.Itoa(inflight),
-		"-duration", o.duration.String(), "-warmup", o.warmup.String())...)
+	caller, _, err := start("caller", prof("caller", append(slices.Clip(common), "-inflight", strconv.Itoa(inflight),
+		"-duration", o.duration.String(), "-warmup", o.warmup.String()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -347,12 +361,14 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 	if err != nil {
 		return nil, err
 	}
-	if cpuprofile != "" {
-		if err := broker.send("prof start"); err != nil {
-			return nil, err
-		}
-		if _, err := broker.expect("prof started", time.Minute); err != nil {
-			return nil, err
+	if profDir != "" {
+		for _, p := range []*proc{broker, callee} {
+			if err := p.send("prof start"); err != nil {
+				return nil, err
+			}
+			if _, err := p.expect("prof started", time.Minute); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := caller.send("go"); err != nil {
@@ -361,12 +377,14 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 	if _, err := caller.expect("stopped", o.duration+time.Minute); err != nil {
 		return nil, err
 	}
-	if cpuprofile != "" {
-		if err := broker.send("prof stop"); err != nil {
-			return nil, err
-		}
-		if _, err := broker.expect("prof stopped", time.Minute); err != nil {
-			return nil, err
+	if profDir != "" {
+		for _, p := range []*proc{broker, callee} {
+			if err := p.send("prof stop"); err != nil {
+				return nil, err
+			}
+			if _, err := p.expect("prof stopped", time.Minute); err != nil {
+				return nil, err
+			}
 		}
 	}
 	b1, err := broker.mark(false)

@@ -18,13 +18,18 @@ import (
 
 // profileRep is what the CPU profile of the platform process says.
 type profileRep struct {
+	Role      string       `json:"role"`
 	File      string       `json:"file,omitempty"`
 	Calls     int64        `json:"calls"`
 	Rate      float64      `json:"rate"`
 	TotalNS   int64        `json:"total_ns"` // sampled CPU time of the platform over the window
 	Top       []profileRow `json:"top"`      // top 10 by cumulative time
+	TopFlat   []profileRow `json:"top_flat"` // top 10 by own time
 	Policy    []profileRow `json:"policy"`   // the policy check's functions
 	PolicyPct float64      `json:"policy_pct"`
+	// Allocation sites of the window (sampled allocs profile, difference
+	// of the profiles at the window's start and end), objects per call.
+	Allocs    []profileRow `json:"allocs,omitempty"`
 	DecidePct float64      `json:"decide_pct"`
 }
 
@@ -70,6 +75,12 @@ func analyzeProfile(ctx context.Context, file string, c *cell) (*profileRep, err
 		}
 		rep.Top = append(rep.Top, per(r))
 	}
+	flat := slices.Clone(rows)
+	slices.SortStableFunc(flat, func(a, b profileRow) int { return int(b.FlatNS - a.FlatNS) })
+	for _, r := range flat[:min(10, len(flat))] {
+		rep.TopFlat = append(rep.TopFlat, per(r))
+	}
+	rep.Allocs = allocSites(ctx, goBin, file, c)
 	for _, want := range policyFuncs {
 		row := profileRow{Name: want}
 		for _, r := range rows {
@@ -85,6 +96,32 @@ func analyzeProfile(ctx context.Context, file string, c *cell) (*profileRep, err
 		}
 	}
 	return rep, nil
+}
+
+// allocSites reads the objects allocated over the window by allocation site
+// (top 8, flat). Errors leave it empty.
+func allocSites(ctx context.Context, goBin, file string, c *cell) []profileRow {
+	out, err := exec.CommandContext(ctx, goBin, "tool", "pprof", "-top", "-sample_index=alloc_objects",
+		"-nodecount=8", "-diff_base", file+".allocs0", file+".allocs1").CombinedOutput()
+	if err != nil {
+		return nil
+	}
+	var rows []profileRow
+	table := false
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && f[0] == "flat" && f[1] == "flat%":
+			table = true
+		case table && len(f) >= 6:
+			n, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				continue
+			}
+			rows = append(rows, profileRow{Name: strings.Join(f[5:], " "), PerCall: c.perCall(n)})
+		}
+	}
+	return rows
 }
 
 // parsePprofTop parses the rows of `go tool pprof -top` and the total
@@ -185,6 +222,7 @@ type summary struct {
 	cpuCaller, cpuBroker    float64 // ns per call
 	cpuCallee               float64
 	allocsBroker, allocsAll float64 // per call
+	sysBroker, sysAll       float64 // read+write system calls per call
 	memPerAgent, heapPerAg  float64 // bytes per idle agent (scaling cells)
 	goroutinesPerAgent      float64
 }
@@ -228,6 +266,10 @@ func summarize(cells []*cell) []*summary {
 		s.allocsAll = med(func(c *cell) float64 {
 			return c.perCall(float64(c.Broker.Mallocs + c.Callee.Mallocs + c.Caller.Mallocs))
 		})
+		s.sysBroker = med(func(c *cell) float64 { return c.perCall(float64(c.Broker.Syscr + c.Broker.Syscw)) })
+		s.sysAll = med(func(c *cell) float64 {
+			return c.perCall(float64(c.Broker.Syscr + c.Broker.Syscw + c.Callee.Syscr + c.Callee.Syscw + c.Caller.Syscr + c.Caller.Syscw))
+		})
 		if cs[0].MemBefore != nil {
 			idle := float64(k.n - 2)
 			s.memPerAgent = med(func(c *cell) float64 { return float64(c.MemAfter.RSS-c.MemBefore.RSS) / idle })
@@ -257,7 +299,7 @@ func printReport(w io.Writer, o *options, rep *report) {
 	fmt.Fprintf(w, "\nRPC round trips, %d-byte payload, caller -> broker -> callee -> broker -> caller, 3 processes on 127.0.0.1\n", payloadSize)
 	fmt.Fprintf(w, "(%v per cell, medians of %d run(s); CPU = user+sys of each process over the window / calls)\n\n", o.duration, o.runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "in flight\tstack\tcalls/s\tvs nats\tvs zmq4\tp50\tp99\tCPU/call caller\tbroker\tcallee\ttotal\tallocs/call broker\tall 3\t")
+	fmt.Fprintln(tw, "in flight\tstack\tcalls/s\tvs nats\tvs zmq4\tp50\tp99\tCPU/call caller\tbroker\tcallee\ttotal\tallocs/call broker\tall 3\tr+w syscalls/call broker\tall 3\t")
 	for _, s := range ss {
 		if s.agents != 2 {
 			continue
@@ -268,9 +310,9 @@ func printReport(w io.Writer, o *options, rep *report) {
 			}
 			return "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t\n", s.inflight, s.stack, s.rate, vs("nats"), vs("zmq4"),
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", s.inflight, s.stack, s.rate, vs("nats"), vs("zmq4"),
 			fmtDur(int64(s.p50)), fmtDur(int64(s.p99)), fmtDur(int64(s.cpuCaller)), fmtDur(int64(s.cpuBroker)), fmtDur(int64(s.cpuCallee)),
-			fmtDur(int64(s.cpuCaller+s.cpuBroker+s.cpuCallee)), s.allocsBroker, s.allocsAll)
+			fmtDur(int64(s.cpuCaller+s.cpuBroker+s.cpuCallee)), s.allocsBroker, s.allocsAll, s.sysBroker, s.sysAll)
 	}
 	_ = tw.Flush()
 
@@ -291,25 +333,8 @@ func printReport(w io.Writer, o *options, rep *report) {
 		_ = tw.Flush()
 	}
 
-	if p := rep.Profile; p != nil {
-		fmt.Fprintf(w, "\nCPU profile of the platform process, capbus 64 in flight (extra cell, %.0f calls/s, %d calls, %s sampled)\n",
-			p.Rate, p.Calls, time.Duration(p.TotalNS).Round(time.Millisecond))
-		if p.File != "" {
-			fmt.Fprintf(w, "(kept in %s: go tool pprof -top -cum %s)\n", p.File, p.File)
-		}
-		fmt.Fprintf(w, "\ntop 10 by cumulative time:\n")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "cum%\tcum/call\tflat/call\tfunction\t")
-		for _, r := range p.Top {
-			fmt.Fprintf(tw, "%.1f%%\t%s\t%s\t%s\t\n", r.CumPct, fmtDur(int64(r.PerCall)), fmtDur(int64(float64(r.FlatNS)/float64(max(p.Calls, 1)))), shortName(r.Name))
-		}
-		_ = tw.Flush()
-		fmt.Fprintf(w, "\npolicy check per call:\n")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		for _, r := range p.Policy {
-			fmt.Fprintf(tw, "%.2f%%\t%s\t%s\t\n", r.CumPct, fmtDur(int64(r.PerCall)), shortName(r.Name))
-		}
-		_ = tw.Flush()
+	for _, p := range rep.Profiles {
+		printProfile(w, p)
 	}
 	if h := rep.Heap; h != nil {
 		fmt.Fprintf(w, "\nlive heap of the platform with %d idle agents (heap profile, in-use space by allocation site, %s in all):\n", h.Idle, fmtBytes(float64(h.TotalB)))
@@ -356,8 +381,24 @@ func targets(ss []*summary, rep *report) []string {
 	ratio("capbus vs NATS Request, 64 in flight", 64, "nats", 1.0)
 	ratio("capbus vs raw zmq4 relay, 64 in flight", 64, "zmq4", 5.0)
 	ratio("capbus vs NATS Request, 1 outstanding", 1, "nats", 1.0)
-	if p := rep.Profile; p != nil {
-		out = append(out, fmt.Sprintf("%-44s %6.2f%%  (target < 2%%)     %s  [Decide alone %.2f%%]", "policy check share of platform CPU", p.PolicyPct, verdict(p.PolicyPct < 2), p.DecidePct))
+	if p := brokerProfile(rep); p != nil {
+		v := fmt.Sprintf("%6.2f%%", p.PolicyPct)
+		if p.PolicyPct == 0 {
+			v = fmt.Sprintf("<%.2f%%", p.resolution())
+		}
+		out = append(out, fmt.Sprintf("%-44s %7s  (target < 2%%)     %s  [profile of the platform; Decide alone %.2f%%]",
+			"policy check share of platform CPU", v, verdict(p.PolicyPct < 2), p.DecidePct))
+	}
+	if s := find(ss, "capbus", 64, 2); s != nil && s.cpuBroker > 0 {
+		if ns, ok := benchNS(rep.GoBench, "BenchmarkDecide/users=1000"); ok {
+			pct := 100 * ns / s.cpuBroker
+			out = append(out, fmt.Sprintf("%-44s %6.3f%%  (target < 2%%)     %s  [BenchmarkDecide %.1f ns / platform CPU per call %s]",
+				"policy check share, computed", pct, verdict(pct < 2), ns, fmtDur(int64(s.cpuBroker))))
+		}
+		if ns, ok := benchNS(rep.GoBench, "BenchmarkRouter_AuthorizeAndRouteCall/agents=1000"); ok {
+			out = append(out, fmt.Sprintf("%-44s %6.3f%%  [BenchmarkRouter_AuthorizeAndRouteCall %.1f ns, 2 per round trip]",
+				"route+authorize+stamp+enqueue share", 100*2*ns/s.cpuBroker, ns))
+		}
 	}
 	var agents []int
 	for _, s := range ss {
@@ -491,4 +532,75 @@ func parseSize(s string) int64 {
 		}
 	}
 	return 0
+}
+
+func brokerProfile(rep *report) *profileRep {
+	for _, p := range rep.Profiles {
+		if p.Role == "broker" {
+			return p
+		}
+	}
+	return nil
+}
+
+// resolution is the share of one sample in the profile, in percent.
+func (p *profileRep) resolution() float64 {
+	return 100 * float64(time.Second/profileHz) / float64(p.TotalNS)
+}
+
+func printProfile(w io.Writer, p *profileRep) {
+	what := map[string]string{"broker": "the platform process", "callee": "the callee agent", "caller": "the caller agent"}[p.Role]
+	fmt.Fprintf(w, "\nCPU profile of %s, capbus 64 in flight (extra cell, %.0f calls/s, %d calls, %s sampled at %d Hz = %s/call)\n",
+		what, p.Rate, p.Calls, time.Duration(p.TotalNS).Round(time.Millisecond), profileHz, fmtDur(int64(float64(p.TotalNS)/float64(max(p.Calls, 1)))))
+	if p.File != "" {
+		fmt.Fprintf(w, "(kept in %s)\n", p.File)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "cum%\tcum/call\ttop 10 by cumulative time\t\tflat%\tflat/call\ttop 10 by own time\t")
+	for i := range max(len(p.Top), len(p.TopFlat)) {
+		var a, b profileRow
+		if i < len(p.Top) {
+			a = p.Top[i]
+		}
+		if i < len(p.TopFlat) {
+			b = p.TopFlat[i]
+		}
+		fmt.Fprintf(tw, "%.1f%%\t%s\t%s\t\t%.1f%%\t%s\t%s\t\n", a.CumPct, fmtDur(int64(a.PerCall)), shortName(a.Name),
+			100*float64(b.FlatNS)/float64(p.TotalNS), fmtDur(int64(float64(b.FlatNS)/float64(max(p.Calls, 1)))), shortName(b.Name))
+	}
+	_ = tw.Flush()
+	if len(p.Allocs) > 0 {
+		fmt.Fprintf(w, "allocations by site (sampled):")
+		for _, r := range p.Allocs {
+			fmt.Fprintf(w, " %s %.1f/call;", shortName(r.Name), r.PerCall)
+		}
+		fmt.Fprintln(w)
+	}
+	if p.Role != "broker" {
+		return
+	}
+	fmt.Fprintf(w, "policy check in the platform (one sample = %.2f%%):\n", p.resolution())
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, r := range p.Policy {
+		fmt.Fprintf(tw, "%.2f%%\t%s\t%s\t\n", r.CumPct, fmtDur(int64(r.PerCall)), shortName(r.Name))
+	}
+	_ = tw.Flush()
+}
+
+// benchNS finds the ns/op of a go test benchmark line whose name starts with
+// name.
+func benchNS(lines []string, name string) (float64, bool) {
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 4 || (f[0] != name && !strings.HasPrefix(f[0], name+"-")) {
+			continue
+		}
+		for i := 1; i+1 < len(f); i++ {
+			if f[i+1] == "ns/op" {
+				v, err := strconv.ParseFloat(f[i], 64)
+				return v, err == nil
+			}
+		}
+	}
+	return 0, false
 }
