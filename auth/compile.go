@@ -314,8 +314,13 @@ func (c *compiler) compileSite() {
 
 // parseCredentials reads an entry's credentials: a key in any form ParseKey
 // accepts, optionally prefixed "CURVE:" (VOLTTRON before 1.0), or a /regex/.
+// Text that is a valid key is a key even when it starts and ends with "/"
+// (the Z85 alphabet contains "/": about one key in 7,000 looks like a regex).
 func parseCredentials(s string) (k Key, m matcher, err error) {
 	s = strings.TrimPrefix(s, "CURVE:")
+	if k, err = ParseKey(s); err == nil {
+		return k, matcher{}, nil
+	}
 	if isRegex(s) {
 		m, err = compileMatcher(s)
 		return k, m, err

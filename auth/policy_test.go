@@ -666,3 +666,23 @@ func TestPolicy_NegationFromAnySourceBeatsGrantFromEveryOtherSource(t *testing.T
 		}
 	}
 }
+
+func TestPolicy_Z85KeyThatLooksLikeARegexIsAKey(t *testing.T) {
+	// Find a key whose Z85 text starts and ends with "/".
+	var kp auth.KeyPair
+	for i := 0; ; i++ {
+		var err error
+		kp, err = auth.GenerateKeyPair()
+		require.NoError(t, err)
+		z := kp.Public.Z85()
+		if z[0] == '/' && z[len(z)-1] == '/' {
+			break
+		}
+		require.Less(t, i, 2_000_000, "no regex-looking key found")
+	}
+	p, err := auth.Parse("auth.json", []byte(`{"allow": [{"user_id": "slash", "credentials": "`+kp.Public.Z85()+`"}]}`))
+	require.NoError(t, err)
+	user, err := p.Authenticate(kp.Public, "127.0.0.1:1")
+	require.NoError(t, err)
+	require.Equal(t, "slash", user)
+}
