@@ -26,12 +26,20 @@ type transport interface {
 	Close() error
 }
 
+// batcher is a transport that can hold several sends and write them
+// together (the CURVE transport); the writer uses it when messages queue up.
+type batcher interface {
+	Hold()
+	Release() error
+}
+
 // dialFunc opens a transport to the platform.
 type dialFunc func(ctx context.Context) (transport, error)
 
 // zmqTransport is a ZMTP DEALER connection over CURVE.
 type zmqTransport struct {
-	zc *zmq4.Conn
+	zc   *zmq4.Conn
+	conn *curve.Conn
 }
 
 func dialCurve(addr string, kp auth.KeyPair, serverKey auth.Key, identity string, log *slog.Logger) dialFunc {
@@ -54,11 +62,17 @@ func dialCurve(addr string, kp auth.KeyPair, serverKey auth.Key, identity string
 			return nil, err
 		}
 		_ = c.SetDeadline(noDeadline)
-		return &zmqTransport{zc: zc}, nil
+		return &zmqTransport{zc: zc, conn: c}, nil
 	}
 }
 
 func (t *zmqTransport) Send(frames [][]byte) error { return t.zc.SendMsg(zmq4.NewMsgFrom(frames...)) }
+
+// Hold makes the CURVE conn keep complete messages until Release.
+func (t *zmqTransport) Hold() { t.conn.Cork() }
+
+// Release writes what Hold kept, at once.
+func (t *zmqTransport) Release() error { return t.conn.Uncork() }
 
 func (t *zmqTransport) Recv() ([][]byte, error) {
 	for {
@@ -270,13 +284,36 @@ func (s *session) writeLoop() {
 	for {
 		select {
 		case o := <-s.out:
-			if o.flushed != nil {
-				close(o.flushed)
-				continue
+			b, batch := s.tr.(batcher)
+			batch = batch && len(s.out) > 0
+			if batch {
+				b.Hold()
 			}
-			if err := s.tr.Send(o.frames); err != nil {
-				s.fail(fmt.Errorf("send: %w", err))
-				return
+			for {
+				if o.flushed != nil {
+					// Everything before the marker must be on the wire.
+					if batch {
+						if err := b.Release(); err != nil {
+							s.fail(fmt.Errorf("send: %w", err))
+							return
+						}
+						b.Hold()
+					}
+					close(o.flushed)
+				} else if err := s.tr.Send(o.frames); err != nil {
+					s.fail(fmt.Errorf("send: %w", err))
+					return
+				}
+				if !batch || len(s.out) == 0 {
+					break
+				}
+				o = <-s.out
+			}
+			if batch {
+				if err := b.Release(); err != nil {
+					s.fail(fmt.Errorf("send: %w", err))
+					return
+				}
 			}
 		case <-s.done:
 			return

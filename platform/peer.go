@@ -36,7 +36,7 @@ type peer struct {
 	userID     string
 	userBytes  []byte
 	remoteAddr string
-	conn       net.Conn
+	conn       corkConn
 	zc         *zmq4.Conn
 
 	out        chan outMsg
@@ -168,6 +168,14 @@ func (pe *peer) reason() string {
 	return ""
 }
 
+// corkConn is the connection under zmq4 (a *curve.Conn): it can hold
+// complete messages and write them together.
+type corkConn interface {
+	net.Conn
+	Cork()
+	Uncork() error
+}
+
 // writeLoop is the connection's only writer.
 func (pe *peer) writeLoop() {
 	defer close(pe.flushed)
@@ -176,15 +184,35 @@ func (pe *peer) writeLoop() {
 		case <-pe.done:
 			return
 		case m := <-pe.out:
-			pe.queued.Add(-m.size)
-			err := pe.zc.SendMsg(zmq4.NewMsgFrom(m.frames...))
-			if err != nil {
-				pe.close(fmt.Sprintf("write: %v", err))
-				return
+			// Messages already queued behind m go out with it in one
+			// write: the CURVE conn holds them until Uncork.
+			corked := len(pe.out) > 0
+			if corked {
+				pe.conn.Cork()
 			}
-			if m.final {
-				pe.close(pe.reason())
-				return
+			for {
+				pe.queued.Add(-m.size)
+				if err := pe.zc.SendMsg(zmq4.NewMsgFrom(m.frames...)); err != nil {
+					pe.close(fmt.Sprintf("write: %v", err))
+					return
+				}
+				if m.final {
+					if corked {
+						_ = pe.conn.Uncork()
+					}
+					pe.close(pe.reason())
+					return
+				}
+				if !corked || len(pe.out) == 0 {
+					break
+				}
+				m = <-pe.out
+			}
+			if corked {
+				if err := pe.conn.Uncork(); err != nil {
+					pe.close(fmt.Sprintf("write: %v", err))
+					return
+				}
 			}
 		}
 	}

@@ -78,6 +78,7 @@ type Conn struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	onClose   func()
+	corked    bool // guarded by wmu: hold complete messages until Uncork
 }
 
 // newConn wraps a raw connection whose CURVE handshake produced s. server
@@ -412,10 +413,42 @@ func (c *Conn) frameDone() error {
 	if cap(c.wplain) > keepBuffer {
 		c.wplain = nil
 	}
-	if c.wflags&flagMore != 0 {
+	if c.wflags&flagMore != 0 || (c.corked && len(c.wout) < corkLimit) {
 		return nil
 	}
 	return c.flush()
+}
+
+// corkLimit bounds what a corked conn holds before it writes anyway.
+const corkLimit = 256 << 10
+
+// Cork makes the conn hold complete messages in its buffer instead of
+// writing each to the socket when it ends, until Uncork (or until 256 KiB
+// are held). A writer that has several messages queued corks, hands them to
+// zmq4 one by one, and uncorks: they reach the socket in one write. Without
+// Cork every message is written as soon as its last frame is complete.
+func (c *Conn) Cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+// Uncork writes everything Cork held, with one write, and stops holding.
+func (c *Conn) Uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.corked = false
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(c.wout) == 0 && c.pong == nil || c.inBody || c.whdrN > 0 || !c.wready {
+		return nil
+	}
+	if err := c.flush(); err != nil {
+		_, err = c.writeFailed(0, err)
+		return err
+	}
+	return nil
 }
 
 // seal appends plain (inner flags + data) to c.wout as one MESSAGE.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-zeromq/zmq4"
@@ -106,4 +107,30 @@ func TestListener_RefusesUnknownKey(t *testing.T) {
 	require.True(t, errors.As(err, &refused))
 	assert.Equal(t, "400", refused.Reason)
 	rec.waitFor(t, "client refused", attr("client_key", stranger.Public.Z85()), "unknown key")
+}
+
+func TestConn_CorkHoldsMessagesUntilUncorkThenWritesThemOnce(t *testing.T) {
+	client := newKeyPair(t)
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "alice"})))
+	var reads, writes atomic.Int64
+	c, zc := dealer(t, s.endpoint(), client, s.kp.Public, withCounters(&reads, &writes))
+
+	before := writes.Load()
+	c.Cork()
+	const n = 10
+	for i := 0; i < n; i++ {
+		require.NoError(t, zc.SendMsg(zmqMsg("corked", i)))
+	}
+	assert.Equal(t, before, writes.Load(), "a corked conn writes nothing")
+	require.NoError(t, c.Uncork())
+	assert.Equal(t, before+1, writes.Load(), "uncork writes every held message with one write")
+	for i := 0; i < n; i++ {
+		got, err := zc.RecvMsg()
+		require.NoError(t, err)
+		assert.Equal(t, zmqMsg("corked", i).Frames, got.Frames, "message %d echoed in order", i)
+	}
+
+	// Uncorked again: each message goes out when it ends.
+	require.NoError(t, zc.SendMsg(zmqMsg("plain", 0)))
+	assert.Equal(t, before+2, writes.Load())
 }

@@ -38,7 +38,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the table shows medians")
-	stacks := fs.String("stacks", "capbus,zmq4,nats", "contenders")
+	stacks := fs.String("stacks", "capbus,zmq4,nats", "contenders (empty: only the capbus scaling cells)")
 	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
 	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
 	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (64 in flight, not in the table) with a CPU profile of the platform")
@@ -62,7 +62,7 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o.stacks = splitList(*stacks)
 	for _, s := range o.stacks {
-		if s != "capbus" && s != "zmq4" && s != "nats" {
+		if s != "capbus" && s != "zmq4" && s != "nats" { // -stacks "" runs only the scaling cells
 			return nil, fmt.Errorf("unknown stack %q (capbus, zmq4, nats)", s)
 		}
 	}
@@ -123,8 +123,9 @@ type cell struct {
 	Run      int    `json:"run"`
 	Caller   result `json:"caller"`
 	// Broker and callee over the measurement window (differences of marks).
-	Broker usage `json:"broker"`
-	Callee usage `json:"callee"`
+	Broker usage  `json:"broker"`
+	Callee usage  `json:"callee"`
+	Idle   *usage `json:"idle,omitempty"` // the idle agents' process (scaling cells)
 	// Whole-life CPU of each process (ProcessState), setup included.
 	LifeCPUNS [3]int64 `json:"life_cpu_ns"` // caller, broker, callee
 	// Memory of the platform before and after the idle agents connected
@@ -361,6 +362,12 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 	if err != nil {
 		return nil, err
 	}
+	var i0 mark
+	if idle != nil {
+		if i0, err = idle.mark(false); err != nil {
+			return nil, err
+		}
+	}
 	if profDir != "" {
 		for _, p := range []*proc{broker, callee} {
 			if err := p.send("prof start"); err != nil {
@@ -394,6 +401,14 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 	e1, err := callee.mark(false)
 	if err != nil {
 		return nil, err
+	}
+	if idle != nil {
+		i1, err := idle.mark(false)
+		if err != nil {
+			return nil, err
+		}
+		u := diff(i0, i1)
+		c.Idle = &u
 	}
 	res, err := caller.expect("result ", time.Minute)
 	if err != nil {

@@ -225,6 +225,7 @@ type summary struct {
 	sysBroker, sysAll       float64 // read+write system calls per call
 	memPerAgent, heapPerAg  float64 // bytes per idle agent (scaling cells)
 	goroutinesPerAgent      float64
+	idleCPU                 float64 // the idle agents' process, share of one core over the window
 }
 
 func summarize(cells []*cell) []*summary {
@@ -276,6 +277,12 @@ func summarize(cells []*cell) []*summary {
 			s.heapPerAg = med(func(c *cell) float64 {
 				return (float64(c.MemAfter.HeapInuse) - float64(c.MemBefore.HeapInuse)) / idle
 			})
+			s.idleCPU = med(func(c *cell) float64 {
+				if c.Idle == nil || c.Caller.WindowNS == 0 {
+					return 0
+				}
+				return float64(c.Idle.UserNS+c.Idle.SysNS) / float64(c.Caller.WindowNS)
+			})
 			s.goroutinesPerAgent = med(func(c *cell) float64 {
 				return float64(c.MemAfter.Goroutines-c.MemBefore.Goroutines) / idle
 			})
@@ -325,10 +332,10 @@ func printReport(w io.Writer, o *options, rep *report) {
 	if len(scaling) > 0 {
 		fmt.Fprintf(w, "\ncapbus with idle agents connected (agents = all connected agents, caller and callee included)\n\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "agents\tin flight\tcalls/s\tp50\tp99\tCPU/call broker\tplatform RSS/idle agent\theap/idle agent\tgoroutines/idle agent\t")
+		fmt.Fprintln(tw, "agents\tin flight\tcalls/s\tp50\tp99\tCPU/call broker\tplatform RSS/idle agent\theap/idle agent\tgoroutines/idle agent\tidle agents' process CPU\t")
 		for _, s := range scaling {
-			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", s.agents, s.inflight, s.rate, fmtDur(int64(s.p50)), fmtDur(int64(s.p99)),
-				fmtDur(int64(s.cpuBroker)), fmtBytes(s.memPerAgent), fmtBytes(s.heapPerAg), s.goroutinesPerAgent)
+			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f%%\t\n", s.agents, s.inflight, s.rate, fmtDur(int64(s.p50)), fmtDur(int64(s.p99)),
+				fmtDur(int64(s.cpuBroker)), fmtBytes(s.memPerAgent), fmtBytes(s.heapPerAg), s.goroutinesPerAgent, 100*s.idleCPU)
 		}
 		_ = tw.Flush()
 	}
