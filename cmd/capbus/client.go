@@ -128,6 +128,19 @@ func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, f
 	}
 }
 
+// do connects, runs fn with a context bounded by --timeout, and
+// disconnects.
+func (cf *clientFlags) do(cmd *cobra.Command, g *globals, fn func(ctx context.Context, a *agent.Agent) error) error {
+	a, stop, err := cf.connect(cmd.Context(), g)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+	defer cancel()
+	return fn(ctx, a)
+}
+
 // knownHost finds addr in a known_hosts file ("address key" lines).
 func knownHost(path, addr string) (auth.Key, bool) {
 	data, err := os.ReadFile(path)
@@ -200,22 +213,17 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 				}
 				params = append(params, rpcKwargs(m))
 			}
-			a, stop, err := cf.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
-			raw, err := a.Call(ctx, args[0], args[1], params...)
-			if err != nil {
-				return err
-			}
-			var v any
-			if err := raw.Decode(&v); err != nil {
-				return fmt.Errorf("decoding the result: %w", err)
-			}
-			return printJSON(g.stdout, v)
+			return cf.do(cmd, g, func(ctx context.Context, a *agent.Agent) error {
+				raw, err := a.Call(ctx, args[0], args[1], params...)
+				if err != nil {
+					return err
+				}
+				var v any
+				if err := raw.Decode(&v); err != nil {
+					return fmt.Errorf("decoding the result: %w", err)
+				}
+				return printJSON(g.stdout, v)
+			})
 		},
 	}
 	call.Flags().StringVar(&kwargs, "kwargs", "", "keyword arguments as a JSON object")
@@ -226,23 +234,18 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 		Example: "  capbus peers",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, stop, err := cf.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
-			list, err := a.Peers(ctx)
-			if err != nil {
-				return err
-			}
-			for _, p := range list {
-				if p != a.Identity() {
-					fmt.Fprintln(g.stdout, p)
+			return cf.do(cmd, g, func(ctx context.Context, a *agent.Agent) error {
+				list, err := a.Peers(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			return nil
+				for _, p := range list {
+					if p != a.Identity() {
+						fmt.Fprintln(g.stdout, p)
+					}
+				}
+				return nil
+			})
 		},
 	}
 
@@ -253,25 +256,20 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
-			a, stop, err := cf.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
-			t0 := time.Now()
-			if err := a.Ping(ctx); err != nil {
-				return err
-			}
-			rtt := time.Since(t0)
-			me, err := a.WhoAmI(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "pong from %s in %s (connect %s); you are user %q as identity %q, policy generation %d\n",
-				g.address, rtt.Round(time.Microsecond), t0.Sub(start).Round(time.Millisecond), me.UserID, me.Identity, me.Generation)
-			return nil
+			return cf.do(cmd, g, func(ctx context.Context, a *agent.Agent) error {
+				t0 := time.Now()
+				if err := a.Ping(ctx); err != nil {
+					return err
+				}
+				rtt := time.Since(t0)
+				me, err := a.WhoAmI(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "pong from %s in %s (connect %s); you are user %q as identity %q, policy generation %d\n",
+					g.address, rtt.Round(time.Microsecond), t0.Sub(start).Round(time.Millisecond), me.UserID, me.Identity, me.Generation)
+				return nil
+			})
 		},
 	}
 
@@ -286,18 +284,13 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 			if err != nil {
 				return &usageError{fmt.Sprintf("VALUE: not JSON: %v", err)}
 			}
-			a, stop, err := cf.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
-			if err := a.Publish(ctx, args[0], v); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "published to %s\n", args[0])
-			return nil
+			return cf.do(cmd, g, func(ctx context.Context, a *agent.Agent) error {
+				if err := a.Publish(ctx, args[0], v); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "published to %s\n", args[0])
+				return nil
+			})
 		},
 	}
 
@@ -354,32 +347,27 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 		Example: "  capbus whoami",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, stop, err := cf.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-			defer cancel()
-			me, err := a.WhoAmI(ctx)
-			if err != nil {
-				return err
-			}
-			perms, err := a.Permissions(ctx)
-			if err != nil {
-				return err
-			}
-			methods, err := a.Callable(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "user %s, identity %s, key %s, policy generation %d\n", me.UserID, me.Identity, me.Key, me.Generation)
-			fmt.Fprintf(g.stdout, "capabilities: %s\nroles: %s\n", dash(strings.Join(perms.Capabilities, ", ")), dash(strings.Join(perms.Roles, ", ")))
-			fmt.Fprintln(g.stdout, "callable now:")
-			for _, m := range methods {
-				fmt.Fprintf(g.stdout, "  %s.%s\n", m.Peer, m.Method)
-			}
-			return nil
+			return cf.do(cmd, g, func(ctx context.Context, a *agent.Agent) error {
+				me, err := a.WhoAmI(ctx)
+				if err != nil {
+					return err
+				}
+				perms, err := a.Permissions(ctx)
+				if err != nil {
+					return err
+				}
+				methods, err := a.Callable(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "user %s, identity %s, key %s, policy generation %d\n", me.UserID, me.Identity, me.Key, me.Generation)
+				fmt.Fprintf(g.stdout, "capabilities: %s\nroles: %s\n", dash(strings.Join(perms.Capabilities, ", ")), dash(strings.Join(perms.Roles, ", ")))
+				fmt.Fprintln(g.stdout, "callable now:")
+				for _, m := range methods {
+					fmt.Fprintf(g.stdout, "  %s.%s\n", m.Peer, m.Method)
+				}
+				return nil
+			})
 		},
 	}
 
