@@ -25,11 +25,14 @@ type options struct {
 	inflight []int
 	agents   []int // connected agents of the capbus routing/memory cells
 	profile  bool
-	gobench  bool
-	repo     string
-	jsonOut  string
-	verbose  bool
-	timeout  time.Duration
+	// profileAgents: connected agents of the profiled cell (0: caller and
+	// callee only).
+	profileAgents int
+	gobench       bool
+	repo          string
+	jsonOut       string
+	verbose       bool
+	timeout       time.Duration
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -42,6 +45,7 @@ func parseOptions(args []string) (*options, error) {
 	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
 	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
 	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (64 in flight, not in the table) with a CPU profile of the platform")
+	fs.IntVar(&o.profileAgents, "profile-agents", 0, "connected agents during the profiled cell (0: caller and callee only)")
 	fs.BoolVar(&o.gobench, "gobench", true, "also run the platform's and auth's go test benchmarks (allocations per call)")
 	fs.StringVar(&o.repo, "repo", "..", "the capbus repository (for -gobench)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
@@ -243,7 +247,7 @@ func orchestrate(args []string) error {
 		// of the platform.
 		po := *o
 		po.duration = 2 * o.duration
-		c, err := runCell(ctx, &po, home, "capbus", 64, 0, 0, home, "")
+		c, err := runCell(ctx, &po, home, "capbus", 64, o.profileAgents, 0, home, "")
 		if err != nil {
 			return fmt.Errorf("profiled capbus cell: %w", err)
 		}

@@ -306,6 +306,9 @@ func printReport(w io.Writer, o *options, rep *report) {
 	fmt.Fprintf(w, "\nRPC round trips, %d-byte payload, caller -> broker -> callee -> broker -> caller, 3 processes on 127.0.0.1\n", payloadSize)
 	fmt.Fprintf(w, "(%v per cell, medians of %d run(s); CPU = user+sys of each process over the window / calls)\n\n", o.duration, o.runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if find(ss, "capbus", 0, 0) == nil && !slices.ContainsFunc(ss, func(s *summary) bool { return s.agents == 2 }) {
+		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
+	}
 	fmt.Fprintln(tw, "in flight\tstack\tcalls/s\tvs nats\tvs zmq4\tp50\tp99\tCPU/call caller\tbroker\tcallee\ttotal\tallocs/call broker\tall 3\tr+w syscalls/call broker\tall 3\t")
 	for _, s := range ss {
 		if s.agents != 2 {
