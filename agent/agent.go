@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -48,19 +49,11 @@ type Agent struct {
 	subsV    uint64 // bumped by every change to subs
 }
 
-// Welcome is what the platform said when it admitted the agent.
-type Welcome struct {
-	// Identity is the identity as admitted.
-	Identity string `msgpack:"identity"`
-	// UserID is the user id of the agent's key in auth.json.
-	UserID string `msgpack:"user_id"`
-	// Version is the platform's version.
-	Version string `msgpack:"version"`
-	// Generation is the policy generation in force.
-	Generation uint64 `msgpack:"generation"`
-	// ServerKey is the platform's public key in Z85.
-	ServerKey string `msgpack:"server_key"`
-}
+// Welcome is what the platform said when it admitted the agent: Identity,
+// the identity as admitted; UserID, the user id of the agent's key in
+// auth.json; Version, the platform's version; Generation, the policy
+// generation in force; ServerKey, the platform's public key in Z85.
+type Welcome = vip.Welcome
 
 // New returns an agent that will claim identity on the platform. It does
 // not connect: Run does. The options must give the agent a key pair
@@ -115,7 +108,7 @@ func New(identity string, opts ...Option) (*Agent, error) {
 }
 
 func checkIdentity(id string) error {
-	if id == "" || len(id) > 128 {
+	if id == "" || len(id) > vip.MaxIdentity {
 		return fmt.Errorf("agent: identity %q: must be 1 to 128 bytes", id)
 	}
 	for _, r := range id {

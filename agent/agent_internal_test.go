@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -577,7 +578,7 @@ func TestAgent_ReplyFromAnotherPeerIsIgnored(t *testing.T) {
 	must(t, err)
 	forged, _ := rpc.Marshal("forged")
 	for i := uint64(1); i <= c.nextID.Load(); i++ {
-		m := message{Peer: "caller", ID: c.idPrefix + strconv.FormatUint(i, 36), Subsys: subRPC,
+		m := message{Peer: "caller", ID: c.idPrefix + strconv.FormatUint(i, 36), Subsys: vip.SubRPC,
 			Args: [][]byte{frameResult, []byte("wait"), forged}}
 		must(t, s.send(context.Background(), &m))
 	}
@@ -656,23 +657,23 @@ func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
 		return ch
 	}
 	refusal := func(id, recipient string) message {
-		return message{ID: id, Subsys: subError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
+		return message{ID: id, Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
 	}
 	call := wait("x1", "weather")
 	for _, m := range []message{
-		{Peer: "mallory", ID: "x1", Subsys: subRPC}, // another peer
-		refusal("x1", "alice"),                      // about a reply we sent to alice
-		{Peer: "weather", ID: "x2", Subsys: subRPC}, // another msg-id
+		{Peer: "mallory", ID: "x1", Subsys: vip.SubRPC}, // another peer
+		refusal("x1", "alice"),                          // about a reply we sent to alice
+		{Peer: "weather", ID: "x2", Subsys: vip.SubRPC}, // another msg-id
 	} {
 		if s.reply(m) {
 			t.Errorf("accepted %+v for a call to weather", m)
 		}
 	}
-	if !s.reply(refusal("x1", "weather")) || (<-call).Subsys != subError {
+	if !s.reply(refusal("x1", "weather")) || (<-call).Subsys != vip.SubError {
 		t.Error("refusal of the call not delivered")
 	}
 	ctl := wait("x3", "")
-	if !s.reply(message{ID: "x3", Subsys: subPong}) || (<-ctl).Subsys != subPong {
+	if !s.reply(message{ID: "x3", Subsys: vip.SubPong}) || (<-ctl).Subsys != vip.SubPong {
 		t.Error("platform reply not delivered")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -45,21 +46,21 @@ func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	r, err := s.request(ctx, &message{Peer: peer, Subsys: subRPC,
+	r, err := s.request(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
 		Args: [][]byte{frameCall, []byte(method), payload}})
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	switch r.arg(0) {
-	case "result":
-		if len(r.Args) < 3 {
+	switch r.arg(vip.RPCArgOp) {
+	case vip.OpResult:
+		if len(r.Args) <= vip.RPCArgPayload {
 			return nil, nil
 		}
-		return rpc.Raw(r.Args[2]), nil
-	case "error":
+		return rpc.Raw(r.Args[vip.RPCArgPayload]), nil
+	case vip.OpError:
 		var p []byte
-		if len(r.Args) > 2 {
-			p = r.Args[2]
+		if len(r.Args) > vip.RPCArgPayload {
+			p = r.Args[vip.RPCArgPayload]
 		}
 		return nil, located(rpc.DecodeError(p), peer, method)
 	}
@@ -102,7 +103,7 @@ func (a *Agent) Notify(ctx context.Context, peer, method string, args ...any) er
 	}
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
-	err = s.send(ctx, &message{Peer: peer, Subsys: subRPC,
+	err = s.send(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
 		Args: [][]byte{frameNotify, []byte(method), payload}})
 	return located(err, peer, method)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -89,37 +90,18 @@ func (t *zmqTransport) Recv() ([][]byte, error) {
 
 func (t *zmqTransport) Close() error { return t.zc.Close() }
 
-// VIP framing (docs/PROTOCOL.md section 2).
-const vipSignature = "VIP1"
-
-// Subsystem names.
-const (
-	subHello    = "hello"
-	subWelcome  = "welcome"
-	subPing     = "ping"
-	subPong     = "pong"
-	subPeerlist = "peerlist"
-	subRPC      = "RPC"
-	subPubsub   = "pubsub"
-	subQuery    = "query"
-	subError    = "error"
-)
-
 // Constant frames, shared by every message sent: zmq4 and the CURVE layer
 // only read the frames they are given.
 var (
-	frameVIP1   = []byte(vipSignature)
-	frameCall   = []byte("call")
-	frameNotify = []byte("notify")
-	frameResult = []byte("result")
-	frameError  = []byte("error")
+	frameCall   = []byte(vip.OpCall)
+	frameNotify = []byte(vip.OpNotify)
+	frameResult = []byte(vip.OpResult)
+	frameError  = []byte(vip.OpError)
 )
 
-var subsystems = []string{subHello, subWelcome, subPing, subPong, subPeerlist, subRPC, subPubsub, subQuery, subError}
-
 var subsystemFrames = func() map[string][]byte {
-	m := make(map[string][]byte, len(subsystems))
-	for _, s := range subsystems {
+	m := make(map[string][]byte, len(vip.Subsystems))
+	for _, s := range vip.Subsystems {
 		m[s] = []byte(s)
 	}
 	return m
@@ -139,16 +121,16 @@ type message struct {
 // frames returns the frames of an outgoing message:
 // [recipient, "VIP1", "", msg-id, subsystem, args...].
 func (m *message) frames() [][]byte {
-	f := make([][]byte, 5, 5+len(m.Args))
+	f := make([][]byte, vip.FrameArgs, vip.FrameArgs+len(m.Args))
 	buf := make([]byte, 0, len(m.Peer)+len(m.ID))
 	buf = append(append(buf, m.Peer...), m.ID...)
-	f[0] = buf[:len(m.Peer):len(m.Peer)]
-	f[1] = frameVIP1
-	f[3] = buf[len(m.Peer):]
+	f[vip.FramePeer] = buf[:len(m.Peer):len(m.Peer)]
+	f[vip.FrameSignature] = vip.SignatureFrame
+	f[vip.FrameMsgID] = buf[len(m.Peer):]
 	if sf, ok := subsystemFrames[m.Subsys]; ok {
-		f[4] = sf
+		f[vip.FrameSubsystem] = sf
 	} else {
-		f[4] = []byte(m.Subsys)
+		f[vip.FrameSubsystem] = []byte(m.Subsys)
 	}
 	return append(f, m.Args...)
 }
@@ -156,28 +138,28 @@ func (m *message) frames() [][]byte {
 // parseMessage parses the frames of an incoming message:
 // [sender, "VIP1", user, msg-id, subsystem, args...].
 func parseMessage(frames [][]byte) (message, error) {
-	if len(frames) < 5 {
-		return message{}, fmt.Errorf("%d frames, want at least 5", len(frames))
+	if len(frames) < vip.MinFrames {
+		return message{}, fmt.Errorf("%d frames, want at least %d", len(frames), vip.MinFrames)
 	}
-	if !bytes.Equal(frames[1], frameVIP1) {
-		return message{}, fmt.Errorf("signature %q, want %q", frames[1], vipSignature)
+	if !bytes.Equal(frames[vip.FrameSignature], vip.SignatureFrame) {
+		return message{}, fmt.Errorf("signature %q, want %q", frames[vip.FrameSignature], vip.Signature)
 	}
-	m := message{Args: frames[5:]}
-	if len(frames[0]) > 0 {
-		m.Peer = string(frames[0])
+	m := message{Args: frames[vip.FrameArgs:]}
+	if len(frames[vip.FramePeer]) > 0 {
+		m.Peer = string(frames[vip.FramePeer])
 	}
-	if len(frames[2]) > 0 {
-		m.User = string(frames[2])
+	if len(frames[vip.FrameUser]) > 0 {
+		m.User = string(frames[vip.FrameUser])
 	}
-	if len(frames[3]) > 0 {
-		m.ID = string(frames[3])
+	if len(frames[vip.FrameMsgID]) > 0 {
+		m.ID = string(frames[vip.FrameMsgID])
 	}
-	m.Subsys = internSubsystem(frames[4])
+	m.Subsys = internSubsystem(frames[vip.FrameSubsystem])
 	return m, nil
 }
 
 func internSubsystem(b []byte) string {
-	for _, s := range subsystems {
+	for _, s := range vip.Subsystems {
 		if string(b) == s {
 			return s
 		}
@@ -196,10 +178,10 @@ func (m *message) arg(i int) string {
 // errorOf converts an incoming error-subsystem message:
 // [errno, text, recipient, subsystem, DATA].
 func (m *message) errorOf() *rpc.Error {
-	e := rpc.NewError(rpc.ParseCode(m.arg(0)), m.arg(1))
-	if len(m.Args) > 4 && len(m.Args[4]) > 0 {
+	e := rpc.NewError(rpc.ParseCode(m.arg(vip.ErrArgErrno)), m.arg(vip.ErrArgText))
+	if len(m.Args) > vip.ErrArgData && len(m.Args[vip.ErrArgData]) > 0 {
 		var data map[string]any
-		if err := rpc.Unmarshal(m.Args[4], &data); err == nil {
+		if err := rpc.Unmarshal(m.Args[vip.ErrArgData], &data); err == nil {
 			e.Data = data
 		}
 	}
@@ -403,7 +385,7 @@ func (s *session) request(ctx context.Context, m *message) (message, error) {
 	case <-ctx.Done():
 		return message{}, ctxError(ctx)
 	}
-	if r.Subsys == subError {
+	if r.Subsys == vip.SubError {
 		return r, r.errorOf()
 	}
 	return r, nil
@@ -423,11 +405,11 @@ func (s *session) reply(m message) bool {
 	case !ok:
 	case m.Peer != "":
 		ok = m.Peer == w.peer // a reply from the peer called
-	case m.Subsys == subError:
+	case m.Subsys == vip.SubError:
 		// A refusal by the platform names the recipient of the message
 		// that failed; it may also concern a reply we sent to a peer that
 		// happened to use the same msg-id.
-		ok = m.arg(2) == w.peer
+		ok = m.arg(vip.ErrArgRecipient) == w.peer
 	}
 	if ok {
 		delete(s.pending, m.ID)
@@ -445,7 +427,7 @@ func (s *session) peerLeft(peer string) {
 	if peer == "" {
 		return
 	}
-	left := message{Subsys: subError, Args: [][]byte{
+	left := message{Subsys: vip.SubError, Args: [][]byte{
 		[]byte(rpc.CodeUnavailable.Wire()),
 		[]byte(fmt.Sprintf("peer %q disconnected while the call was in flight; it may or may not have run", peer)),
 	}}
@@ -462,34 +444,34 @@ func (s *session) peerLeft(peer string) {
 // dispatch routes one incoming message. It never blocks on a handler.
 func (s *session) dispatch(m message) {
 	switch m.Subsys {
-	case subRPC:
+	case vip.SubRPC:
 		switch m.arg(0) {
-		case "call", "notify":
+		case vip.OpCall, vip.OpNotify:
 			s.a.serveCall(s, m)
 			return
 		}
-	case subPubsub:
-		if m.arg(0) == "message" {
+	case vip.SubPubsub:
+		if m.arg(0) == vip.OpMessage {
 			s.a.deliver(s, m)
 			return
 		}
-	case subPing:
+	case vip.SubPing:
 		if m.ID != "" {
-			pong := message{Peer: m.Peer, ID: m.ID, Subsys: subPong, Args: m.Args}
+			pong := message{Peer: m.Peer, ID: m.ID, Subsys: vip.SubPong, Args: m.Args}
 			_ = s.send(s.ctx, &pong)
 		}
 		return
-	case subPeerlist:
+	case vip.SubPeerlist:
 		switch m.arg(0) {
-		case "add":
+		case vip.OpAdd:
 			s.a.log.Debug("capbus agent: peer joined", "peer", m.arg(1))
 			return
-		case "drop":
+		case vip.OpDrop:
 			s.a.log.Debug("capbus agent: peer left", "peer", m.arg(1))
 			s.peerLeft(m.arg(1))
 			return
 		}
-	case subError:
+	case vip.SubError:
 		if s.reply(m) {
 			return
 		}
@@ -503,11 +485,11 @@ func (s *session) dispatch(m message) {
 		case e.Code == rpc.CodePermission: // "access revoked: ..."; the platform closes
 			s.a.log.Error("capbus agent: access revoked by the platform", "message", e.Message)
 			s.fail(e)
-		case m.arg(3) == subPubsub: // a subscription dropped by a policy reload
+		case m.arg(vip.ErrArgSubsystem) == vip.SubPubsub: // a subscription dropped by a policy reload
 			s.a.log.Error("capbus agent: subscription dropped by the platform", "message", e.Message)
 		default:
 			s.a.log.Warn("capbus agent: error from the platform", "code", e.Code, "message", e.Message,
-				"recipient", m.arg(2), "subsystem", m.arg(3))
+				"recipient", m.arg(vip.ErrArgRecipient), "subsystem", m.arg(vip.ErrArgSubsystem))
 		}
 		return
 	}

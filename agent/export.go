@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"slices"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -13,13 +14,6 @@ import (
 type export struct {
 	decl rpc.Export
 	h    rpc.Handler
-}
-
-// helloMsg is the HELLO payload of docs/PROTOCOL.md.
-type helloMsg struct {
-	Identity string            `msgpack:"identity"`
-	Exports  []rpc.Export      `msgpack:"exports"`
-	Meta     map[string]string `msgpack:"meta"`
 }
 
 // Export serves h as method name. The options declare what a caller must
@@ -36,7 +30,7 @@ type helloMsg struct {
 // While disconnected it returns nil: the export is sent on the next
 // connection.
 func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) error {
-	if name == "" || len(name) > 256 {
+	if name == "" || len(name) > vip.MaxMethodName {
 		return fmt.Errorf("agent: Export(%q): a method name has 1 to 256 bytes", name)
 	}
 	if h == nil {
@@ -91,7 +85,7 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, a.cfg.callTimeout)
 	defer cancel()
-	_, err = s.request(ctx, &message{Subsys: subRPC, Args: [][]byte{[]byte("export"), payload}})
+	_, err = s.request(ctx, &message{Subsys: vip.SubRPC, Args: [][]byte{[]byte(vip.OpExport), payload}})
 	if err != nil {
 		a.log.Error("capbus agent: platform refused exports", "err", err)
 		return err
@@ -104,15 +98,15 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 // slots are busy the call waits for one in a bounded queue; beyond it, the
 // call is refused with CodeOverloaded.
 func (a *Agent) serveCall(s *session, m message) {
-	if len(m.Args) < 2 {
+	if len(m.Args) <= vip.RPCArgMethod {
 		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
 		return
 	}
-	notify := m.arg(0) == "notify"
-	method := m.arg(1)
+	notify := m.arg(vip.RPCArgOp) == vip.OpNotify
+	method := m.arg(vip.RPCArgMethod)
 	var payload []byte
-	if len(m.Args) > 2 {
-		payload = m.Args[2]
+	if len(m.Args) > vip.RPCArgPayload {
+		payload = m.Args[vip.RPCArgPayload]
 	}
 	caller := rpc.Caller{UserID: m.User, Identity: m.Peer}
 
@@ -189,16 +183,16 @@ func (a *Agent) invoke(ctx context.Context, method string, caller rpc.Caller, pa
 
 // sendReply answers call m with result or err.
 func (a *Agent) sendReply(s *session, m message, method string, result []byte, err error) {
-	r := message{Peer: m.Peer, ID: m.ID, Subsys: subRPC}
+	r := message{Peer: m.Peer, ID: m.ID, Subsys: vip.SubRPC}
 	if err != nil {
 		payload, encErr := rpc.EncodeError(rpc.FromError(err))
 		if encErr != nil {
 			a.log.Error("capbus agent: cannot encode error reply", "method", method, "err", encErr)
 			return
 		}
-		r.Args = [][]byte{frameError, m.Args[1], payload}
+		r.Args = [][]byte{frameError, m.Args[vip.RPCArgMethod], payload}
 	} else {
-		r.Args = [][]byte{frameResult, m.Args[1], result}
+		r.Args = [][]byte{frameResult, m.Args[vip.RPCArgMethod], result}
 	}
 	if err := s.send(s.ctx, &r); err != nil {
 		a.log.Debug("capbus agent: reply not sent", "method", method, "caller", m.Peer, "err", err)

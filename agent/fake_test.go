@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -208,7 +209,7 @@ func (c *fakeConn) Send(f [][]byte) error {
 	}
 	switch subsys {
 	case "hello":
-		var h helloMsg
+		var h vip.Hello
 		if err := rpc.Unmarshal(args[0], &h); err != nil {
 			c.errorReply(id, rpc.CodeProtocol, err.Error(), "", subsys, nil)
 			return nil

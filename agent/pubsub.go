@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -68,8 +69,8 @@ func (a *Agent) Publish(ctx context.Context, topic string, value any) error {
 	if err != nil {
 		return topicError(err, topic)
 	}
-	_, err = s.request(ctx, &message{Subsys: subPubsub,
-		Args: [][]byte{[]byte("publish"), []byte(topic), payload}})
+	_, err = s.request(ctx, &message{Subsys: vip.SubPubsub,
+		Args: [][]byte{[]byte(vip.OpPublish), []byte(topic), payload}})
 	return topicError(err, topic)
 }
 
@@ -140,15 +141,15 @@ func (sub *Subscription) Unsubscribe(ctx context.Context) error {
 	}
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
-	_, err := s.request(ctx, &message{Subsys: subPubsub,
-		Args: [][]byte{[]byte("unsubscribe"), []byte(sub.pattern)}})
+	_, err := s.request(ctx, &message{Subsys: vip.SubPubsub,
+		Args: [][]byte{[]byte(vip.OpUnsubscribe), []byte(sub.pattern)}})
 	return topicError(err, sub.pattern)
 }
 
 // subscribe asks the platform for the messages matching pattern.
 func (s *session) subscribe(ctx context.Context, pattern string) error {
-	_, err := s.request(ctx, &message{Subsys: subPubsub,
-		Args: [][]byte{[]byte("subscribe"), []byte(pattern)}})
+	_, err := s.request(ctx, &message{Subsys: vip.SubPubsub,
+		Args: [][]byte{[]byte(vip.OpSubscribe), []byte(pattern)}})
 	return err
 }
 
@@ -272,7 +273,7 @@ func matchTopic(pattern, topic []string) bool {
 
 // checkTopic validates a topic, or a pattern when wildcards are allowed.
 func checkTopic(t string, wildcards bool) error {
-	if t == "" || len(t) > 1024 {
+	if t == "" || len(t) > vip.MaxTopic {
 		return rpc.Errorf(rpc.CodeInvalidArgs, "topic %q: a topic has 1 to 1024 bytes", t)
 	}
 	segs := strings.Split(t, "/")

@@ -3,22 +3,20 @@ package agent
 import (
 	"context"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
-// Principal is who the platform says the agent is.
-type Principal struct {
-	// UserID is the user id of the agent's key in auth.json.
-	UserID string `msgpack:"user_id"`
-	// Identity is the agent identity as admitted.
-	Identity string `msgpack:"identity"`
-	// Key is the agent's public key in Z85.
-	Key string `msgpack:"key"`
-	// Generation is the policy generation in force.
-	Generation uint64 `msgpack:"generation"`
-}
+// Principal is who the platform says the agent is: UserID, the user id of
+// the agent's key in auth.json; Identity, the agent identity as admitted;
+// Key, the agent's public key in Z85; Generation, the policy generation in
+// force.
+type Principal = vip.Principal
 
-// Method is a method of a connected agent.
+// Method is a method of a connected agent. Callable decodes the platform's
+// answer (docs/PROTOCOL.md section 4, query "callable") with the shared wire
+// definition and converts it; the msgpack tags here only serve programs
+// that encode a Method themselves.
 type Method struct {
 	// Peer is the identity of the agent that exports the method.
 	Peer string `msgpack:"peer"`
@@ -38,31 +36,20 @@ func (m Method) String() string {
 	return m.Peer + "." + m.Method
 }
 
-// Permissions are the capabilities and roles effective for the agent.
-type Permissions struct {
-	// UserID and Identity are the agent's user id and identity.
-	UserID   string `msgpack:"user_id"`
-	Identity string `msgpack:"identity"`
-	// Capabilities are the effective capabilities: direct grants, roles,
-	// groups and the any-peer entry, after negations and site limits.
-	Capabilities []string `msgpack:"capabilities"`
-	// Roles are the roles held, directly or through groups.
-	Roles []string `msgpack:"roles"`
-	// Restricted are the capabilities held only with parameter
-	// restrictions.
-	Restricted []string `msgpack:"restricted"`
-	// Narrowed is true when auth.json narrows this identity's grants below
-	// its user's.
-	Narrowed bool `msgpack:"narrowed"`
-	// Generation is the policy generation in force.
-	Generation uint64 `msgpack:"generation"`
-}
+// Permissions are the capabilities and roles effective for the agent:
+// UserID and Identity, the agent's user id and identity; Capabilities, the
+// effective capabilities (direct grants, roles, groups and the any-peer
+// entry, after negations and site limits); Roles, the roles held, directly
+// or through groups; Restricted, the capabilities held only with parameter
+// restrictions; Narrowed, true when auth.json narrows this identity's
+// grants below its user's; Generation, the policy generation in force.
+type Permissions = vip.Permissions
 
 // WhoAmI asks the platform who the agent is: its user id, identity, key
 // and the policy generation.
 func (a *Agent) WhoAmI(ctx context.Context) (Principal, error) {
 	var p Principal
-	err := a.query(ctx, "whoami", &p)
+	err := a.query(ctx, vip.QueryWhoami, &p)
 	return p, err
 }
 
@@ -70,8 +57,15 @@ func (a *Agent) WhoAmI(ctx context.Context) (Principal, error) {
 // agent may call now, sorted by peer then method. The platform's call hook,
 // if any, is not consulted.
 func (a *Agent) Callable(ctx context.Context) ([]Method, error) {
+	var v []vip.Method
+	err := a.query(ctx, vip.QueryCallable, &v)
 	var m []Method
-	err := a.query(ctx, "callable", &m)
+	if v != nil {
+		m = make([]Method, len(v))
+		for i := range v {
+			m[i] = Method(v[i])
+		}
+	}
 	return m, err
 }
 
@@ -79,7 +73,7 @@ func (a *Agent) Callable(ctx context.Context) ([]Method, error) {
 // for the agent.
 func (a *Agent) Permissions(ctx context.Context) (Permissions, error) {
 	var p Permissions
-	err := a.query(ctx, "permissions", &p)
+	err := a.query(ctx, vip.QueryPermissions, &p)
 	return p, err
 }
 
@@ -91,12 +85,12 @@ func (a *Agent) Peers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.request(ctx, &message{Subsys: subPeerlist, Args: [][]byte{[]byte("list")}})
+	r, err := s.request(ctx, &message{Subsys: vip.SubPeerlist, Args: [][]byte{[]byte(vip.OpList)}})
 	if err != nil {
 		return nil, err
 	}
-	if r.arg(0) != "listing" {
-		return nil, rpc.Errorf(rpc.CodeProtocol, "peerlist answered with %q, want \"listing\"", r.arg(0))
+	if r.arg(0) != vip.OpListing {
+		return nil, rpc.Errorf(rpc.CodeProtocol, "peerlist answered with %q, want %q", r.arg(0), vip.OpListing)
 	}
 	peers := make([]string, 0, len(r.Args)-1)
 	for _, p := range r.Args[1:] {
@@ -113,7 +107,7 @@ func (a *Agent) Ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.request(ctx, &message{Subsys: subPing})
+	_, err = s.request(ctx, &message{Subsys: vip.SubPing})
 	return err
 }
 
@@ -126,7 +120,7 @@ func (a *Agent) query(ctx context.Context, what string, v any) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.request(ctx, &message{Subsys: subQuery, Args: [][]byte{[]byte(what)}})
+	r, err := s.request(ctx, &message{Subsys: vip.SubQuery, Args: [][]byte{[]byte(what)}})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -103,7 +104,7 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 			return false
 		case <-tick:
 			pctx, cancel := context.WithTimeout(ctx, a.cfg.heartbeat)
-			_, err := s.request(pctx, &message{Subsys: subPing})
+			_, err := s.request(pctx, &message{Subsys: vip.SubPing})
 			cancel()
 			if err != nil && ctx.Err() == nil && errors.Is(err, rpc.ErrTimeout) {
 				s.fail(fmt.Errorf("no answer to a heartbeat ping within %v", a.cfg.heartbeat))
@@ -151,7 +152,7 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 	}
 
 	a.mu.Lock()
-	hello := helloMsg{Identity: a.identity, Exports: a.exportTable(), Meta: a.cfg.meta}
+	hello := vip.Hello{Identity: a.identity, Exports: a.exportTable(), Meta: a.cfg.meta}
 	exportsV, subsV := a.exportsV, a.subsV
 	subs := a.patterns()
 	a.mu.Unlock()
@@ -160,12 +161,12 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return fail(fmt.Errorf("agent: encode hello: %w", err))
 	}
-	r, err := s.request(cctx, &message{Subsys: subHello, Args: [][]byte{payload}})
+	r, err := s.request(cctx, &message{Subsys: vip.SubHello, Args: [][]byte{payload}})
 	if err != nil {
 		return fail(err)
 	}
-	if r.Subsys != subWelcome {
-		return fail(rpc.Errorf(rpc.CodeProtocol, "hello answered with %q, want %q", r.Subsys, subWelcome))
+	if r.Subsys != vip.SubWelcome {
+		return fail(rpc.Errorf(rpc.CodeProtocol, "hello answered with %q, want %q", r.Subsys, vip.SubWelcome))
 	}
 	if len(r.Args) > 0 {
 		if err := rpc.Unmarshal(r.Args[0], &s.welcome); err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
@@ -55,7 +56,7 @@ func BenchmarkRouter_AuthorizeAndRouteCall(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				frames[0], frames[2] = recipient, empty
+				frames[0], frames[2] = recipient, vip.Empty
 				p.handle(caller, frames)
 				m := <-callee.out
 				callee.queued.Add(-m.size)
@@ -96,9 +97,9 @@ func startBenchPair(b *testing.B) *client {
 	res, _ := msgpack.Marshal(21.5)
 	go func() {
 		for f := range w.in {
-			if len(f) > fMethod && string(f[fArgs]) == "call" {
+			if len(f) > fMethod && string(f[vip.FrameArgs]) == "call" {
 				w.wmu.Lock()
-				_ = w.zc.SendMsg(zmqMsg([][]byte{f[0], sigVIP1, empty, f[fMsgID], []byte("RPC"), []byte("result"), f[fMethod], res}))
+				_ = w.zc.SendMsg(zmqMsg([][]byte{f[0], vip.SignatureFrame, vip.Empty, f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res}))
 				w.wmu.Unlock()
 			}
 		}
@@ -113,7 +114,7 @@ func startBenchPair(b *testing.B) *client {
 func BenchmarkPlatform_CallPipelined64(b *testing.B) {
 	alice := startBenchPair(b)
 	payload := make([]byte, 200)
-	frames := [][]byte{[]byte("weather"), sigVIP1, empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
+	frames := [][]byte{[]byte("weather"), vip.SignatureFrame, vip.Empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
 	b.ReportAllocs()
 	b.ResetTimer()
 	sent, got := 0, 0
@@ -122,7 +123,7 @@ func BenchmarkPlatform_CallPipelined64(b *testing.B) {
 	}
 	for got < b.N {
 		f := <-alice.in
-		if string(f[fSubsystem]) != "RPC" {
+		if string(f[vip.FrameSubsystem]) != "RPC" {
 			continue
 		}
 		got++
@@ -140,13 +141,13 @@ func BenchmarkPlatform_CallPipelined64(b *testing.B) {
 func BenchmarkPlatform_CallRoundTrip(b *testing.B) {
 	alice := startBenchPair(b)
 	payload := make([]byte, 200)
-	frames := [][]byte{[]byte("weather"), sigVIP1, empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
+	frames := [][]byte{[]byte("weather"), vip.SignatureFrame, vip.Empty, []byte("m"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
 		for f := range alice.in {
-			if string(f[fSubsystem]) == "RPC" {
+			if string(f[vip.FrameSubsystem]) == "RPC" {
 				break
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -21,10 +22,10 @@ func TestPlatform_AliceCallsWeatherTemperature(t *testing.T) {
 	alice.mustHello("alice")
 
 	reply := alice.call("weather", "temperature")
-	require.Equal(t, "RPC", string(reply[fSubsystem]), "%q", reply)
-	require.Equal(t, "result", string(reply[fArgs]))
+	require.Equal(t, "RPC", string(reply[vip.FrameSubsystem]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]))
 	assert.Equal(t, "weather", string(reply[0]), "sender stamped")
-	assert.Equal(t, "weather", string(reply[fUser]), "callee user stamped")
+	assert.Equal(t, "weather", string(reply[vip.FrameUser]), "callee user stamped")
 	var v float64
 	require.NoError(t, msgpack.Unmarshal(reply[7], &v))
 	assert.Equal(t, 21.5, v)
@@ -51,7 +52,7 @@ func TestPlatform_RefusesBobbyWithoutCanReadTemp(t *testing.T) {
 	// An open method still works for Bobby, and proves ordering: the
 	// weather agent saw that call and never the refused one.
 	reply = bobby.call("weather", "hello")
-	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 	assert.EqualValues(t, 1, w.calls.Load(), "the weather handler must never see the refused call")
 	assert.Contains(t, tp.audit.String(), `"action":"call","decision":"deny","user_id":"bobby"`)
 }
@@ -66,7 +67,7 @@ func TestPlatform_StampsRealUserOverForgedUserFrame(t *testing.T) {
 	payload, _ := rpc.EncodeCall()
 	bobby.sendStrings("weather", "VIP1", "alice", id, "RPC", "call", "hello", string(payload))
 	reply := bobby.expect(byMsgID(id))
-	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 	var seen map[string]string
 	require.NoError(t, msgpack.Unmarshal(reply[7], &seen))
 	assert.Equal(t, "bobby", seen["user"], "the callee must see the authenticated user, not the forged one")
@@ -118,7 +119,7 @@ func TestPlatform_RemovingBobbyClosesHisConnectionWithinOneSecond(t *testing.T) 
 	// Alice is untouched.
 	id := alice.nextID()
 	alice.sendStrings("", "VIP1", "", id, "ping")
-	assert.Equal(t, "pong", string(alice.expect(byMsgID(id))[fSubsystem]))
+	assert.Equal(t, "pong", string(alice.expect(byMsgID(id))[vip.FrameSubsystem]))
 	assert.Contains(t, tp.audit.String(), `"action":"revoke","decision":"deny","user_id":"bobby"`)
 
 	// And Bobby cannot come back.
@@ -137,7 +138,7 @@ func TestPlatform_GrantingBobbyTheCapabilityLetsHisNextCallThrough(t *testing.T)
 	tp.writePolicy(t, true, `["can_read_temp"]`)
 	require.Eventually(t, func() bool {
 		reply := bobby.call("weather", "temperature")
-		return string(reply[fSubsystem]) == "RPC" && string(reply[fArgs]) == "result"
+		return string(reply[vip.FrameSubsystem]) == "RPC" && string(reply[vip.FrameArgs]) == "result"
 	}, 3*time.Second, 20*time.Millisecond)
 	assert.EqualValues(t, 1, w.calls.Load())
 }
@@ -170,24 +171,28 @@ func TestPlatform_RefusesProtectedPublishAndSubscribeWithoutCapability(t *testin
 	// not protect "devicesX".
 	id = bobby.nextID()
 	bobby.sendStrings("", "VIP1", "", id, "pubsub", "subscribe", "devicesX/#")
-	assert.Equal(t, "ok", string(bobby.expect(byMsgID(id))[fArgs]))
+	assert.Equal(t, "ok", string(bobby.expect(byMsgID(id))[vip.FrameArgs]))
 
 	// Alice may subscribe and publish; she gets her message once.
 	id = alice.nextID()
 	alice.sendStrings("", "VIP1", "", id, "pubsub", "subscribe", "devices/+/temp")
-	assert.Equal(t, "ok", string(alice.expect(byMsgID(id))[fArgs]))
+	assert.Equal(t, "ok", string(alice.expect(byMsgID(id))[vip.FrameArgs]))
 	id = alice.nextID()
 	alice.sendStrings("", "VIP1", "", id, "pubsub", "subscribe", "devices/#")
-	assert.Equal(t, "ok", string(alice.expect(byMsgID(id))[fArgs]))
+	assert.Equal(t, "ok", string(alice.expect(byMsgID(id))[vip.FrameArgs]))
 	alice.sendStrings("", "VIP1", "", "", "pubsub", "publish", "devices/boiler/temp", "\x07")
-	msg := alice.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "pubsub" && string(f[fArgs]) == "message" })
+	msg := alice.expect(func(f [][]byte) bool {
+		return string(f[vip.FrameSubsystem]) == "pubsub" && string(f[vip.FrameArgs]) == "message"
+	})
 	assert.Equal(t, "alice", string(msg[0]))
-	assert.Equal(t, "alice", string(msg[fUser]))
+	assert.Equal(t, "alice", string(msg[vip.FrameUser]))
 	assert.Equal(t, "devices/boiler/temp", string(msg[6]))
 	assert.Equal(t, "\x07", string(msg[7]))
 	// Bobby's publish to devicesX reaches Bobby's subscription.
 	bobby.sendStrings("", "VIP1", "", "", "pubsub", "publish", "devicesX/a", "\x02")
-	msg = bobby.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "pubsub" && string(f[fArgs]) == "message" })
+	msg = bobby.expect(func(f [][]byte) bool {
+		return string(f[vip.FrameSubsystem]) == "pubsub" && string(f[vip.FrameArgs]) == "message"
+	})
 	assert.Equal(t, "devicesX/a", string(msg[6]))
 
 	audit := tp.audit.String()
@@ -204,10 +209,10 @@ func TestPlatform_ParameterRestrictionDecodesOnlyRestrictedCalls(t *testing.T) {
 	gw.mustHello("gateway")
 	require.Eventually(t, func() bool {
 		reply := gw.call("weather", "set_units", "C")
-		return string(reply[fSubsystem]) == "RPC"
+		return string(reply[vip.FrameSubsystem]) == "RPC"
 	}, 3*time.Second, 20*time.Millisecond)
 	reply := gw.call("weather", "set_units", rpc.Kwargs{"units": "K"})
-	assert.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	assert.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 
 	code, text := errnoOf(t, gw.call("weather", "set_units", "F"))
 	assert.Equal(t, rpc.CodeUnauthorized, code)

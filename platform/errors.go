@@ -3,6 +3,7 @@ package platform
 import (
 	"errors"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -19,40 +20,9 @@ var (
 	ErrAlreadyRun = errors.New("platform: Run called twice")
 )
 
-// Wire constants of docs/PROTOCOL.md. They are never modified.
-var (
-	sigVIP1 = []byte("VIP1")
-	empty   = []byte{}
-)
-
-// Subsystem and operation names.
-const (
-	subHello    = "hello"
-	subWelcome  = "welcome"
-	subPing     = "ping"
-	subPong     = "pong"
-	subPeerlist = "peerlist"
-	subRPC      = "RPC"
-	subPubsub   = "pubsub"
-	subQuery    = "query"
-	subError    = "error"
-)
-
-// Frame indexes of a message as a client sends it.
-const (
-	fRecipient = 0
-	fSignature = 1
-	fUser      = 2
-	fMsgID     = 3
-	fSubsystem = 4
-	fArgs      = 5
-	minFrames  = 5
-	maxMsgID   = 64
-	maxIdent   = 128
-	// maxProtocolErrors is how many protocol errors a connection may make
-	// before it is closed.
-	maxProtocolErrors = 16
-)
+// maxProtocolErrors is how many protocol errors a connection may make
+// before it is closed.
+const maxProtocolErrors = 16
 
 // wireError is a refusal by the platform, sent on the error subsystem.
 type wireError struct {
@@ -68,7 +38,9 @@ func errorf(code rpc.Code, text string) *wireError { return &wireError{code: cod
 // errorFrames builds ["", "VIP1", "", msg-id, "error", errno, text,
 // recipient, subsystem, DATA].
 func errorFrames(msgID []byte, e *wireError, recipient, subsystem []byte) [][]byte {
-	out := [][]byte{empty, sigVIP1, empty, clone(msgID), []byte(subError),
+	// The args follow vip.ErrArgErrno, vip.ErrArgText, vip.ErrArgRecipient,
+	// vip.ErrArgSubsystem and vip.ErrArgData.
+	out := [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, clone(msgID), []byte(vip.SubError),
 		[]byte(e.code.Wire()), []byte(e.text), clone(recipient), clone(subsystem)}
 	if len(e.data) > 0 {
 		if data, err := msgpack.Marshal(e.data); err == nil {
@@ -80,7 +52,7 @@ func errorFrames(msgID []byte, e *wireError, recipient, subsystem []byte) [][]by
 
 func clone(b []byte) []byte {
 	if len(b) == 0 {
-		return empty
+		return vip.Empty
 	}
 	return append([]byte(nil), b...)
 }

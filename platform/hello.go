@@ -6,25 +6,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/vmihailenco/msgpack/v5"
 )
-
-// helloMsg is the HELLO payload of docs/PROTOCOL.md.
-type helloMsg struct {
-	Identity string            `msgpack:"identity"`
-	Exports  []rpc.Export      `msgpack:"exports"`
-	Meta     map[string]string `msgpack:"meta"`
-}
-
-// welcomeMsg is the WELCOME payload of docs/PROTOCOL.md.
-type welcomeMsg struct {
-	Identity   string `msgpack:"identity"`
-	UserID     string `msgpack:"user_id"`
-	Version    string `msgpack:"version"`
-	Generation uint64 `msgpack:"generation"`
-	ServerKey  string `msgpack:"server_key"`
-}
 
 // hello handles ["", "VIP1", "", msg-id, "hello", HELLO]: identity binding,
 // the admission hook, registration in the routing table, welcome, and the
@@ -34,18 +19,18 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 		p.protocolError(pe, frames, "second hello on one connection")
 		return
 	}
-	msgID := frames[fMsgID]
+	msgID := frames[vip.FrameMsgID]
 	refuse := func(e *wireError, identity string) {
 		p.audit.record(auditRecord{Action: actRefuse, Decision: decDeny, UserID: pe.userID, Identity: identity,
 			Key: pe.key.Z85(), Remote: pe.remoteAddr, Reason: e.text, Errno: int(e.code), Generation: p.policy().Generation()})
-		pe.sendFinal(errorFrames(msgID, e, frames[fRecipient], frames[fSubsystem]), "hello refused: "+e.text)
+		pe.sendFinal(errorFrames(msgID, e, frames[vip.FramePeer], frames[vip.FrameSubsystem]), "hello refused: "+e.text)
 	}
-	if len(frames) <= fArgs {
+	if len(frames) <= vip.FrameArgs {
 		refuse(errorf(rpc.CodeProtocol, "hello needs a HELLO frame"), "")
 		return
 	}
-	var h helloMsg
-	if err := msgpack.Unmarshal(frames[fArgs], &h); err != nil {
+	var h vip.Hello
+	if err := msgpack.Unmarshal(frames[vip.FrameArgs], &h); err != nil {
 		refuse(errorf(rpc.CodeInvalidArgs, "HELLO must be a msgpack map with identity, exports and meta: "+err.Error()), "")
 		return
 	}
@@ -79,7 +64,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	for _, e := range h.Exports {
 		table[e.Name] = newExport(e)
 	}
-	w, _ := msgpack.Marshal(welcomeMsg{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
+	w, _ := msgpack.Marshal(vip.Welcome{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
 		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})
 	p.mu.Lock()
 	old := p.byIdentity[h.Identity]
@@ -94,7 +79,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	pe.welcomed.Store(true)
 	// Queue the welcome before the identity becomes routable, so that it
 	// precedes every call for the new peer.
-	p.reply(pe, [][]byte{empty, sigVIP1, pe.userBytes, msgID, []byte(subWelcome), w})
+	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, pe.userBytes, msgID, []byte(vip.SubWelcome), w})
 	p.byIdentity[h.Identity] = pe
 	p.mu.Unlock()
 
@@ -104,7 +89,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	}
 	p.audit.record(auditRecord{Action: actAdmit, Decision: decAllow, UserID: pe.userID, Identity: h.Identity,
 		Key: pe.key.Z85(), Remote: pe.remoteAddr, Generation: pol.Generation()})
-	p.broadcastPeer("add", pe)
+	p.broadcastPeer(vip.OpAdd, pe)
 	// A reload that ran while this hello was decided did not see the claim.
 	if cur := p.policy(); cur != pol {
 		p.revokeIfDenied(cur, pe)
@@ -113,7 +98,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 
 // checkIdentity validates an identity claim's form.
 func checkIdentity(id string) string {
-	if id == "" || len(id) > maxIdent {
+	if id == "" || len(id) > vip.MaxIdentity {
 		return "identity must be 1..128 bytes"
 	}
 	if !utf8.ValidString(id) {
@@ -129,7 +114,7 @@ func checkIdentity(id string) string {
 
 // peerlist handles ["", "VIP1", "", msg-id, "peerlist", "list"].
 func (p *Platform) peerlist(pe *peer, frames [][]byte) {
-	if len(frames) <= fArgs || string(frames[fArgs]) != "list" {
+	if len(frames) <= vip.FrameArgs || string(frames[vip.FrameArgs]) != vip.OpList {
 		p.protocolError(pe, frames, "peerlist accepts only \"list\"")
 		return
 	}
@@ -140,7 +125,7 @@ func (p *Platform) peerlist(pe *peer, frames [][]byte) {
 	}
 	p.mu.RUnlock()
 	sort.Strings(ids)
-	out := [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPeerlist), []byte("listing")}
+	out := [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, frames[vip.FrameMsgID], []byte(vip.SubPeerlist), []byte(vip.OpListing)}
 	for _, id := range ids {
 		out = append(out, []byte(id))
 	}
@@ -150,7 +135,7 @@ func (p *Platform) peerlist(pe *peer, frames [][]byte) {
 // broadcastPeer tells every other welcomed peer that pe was added or
 // dropped.
 func (p *Platform) broadcastPeer(op string, pe *peer) {
-	msg := [][]byte{empty, sigVIP1, empty, empty, []byte(subPeerlist), []byte(op), pe.identityBytes}
+	msg := [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, vip.Empty, []byte(vip.SubPeerlist), []byte(op), pe.identityBytes}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for _, other := range p.byIdentity {

@@ -3,6 +3,7 @@ package platform
 import (
 	"testing"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -13,10 +14,10 @@ func TestHello_WelcomeSaysWhatThePlatformDecided(t *testing.T) {
 	tp := startPlatform(t)
 	alice := tp.dial(t, tp.cast.alice)
 	reply := alice.hello("alice.desk")
-	require.Equal(t, "welcome", string(reply[fSubsystem]))
-	assert.Equal(t, "alice", string(reply[fUser]))
+	require.Equal(t, "welcome", string(reply[vip.FrameSubsystem]))
+	assert.Equal(t, "alice", string(reply[vip.FrameUser]))
 	var w map[string]any
-	require.NoError(t, msgpack.Unmarshal(reply[fArgs], &w))
+	require.NoError(t, msgpack.Unmarshal(reply[vip.FrameArgs], &w))
 	assert.Equal(t, "alice.desk", w["identity"])
 	assert.Equal(t, "alice", w["user_id"])
 	assert.Equal(t, Version, w["version"])
@@ -56,7 +57,7 @@ func TestHello_SameKeyReconnectingReplacesTheStaleConnection(t *testing.T) {
 	gw.mustHello("gateway")
 	fresh.serve(func(string, string, string, []byte) any { return "fresh" })
 	reply := gw.call("alice", "echo")
-	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 	var v string
 	require.NoError(t, msgpack.Unmarshal(reply[7], &v))
 	assert.Equal(t, "fresh", v)
@@ -68,7 +69,9 @@ func TestPeerlist_ListsAndBroadcastsAddAndDrop(t *testing.T) {
 	alice.mustHello("alice")
 	w := tp.dial(t, tp.cast.weather)
 	w.mustHello("weather", weatherExports...)
-	add := alice.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "peerlist" && string(f[fArgs]) == "add" })
+	add := alice.expect(func(f [][]byte) bool {
+		return string(f[vip.FrameSubsystem]) == "peerlist" && string(f[vip.FrameArgs]) == "add"
+	})
 	assert.Equal(t, []string{"", "VIP1", "", "", "peerlist", "add", "weather"}, framesToStrings(add))
 
 	id := alice.nextID()
@@ -76,7 +79,9 @@ func TestPeerlist_ListsAndBroadcastsAddAndDrop(t *testing.T) {
 	assert.Equal(t, []string{"alice", "weather"}, framesToStrings(alice.expect(byMsgID(id))[6:]))
 
 	w.close()
-	drop := alice.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "peerlist" && string(f[fArgs]) == "drop" })
+	drop := alice.expect(func(f [][]byte) bool {
+		return string(f[vip.FrameSubsystem]) == "peerlist" && string(f[vip.FrameArgs]) == "drop"
+	})
 	assert.Equal(t, "weather", string(drop[6]))
 	code, _ := errnoOf(t, alice.call("weather", "temperature"))
 	assert.Equal(t, rpc.CodeNoRoute, code)
@@ -90,8 +95,8 @@ func TestQuery_AnswersServerkeyVersionWhoamiCallablePermissions(t *testing.T) {
 		id := bobby.nextID()
 		bobby.sendStrings("", "VIP1", "", id, "query", what)
 		f := bobby.expect(byMsgID(id))
-		require.Equal(t, "query", string(f[fSubsystem]), "%q", f)
-		require.Equal(t, what, string(f[fArgs]))
+		require.Equal(t, "query", string(f[vip.FrameSubsystem]), "%q", f)
+		require.Equal(t, what, string(f[vip.FrameArgs]))
 		var v any
 		require.NoError(t, msgpack.Unmarshal(f[6], &v))
 		return v

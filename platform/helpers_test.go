@@ -15,6 +15,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -276,7 +277,7 @@ func (c *client) lastErr() error {
 
 // byMsgID matches messages carrying msg-id id.
 func byMsgID(id string) func([][]byte) bool {
-	return func(f [][]byte) bool { return len(f) > fMsgID && string(f[fMsgID]) == id }
+	return func(f [][]byte) bool { return len(f) > vip.FrameMsgID && string(f[vip.FrameMsgID]) == id }
 }
 
 // waitClosed waits until the platform closed the connection.
@@ -310,7 +311,7 @@ func (c *client) hello(identity string, exports ...rpc.Export) [][]byte {
 func (c *client) mustHello(identity string, exports ...rpc.Export) {
 	c.t.Helper()
 	reply := c.hello(identity, exports...)
-	require.Equal(c.t, "welcome", string(reply[fSubsystem]), "hello refused: %q", reply)
+	require.Equal(c.t, "welcome", string(reply[vip.FrameSubsystem]), "hello refused: %q", reply)
 }
 
 // call sends a call and returns the reply (RPC result/error or platform
@@ -347,7 +348,7 @@ func (c *client) tryCall(peer, method string) ([][]byte, error) {
 			if !ok {
 				return nil, fmt.Errorf("connection closed: %v", c.lastErr())
 			}
-			if len(f) > fMsgID && string(f[fMsgID]) == id {
+			if len(f) > vip.FrameMsgID && string(f[vip.FrameMsgID]) == id {
 				return f, nil
 			}
 		case <-timer.C:
@@ -361,7 +362,7 @@ func (c *client) tryCall(peer, method string) ([][]byte, error) {
 func (c *client) serve(handler func(method string, caller, user string, payload []byte) any) {
 	go func() {
 		for f := range c.in {
-			if len(f) < 7 || string(f[fSubsystem]) != "RPC" || string(f[fArgs]) != "call" {
+			if len(f) < 7 || string(f[vip.FrameSubsystem]) != "RPC" || string(f[vip.FrameArgs]) != "call" {
 				continue
 			}
 			c.calls.Add(1)
@@ -369,9 +370,9 @@ func (c *client) serve(handler func(method string, caller, user string, payload 
 			if len(f) > 7 {
 				payload = f[7]
 			}
-			res, _ := msgpack.Marshal(handler(string(f[fMethod]), string(f[0]), string(f[fUser]), payload))
+			res, _ := msgpack.Marshal(handler(string(f[fMethod]), string(f[0]), string(f[vip.FrameUser]), payload))
 			c.wmu.Lock()
-			_ = c.zc.SendMsg(zmq4.NewMsgFrom(f[0], []byte("VIP1"), []byte(""), f[fMsgID], []byte("RPC"), []byte("result"), f[fMethod], res))
+			_ = c.zc.SendMsg(zmq4.NewMsgFrom(f[0], []byte("VIP1"), []byte(""), f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res))
 			c.wmu.Unlock()
 		}
 	}()
@@ -381,7 +382,7 @@ func (c *client) serve(handler func(method string, caller, user string, payload 
 func errnoOf(t testing.TB, f [][]byte) (rpc.Code, string) {
 	t.Helper()
 	require.GreaterOrEqual(t, len(f), 7, "not an error reply: %q", f)
-	require.Equal(t, "error", string(f[fSubsystem]), "not an error reply: %q", f)
+	require.Equal(t, "error", string(f[vip.FrameSubsystem]), "not an error reply: %q", f)
 	return rpc.ParseCode(string(f[5])), string(f[6])
 }
 

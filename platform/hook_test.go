@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,7 +82,7 @@ func TestCallHook_PanicRefusesTheCallAndThePlatformLivesOn(t *testing.T) {
 	alice2 := tp.dial(t, tp.cast.alice)
 	alice2.mustHello("alice.2")
 	reply := alice2.call("weather", "temperature")
-	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 
 	gw := tp.dial(t, tp.cast.gw)
 	gw.mustHello("gateway")

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,7 +32,7 @@ func TestPlatform_SurvivesHostileInputWhileOthersKeepCalling(t *testing.T) {
 			default:
 			}
 			reply, err := alice.tryCall("weather", "temperature")
-			if err == nil && string(reply[fSubsystem]) == "RPC" && string(reply[fArgs]) == "result" {
+			if err == nil && string(reply[vip.FrameSubsystem]) == "RPC" && string(reply[vip.FrameArgs]) == "result" {
 				ok++
 			} else {
 				failed++
@@ -51,7 +52,7 @@ func TestPlatform_SurvivesHostileInputWhileOthersKeepCalling(t *testing.T) {
 	// answered with errno 71 until the 16th closes the connection.
 	bobby := tp.dial(t, tp.cast.bobby)
 	bobby.send(rnd(3), rnd(10), rnd(1))
-	code, _ := errnoOf(t, bobby.expect(func(f [][]byte) bool { return len(f) > fSubsystem && string(f[fSubsystem]) == "error" }))
+	code, _ := errnoOf(t, bobby.expect(func(f [][]byte) bool { return len(f) > vip.FrameSubsystem && string(f[vip.FrameSubsystem]) == "error" }))
 	assert.Equal(t, rpc.CodeProtocol, code)
 	bobby.sendStrings("", "VIP2", "", "x", "ping")
 	code, _ = errnoOf(t, bobby.expect(byMsgID("x")))
@@ -139,5 +140,5 @@ func TestPlatform_OversizedFrameClosesOnlyThatConnection(t *testing.T) {
 	bobby.wmu.Unlock()
 	require.True(t, bobby.waitClosed(testTimeout))
 	reply := alice.call("weather", "temperature")
-	assert.Equal(t, "result", string(reply[fArgs]))
+	assert.Equal(t, "result", string(reply[vip.FrameArgs]))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -318,7 +319,7 @@ func (p *Platform) drop(pe *peer) {
 	p.mu.Unlock()
 	p.unsubscribeAll(pe)
 	if dropped {
-		p.broadcastPeer("drop", pe)
+		p.broadcastPeer(vip.OpDrop, pe)
 	}
 	reason := pe.reason()
 	if reason == "" {

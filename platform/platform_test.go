@@ -11,6 +11,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -48,7 +49,7 @@ func TestRun_ShutdownTellsPeersAndLeavesNothingRunning(t *testing.T) {
 
 	cancel()
 	for _, cl := range []*client{alice, bobby} {
-		f := cl.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "error" })
+		f := cl.expect(func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == "error" })
 		code, text := errnoOf(t, f)
 		assert.Equal(t, rpc.CodeUnavailable, code)
 		assert.Equal(t, "platform shutting down", text)
@@ -94,7 +95,7 @@ func TestReload_BadEditKeepsPolicyAndIsAudited(t *testing.T) {
 		return strings.Contains(tp.audit.String(), `"action":"reload","decision":"deny"`)
 	}, 3*time.Second, 10*time.Millisecond)
 	reply := alice.call("weather", "temperature")
-	assert.Equal(t, "result", string(reply[fArgs]))
+	assert.Equal(t, "result", string(reply[vip.FrameArgs]))
 	assert.EqualValues(t, 1, w.calls.Load())
 }
 
@@ -106,12 +107,12 @@ func TestReload_DropsSubscriptionsNoLongerAllowed(t *testing.T) {
 	require.Eventually(t, func() bool {
 		id := bobby.nextID()
 		bobby.sendStrings("", "VIP1", "", id, "pubsub", "subscribe", "devices/#")
-		return string(bobby.expect(byMsgID(id))[fArgs]) == "ok"
+		return string(bobby.expect(byMsgID(id))[vip.FrameArgs]) == "ok"
 	}, 3*time.Second, 20*time.Millisecond)
 
 	tp.writePolicy(t, true, `[]`)
 	f := bobby.expect(func(f [][]byte) bool {
-		return string(f[fSubsystem]) == "error" && len(f) > 8 && string(f[8]) == "pubsub"
+		return string(f[vip.FrameSubsystem]) == "error" && len(f) > 8 && string(f[8]) == "pubsub"
 	})
 	code, text := errnoOf(t, f)
 	assert.Equal(t, rpc.CodeUnauthorized, code)
@@ -121,13 +122,13 @@ func TestReload_DropsSubscriptionsNoLongerAllowed(t *testing.T) {
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")
 	alice.sendStrings("", "VIP1", "", "p1", "pubsub", "publish", "devices/x", "\x01")
-	assert.Equal(t, "ok", string(alice.expect(byMsgID("p1"))[fArgs]))
+	assert.Equal(t, "ok", string(alice.expect(byMsgID("p1"))[vip.FrameArgs]))
 	id := bobby.nextID()
 	bobby.sendStrings("", "VIP1", "", id, "ping")
 	for {
 		f := bobby.expect(func([][]byte) bool { return true })
-		require.False(t, len(f) > fArgs && string(f[fArgs]) == "message", "dropped subscription still delivered")
-		if string(f[fMsgID]) == id {
+		require.False(t, len(f) > vip.FrameArgs && string(f[vip.FrameArgs]) == "message", "dropped subscription still delivered")
+		if string(f[vip.FrameMsgID]) == id {
 			break
 		}
 	}
@@ -166,7 +167,7 @@ func TestReload_DropsIdentityClaimsNoLongerAllowed(t *testing.T) {
 
 	// The new policy binds "scratch" to free2: free1 may no longer hold it.
 	require.NoError(t, auth.WriteFileAtomic(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]", Free2Identity: "scratch"}), 0o600))
-	f := free1.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "error" })
+	f := free1.expect(func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == "error" })
 	code, text := errnoOf(t, f)
 	assert.Equal(t, rpc.CodePermission, code)
 	assert.Contains(t, text, "identity claim revoked")
@@ -175,7 +176,7 @@ func TestReload_DropsIdentityClaimsNoLongerAllowed(t *testing.T) {
 	// free1's other identity is untouched, and free2 may now claim scratch.
 	id := other.nextID()
 	other.sendStrings("", "VIP1", "", id, "ping")
-	assert.Equal(t, "pong", string(other.expect(byMsgID(id))[fSubsystem]))
+	assert.Equal(t, "pong", string(other.expect(byMsgID(id))[vip.FrameSubsystem]))
 	tp.dial(t, tp.cast.free2).mustHello("scratch")
 }
 
@@ -190,10 +191,10 @@ func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
 	zc, err := zmq4.Open(conn, null.Security(), zmq4.Dealer, zmq4.SocketIdentity(""), false, nil)
 	require.NoError(t, err)
 	h, _ := msgpack.Marshal(map[string]any{"identity": "weather", "exports": weatherExports})
-	require.NoError(t, zc.SendMsg(zmqMsg([][]byte{{}, sigVIP1, {}, []byte("h"), []byte("hello"), h})))
+	require.NoError(t, zc.SendMsg(zmqMsg([][]byte{{}, vip.SignatureFrame, {}, []byte("h"), []byte("hello"), h})))
 	welcome, err := zc.RecvMsg()
 	require.NoError(t, err)
-	require.Equal(t, "welcome", string(welcome.Frames[fSubsystem]))
+	require.Equal(t, "welcome", string(welcome.Frames[vip.FrameSubsystem]))
 
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")
@@ -201,10 +202,10 @@ func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
 	var overloaded bool
 	for i := 0; i < 256 && !overloaded; i++ {
 		id := alice.nextID()
-		alice.send([]byte("weather"), sigVIP1, nil, []byte(id), []byte("RPC"), []byte("call"), []byte("temperature"), big)
+		alice.send([]byte("weather"), vip.SignatureFrame, nil, []byte(id), []byte("RPC"), []byte("call"), []byte("temperature"), big)
 		select {
 		case f := <-alice.in:
-			if string(f[fSubsystem]) == "error" {
+			if string(f[vip.FrameSubsystem]) == "error" {
 				code, text := errnoOf(t, f)
 				require.Equal(t, rpc.CodeOverloaded, code, text)
 				overloaded = true
@@ -213,7 +214,7 @@ func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
 		}
 	}
 	if !overloaded {
-		f := alice.expect(func(f [][]byte) bool { return string(f[fSubsystem]) == "error" })
+		f := alice.expect(func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == "error" })
 		code, _ := errnoOf(t, f)
 		assert.Equal(t, rpc.CodeOverloaded, code)
 	}
@@ -227,7 +228,7 @@ func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
 		for {
 			select {
 			case f := <-alice.in:
-				if string(f[fMsgID]) == id {
+				if string(f[vip.FrameMsgID]) == id {
 					return true
 				}
 			case <-timer.C:
@@ -261,7 +262,7 @@ func TestReload_GrantWrittenJustBeforeACallAppliesToThatCall(t *testing.T) {
 	bobby.mustHello("bobby")
 	tp.writePolicy(t, true, `["can_read_temp"]`)
 	reply := bobby.call("weather", "temperature") // no waiting for the file watcher
-	require.Equal(t, "result", string(reply[fArgs]), "%q", reply)
+	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
 	assert.EqualValues(t, 1, w.calls.Load())
 }
 

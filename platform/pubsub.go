@@ -5,31 +5,32 @@ import (
 	"strings"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
 // pubsub handles the pubsub subsystem: subscribe, unsubscribe, publish.
 func (p *Platform) pubsub(pe *peer, frames [][]byte) {
-	if len(frames) < fArgs+2 {
+	if len(frames) < vip.FrameArgs+2 {
 		p.protocolError(pe, frames, "pubsub needs an operation and a topic")
 		return
 	}
-	topic := string(frames[fArgs+1])
-	switch string(frames[fArgs]) {
-	case "subscribe":
+	topic := string(frames[vip.FrameArgs+1])
+	switch string(frames[vip.FrameArgs]) {
+	case vip.OpSubscribe:
 		p.subscribe(pe, frames, topic)
-	case "unsubscribe":
+	case vip.OpUnsubscribe:
 		p.unsubscribe(pe, topic)
 		p.ok(pe, frames)
-	case "publish":
+	case vip.OpPublish:
 		p.publish(pe, frames, topic)
 	default:
-		p.protocolError(pe, frames, "unknown pubsub operation "+quote(frames[fArgs]))
+		p.protocolError(pe, frames, "unknown pubsub operation "+quote(frames[vip.FrameArgs]))
 	}
 }
 
 func (p *Platform) ok(pe *peer, frames [][]byte) {
-	p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subPubsub), []byte("ok")})
+	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, frames[vip.FrameMsgID], []byte(vip.SubPubsub), []byte(vip.OpOK)})
 }
 
 // topicDenied decides op on topic for pe and, when denied, audits and
@@ -53,13 +54,13 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 	e.data = map[string]any{"topic": topic, "operation": strings.Fields(name)[0], "reason": reason, "generation": pol.Generation()}
 	p.audit.record(auditRecord{Action: act, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
 		Key: pe.key.Z85(), Topic: topic, Reason: reason, Errno: int(rpc.CodeUnauthorized), Generation: pol.Generation()})
-	p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+	p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 	return true
 }
 
 func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {
 	if msg := checkTopic(pattern, true); msg != "" {
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	if p.topicDenied(pe, frames, auth.Subscribe, pattern) {
@@ -71,7 +72,7 @@ func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {
 	}
 	if len(pe.subs) >= maxSubscriptions {
 		p.subMu.Unlock()
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeOverloaded, "too many subscriptions"), frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeOverloaded, "too many subscriptions"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	pe.subs[pattern] = struct{}{}
@@ -116,17 +117,17 @@ func (p *Platform) unsubscribeAll(pe *peer) {
 // "message", topic, VALUE] to each subscriber once.
 func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 	if msg := checkTopic(topic, false); msg != "" {
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	if p.topicDenied(pe, frames, auth.Publish, topic) {
 		return
 	}
-	value := empty
-	if len(frames) > fArgs+2 {
-		value = frames[fArgs+2]
+	value := vip.Empty
+	if len(frames) > vip.FrameArgs+2 {
+		value = frames[vip.FrameArgs+2]
 	}
-	msg := [][]byte{pe.identityBytes, sigVIP1, pe.userBytes, empty, []byte(subPubsub), []byte("message"), frames[fArgs+1], value}
+	msg := [][]byte{pe.identityBytes, vip.SignatureFrame, pe.userBytes, vip.Empty, []byte(vip.SubPubsub), []byte(vip.OpMessage), frames[vip.FrameArgs+1], value}
 	var sent []*peer
 	p.subMu.RLock()
 	for pattern, set := range p.subs {
@@ -145,14 +146,14 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 		}
 	}
 	p.subMu.RUnlock()
-	if len(frames[fMsgID]) > 0 {
+	if len(frames[vip.FrameMsgID]) > 0 {
 		p.ok(pe, frames)
 	}
 }
 
 // checkTopic validates a topic (or, with wildcards, a pattern).
 func checkTopic(t string, wildcards bool) string {
-	if t == "" || len(t) > 1024 {
+	if t == "" || len(t) > vip.MaxTopic {
 		return "topic must be 1..1024 bytes"
 	}
 	segs := strings.Split(t, "/")

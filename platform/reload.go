@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -157,6 +158,6 @@ func (p *Platform) recheckSubscriptions(pol *auth.Policy, pe *peer) {
 		p.audit.record(auditRecord{Action: actSubscribe, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
 			Key: pe.key.Z85(), Topic: pat, Reason: "subscription dropped by reload: " + reason, Generation: pol.Generation()})
 		e := errorf(rpc.CodeUnauthorized, "subscription to "+strconv.Quote(pat)+" dropped: "+reason)
-		_ = pe.send(errorFrames(nil, e, nil, []byte(subPubsub)))
+		_ = pe.send(errorFrames(nil, e, nil, []byte(vip.SubPubsub)))
 	}
 }

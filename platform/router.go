@@ -4,29 +4,30 @@ import (
 	"bytes"
 	"strconv"
 
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
 
 // handle dispatches one message received from pe. frames are as the client
 // sent them: [recipient, "VIP1", user, msg-id, subsystem, args...].
 func (p *Platform) handle(pe *peer, frames [][]byte) {
-	if len(frames) < minFrames || !bytes.Equal(frames[fSignature], sigVIP1) {
+	if len(frames) < vip.MinFrames || !bytes.Equal(frames[vip.FrameSignature], vip.SignatureFrame) {
 		p.protocolError(pe, frames, "message must be [recipient, \"VIP1\", user, msg-id, subsystem, args...]")
 		return
 	}
-	if len(frames[fMsgID]) > maxMsgID {
+	if len(frames[vip.FrameMsgID]) > vip.MaxMsgID {
 		p.protocolError(pe, frames, "msg-id longer than 64 bytes")
 		return
 	}
-	if len(frames[fRecipient]) == 0 {
+	if len(frames[vip.FramePeer]) == 0 {
 		p.handlePlatform(pe, frames)
 		return
 	}
 	if !pe.welcomed.Load() {
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodePermission, "say hello first"), frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodePermission, "say hello first"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
-	if string(frames[fSubsystem]) != subRPC {
+	if string(frames[vip.FrameSubsystem]) != vip.SubRPC {
 		p.protocolError(pe, frames, "only the RPC subsystem can be addressed to a peer")
 		return
 	}
@@ -35,54 +36,54 @@ func (p *Platform) handle(pe *peer, frames [][]byte) {
 
 // handlePlatform serves a message addressed to the platform itself.
 func (p *Platform) handlePlatform(pe *peer, frames [][]byte) {
-	sub := string(frames[fSubsystem])
+	sub := string(frames[vip.FrameSubsystem])
 	switch sub {
-	case subHello:
+	case vip.SubHello:
 		p.hello(pe, frames)
 		return
-	case subPing:
+	case vip.SubPing:
 		out := make([][]byte, len(frames))
 		copy(out, frames)
-		out[fUser] = empty
-		out[fSubsystem] = []byte(subPong)
+		out[vip.FrameUser] = vip.Empty
+		out[vip.FrameSubsystem] = []byte(vip.SubPong)
 		p.reply(pe, out)
 		return
-	case subQuery:
+	case vip.SubQuery:
 		p.query(pe, frames)
 		return
 	}
 	if !pe.welcomed.Load() {
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodePermission, "say hello first"), frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodePermission, "say hello first"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	switch sub {
-	case subPeerlist:
+	case vip.SubPeerlist:
 		p.peerlist(pe, frames)
-	case subRPC:
+	case vip.SubRPC:
 		p.export(pe, frames)
-	case subPubsub:
+	case vip.SubPubsub:
 		p.pubsub(pe, frames)
 	default:
-		p.protocolError(pe, frames, "unknown subsystem "+quote(frames[fSubsystem]))
+		p.protocolError(pe, frames, "unknown subsystem "+quote(frames[vip.FrameSubsystem]))
 	}
 }
 
 // routeRPC enforces and forwards an RPC message addressed to a peer.
 func (p *Platform) routeRPC(pe *peer, frames [][]byte) {
-	if len(frames) < fArgs+1 {
+	if len(frames) < vip.FrameArgs+1 {
 		p.protocolError(pe, frames, "RPC needs an operation frame")
 		return
 	}
-	op := frames[fArgs]
+	op := frames[vip.FrameArgs]
 	switch string(op) {
-	case "call", "notify":
-		p.call(pe, frames, string(op) == "notify")
-	case "result", "error":
+	case vip.OpCall, vip.OpNotify:
+		p.call(pe, frames, string(op) == vip.OpNotify)
+	case vip.OpResult, vip.OpError:
 		p.mu.RLock()
-		to := p.byIdentity[string(frames[fRecipient])]
+		to := p.byIdentity[string(frames[vip.FramePeer])]
 		p.mu.RUnlock()
 		if to == nil {
-			p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeNoRoute, "no route to "+quote(frames[fRecipient])), frames[fRecipient], frames[fSubsystem]))
+			p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeNoRoute, "no route to "+quote(frames[vip.FramePeer])), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 			return
 		}
 		p.forward(pe, to, frames)
@@ -94,14 +95,14 @@ func (p *Platform) routeRPC(pe *peer, frames [][]byte) {
 // forward stamps the sender's identity and user on frames and queues them
 // towards to. A full queue is reported to the sender with errno 105.
 func (p *Platform) forward(from, to *peer, frames [][]byte) {
-	frames[fRecipient] = from.identityBytes
-	frames[fUser] = from.userBytes
-	if err := to.send(frames); err != nil && len(frames[fMsgID]) > 0 {
+	frames[vip.FramePeer] = from.identityBytes
+	frames[vip.FrameUser] = from.userBytes
+	if err := to.send(frames); err != nil && len(frames[vip.FrameMsgID]) > 0 {
 		e := errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
 		if err != errQueueFull {
 			e = errorf(rpc.CodeNoRoute, quote(to.identityBytes)+" is disconnecting")
 		}
-		p.reply(from, errorFrames(frames[fMsgID], e, to.identityBytes, frames[fSubsystem]))
+		p.reply(from, errorFrames(frames[vip.FrameMsgID], e, to.identityBytes, frames[vip.FrameSubsystem]))
 	}
 }
 
@@ -118,9 +119,9 @@ func (p *Platform) reply(pe *peer, frames [][]byte) {
 func (p *Platform) protocolError(pe *peer, frames [][]byte, text string) {
 	pe.protoErrs++
 	var msgID, recipient, subsystem []byte
-	if len(frames) >= minFrames {
-		msgID, recipient, subsystem = frames[fMsgID], frames[fRecipient], frames[fSubsystem]
-		if len(msgID) > maxMsgID {
+	if len(frames) >= vip.MinFrames {
+		msgID, recipient, subsystem = frames[vip.FrameMsgID], frames[vip.FramePeer], frames[vip.FrameSubsystem]
+		if len(msgID) > vip.MaxMsgID {
 			msgID = nil
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -13,8 +14,8 @@ import (
 // Frame indexes of an RPC call: [recipient, "VIP1", user, msg-id, "RPC",
 // "call", method, ARGS].
 const (
-	fMethod  = 6
-	fPayload = 7
+	fMethod  = vip.FrameArgs + vip.RPCArgMethod
+	fPayload = vip.FrameArgs + vip.RPCArgPayload
 )
 
 // export is one method a peer exports, with its requirement compiled
@@ -54,15 +55,15 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	}
 	method := frames[fMethod]
 	p.mu.RLock()
-	callee := p.byIdentity[string(frames[fRecipient])]
+	callee := p.byIdentity[string(frames[vip.FramePeer])]
 	p.mu.RUnlock()
 	if callee == nil {
-		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNoRoute, "no route to "+quote(frames[fRecipient])))
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNoRoute, "no route to "+quote(frames[vip.FramePeer])))
 		return
 	}
 	exp := (*callee.exports.Load())[string(method)]
 	if exp == nil {
-		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNotFound, "peer "+quote(frames[fRecipient])+" does not export method "+quote(method)))
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNotFound, "peer "+quote(frames[vip.FramePeer])+" does not export method "+quote(method)))
 		return
 	}
 	pol := p.policy()
@@ -130,10 +131,10 @@ func payloadOf(frames [][]byte) []byte {
 // refuseCall answers a call the platform cannot route (no route, not found,
 // bad arguments). A notify gets no answer.
 func (p *Platform) refuseCall(pe *peer, frames [][]byte, notify bool, e *wireError) {
-	if notify || len(frames[fMsgID]) == 0 {
+	if notify || len(frames[vip.FrameMsgID]) == 0 {
 		return
 	}
-	p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+	p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 }
 
 // denyCall refuses a call that the policy or the call hook denied: an audit
@@ -228,17 +229,17 @@ func nonNil(s []string) []string {
 // export handles ["", "VIP1", "", msg-id, "RPC", "export", EXPORTS]: it
 // adds or replaces methods of the sender.
 func (p *Platform) export(pe *peer, frames [][]byte) {
-	if len(frames) < fArgs+2 || string(frames[fArgs]) != "export" {
+	if len(frames) < vip.FrameArgs+2 || string(frames[vip.FrameArgs]) != vip.OpExport {
 		p.protocolError(pe, frames, "platform RPC accepts only [\"export\", EXPORTS]")
 		return
 	}
 	var list []rpc.Export
-	if err := msgpack.Unmarshal(frames[fArgs+1], &list); err != nil {
-		p.reply(pe, errorFrames(frames[fMsgID], errorf(rpc.CodeInvalidArgs, "EXPORTS must be a msgpack array of export maps: "+err.Error()), frames[fRecipient], frames[fSubsystem]))
+	if err := msgpack.Unmarshal(frames[vip.FrameArgs+1], &list); err != nil {
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, "EXPORTS must be a msgpack array of export maps: "+err.Error()), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	if e := validExports(list); e != nil {
-		p.reply(pe, errorFrames(frames[fMsgID], e, frames[fRecipient], frames[fSubsystem]))
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
 	p.mu.Lock()
@@ -252,13 +253,13 @@ func (p *Platform) export(pe *peer, frames [][]byte) {
 	}
 	pe.exports.Store(&next)
 	p.mu.Unlock()
-	p.reply(pe, [][]byte{empty, sigVIP1, empty, frames[fMsgID], []byte(subRPC), []byte("exported")})
+	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, frames[vip.FrameMsgID], []byte(vip.SubRPC), []byte(vip.OpExported)})
 }
 
 // validExports checks export names.
 func validExports(list []rpc.Export) *wireError {
 	for _, e := range list {
-		if e.Name == "" || len(e.Name) > 256 {
+		if e.Name == "" || len(e.Name) > vip.MaxMethodName {
 			return errorf(rpc.CodeInvalidArgs, "an export needs a name of 1..256 bytes")
 		}
 	}

@@ -1,0 +1,204 @@
+// Package vip is the VIP wire vocabulary of docs/PROTOCOL.md, defined once
+// for the platform and the agent SDK: the signature, the frame layout, the
+// subsystem and operation names, and the msgpack maps carried in payload
+// frames.
+//
+// It holds names and shapes only. Each side keeps its own code that builds
+// and parses frames and encodes and decodes payloads; those use the
+// definitions here so that both agree by construction.
+package vip
+
+import "github.com/capbus/capbus/rpc"
+
+// Signature is the protocol signature and version frame (docs/PROTOCOL.md
+// section 2, "Framing").
+const Signature = "VIP1"
+
+// Constant frames shared by the messages both sides build. They are never
+// modified: zmq4 and the CURVE layer only read the frames they are given.
+var (
+	// SignatureFrame is Signature as a frame.
+	SignatureFrame = []byte(Signature)
+	// Empty is the empty frame: the platform as recipient or sender, no
+	// user, no msg-id (docs/PROTOCOL.md section 2).
+	Empty = []byte{}
+)
+
+// Frame indexes of a VIP message (docs/PROTOCOL.md section 2): a client
+// sends [recipient, "VIP1", user, msg-id, subsystem, args...] and receives
+// [sender, "VIP1", user, msg-id, subsystem, args...].
+const (
+	// FramePeer is the recipient of a message a client sends and the
+	// sender of a message it receives.
+	FramePeer      = 0
+	FrameSignature = 1
+	FrameUser      = 2
+	FrameMsgID     = 3
+	FrameSubsystem = 4
+	// FrameArgs is the first argument frame.
+	FrameArgs = 5
+	// MinFrames is the fewest frames a message has.
+	MinFrames = 5
+)
+
+// Limits of docs/PROTOCOL.md sections 2 to 4.
+const (
+	// MaxMsgID is the longest msg-id, in bytes.
+	MaxMsgID = 64
+	// MaxIdentity is the longest identity, in bytes (section 3, "hello /
+	// welcome").
+	MaxIdentity = 128
+	// MaxMethodName is the longest export name, in bytes (section 3,
+	// "hello / welcome", EXPORT).
+	MaxMethodName = 256
+	// MaxTopic is the longest topic or pattern, in bytes (section 4,
+	// "pubsub").
+	MaxTopic = 1024
+)
+
+// Subsystem names (docs/PROTOCOL.md section 2, "subsystem").
+const (
+	SubHello    = "hello"
+	SubWelcome  = "welcome"
+	SubPing     = "ping"
+	SubPong     = "pong"
+	SubPeerlist = "peerlist"
+	SubRPC      = "RPC"
+	SubPubsub   = "pubsub"
+	SubQuery    = "query"
+	SubError    = "error"
+)
+
+// Subsystems lists every subsystem name. It is never modified.
+var Subsystems = []string{SubHello, SubWelcome, SubPing, SubPong, SubPeerlist, SubRPC, SubPubsub, SubQuery, SubError}
+
+// Operations: the first argument frame of a message of a subsystem.
+const (
+	// OpExport and OpExported add exports after hello, on the RPC
+	// subsystem addressed to the platform (docs/PROTOCOL.md section 3,
+	// "export").
+	OpExport   = "export"
+	OpExported = "exported"
+
+	// RPC between peers (docs/PROTOCOL.md section 4, "RPC").
+	OpCall   = "call"
+	OpNotify = "notify"
+	OpResult = "result"
+	OpError  = "error"
+
+	// peerlist (docs/PROTOCOL.md section 4, "peerlist").
+	OpList    = "list"
+	OpListing = "listing"
+	OpAdd     = "add"
+	OpDrop    = "drop"
+
+	// pubsub (docs/PROTOCOL.md section 4, "pubsub").
+	OpSubscribe   = "subscribe"
+	OpUnsubscribe = "unsubscribe"
+	OpPublish     = "publish"
+	OpMessage     = "message"
+	OpOK          = "ok"
+)
+
+// Query names: the what frame of the query subsystem (docs/PROTOCOL.md
+// section 4, "query").
+const (
+	QueryServerKey   = "serverkey"
+	QueryVersion     = "version"
+	QueryWhoami      = "whoami"
+	QueryCallable    = "callable"
+	QueryPermissions = "permissions"
+)
+
+// Argument indexes of an RPC message between peers, [op, method, PAYLOAD],
+// counted from FrameArgs (docs/PROTOCOL.md section 4, "RPC"): PAYLOAD is
+// the ARGS of a call or notify and the VALUE or ERROR of a reply.
+const (
+	RPCArgOp      = 0
+	RPCArgMethod  = 1
+	RPCArgPayload = 2
+)
+
+// Argument indexes of an error-subsystem message, [errno, text, recipient,
+// subsystem, DATA], counted from FrameArgs (docs/PROTOCOL.md section 4,
+// "error"). DATA, an optional msgpack map, is absent when there is nothing
+// to add.
+const (
+	ErrArgErrno     = 0
+	ErrArgText      = 1
+	ErrArgRecipient = 2
+	ErrArgSubsystem = 3
+	ErrArgData      = 4
+)
+
+// Hello is the HELLO payload (docs/PROTOCOL.md section 3, "hello /
+// welcome").
+type Hello struct {
+	// Identity is the agent identity claimed.
+	Identity string `msgpack:"identity"`
+	// Exports are the methods the agent serves.
+	Exports []rpc.Export `msgpack:"exports"`
+	// Meta is free metadata shown to admission hooks.
+	Meta map[string]string `msgpack:"meta"`
+}
+
+// Welcome is the WELCOME payload (docs/PROTOCOL.md section 3, "hello /
+// welcome").
+type Welcome struct {
+	// Identity is the identity as admitted.
+	Identity string `msgpack:"identity"`
+	// UserID is the user id of the agent's key in auth.json.
+	UserID string `msgpack:"user_id"`
+	// Version is the platform's version.
+	Version string `msgpack:"version"`
+	// Generation is the policy generation in force.
+	Generation uint64 `msgpack:"generation"`
+	// ServerKey is the platform's public key in Z85.
+	ServerKey string `msgpack:"server_key"`
+}
+
+// Principal is the VALUE of query "whoami" (docs/PROTOCOL.md section 4,
+// "query").
+type Principal struct {
+	// UserID is the user id of the agent's key in auth.json.
+	UserID string `msgpack:"user_id"`
+	// Identity is the agent identity as admitted ("" before hello).
+	Identity string `msgpack:"identity"`
+	// Key is the agent's public key in Z85.
+	Key string `msgpack:"key"`
+	// Generation is the policy generation in force.
+	Generation uint64 `msgpack:"generation"`
+}
+
+// Method is one element of the VALUE of query "callable" (docs/PROTOCOL.md
+// section 4, "query"): conditional is present only when true.
+type Method struct {
+	// Peer is the identity of the agent that exports the method.
+	Peer string `msgpack:"peer"`
+	// Method is the method name.
+	Method string `msgpack:"method"`
+	// Conditional is true when the decision depends on the call's
+	// arguments (an auth.json parameter restriction applies).
+	Conditional bool `msgpack:"conditional,omitempty"`
+}
+
+// Permissions is the VALUE of query "permissions" (docs/PROTOCOL.md
+// section 4, "query").
+type Permissions struct {
+	// UserID and Identity are the agent's user id and identity.
+	UserID   string `msgpack:"user_id"`
+	Identity string `msgpack:"identity"`
+	// Capabilities are the effective capabilities: direct grants, roles,
+	// groups and the any-peer entry, after negations and site limits.
+	Capabilities []string `msgpack:"capabilities"`
+	// Roles are the roles held, directly or through groups.
+	Roles []string `msgpack:"roles"`
+	// Restricted are the capabilities held only with parameter
+	// restrictions.
+	Restricted []string `msgpack:"restricted"`
+	// Narrowed is true when auth.json narrows this identity's grants below
+	// its user's.
+	Narrowed bool `msgpack:"narrowed"`
+	// Generation is the policy generation in force.
+	Generation uint64 `msgpack:"generation"`
+}

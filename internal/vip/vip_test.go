@@ -1,0 +1,130 @@
+package vip
+
+import (
+	"encoding/hex"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/capbus/capbus/rpc"
+)
+
+// The encodings below are pinned byte for byte: the agent encodes HELLO
+// with rpc.Marshal, the platform encodes WELCOME and the query values with
+// msgpack.Marshal (so "generation" is a full uint64, 0xcf). Each payload is
+// decoded back by the other side's decoder.
+func TestWireEncodingPinned(t *testing.T) {
+	const serverKey = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+	agentSide := func(v any) ([]byte, error) { return rpc.Marshal(v) }
+	platformSide := msgpack.Marshal
+	agentDecode := rpc.Unmarshal
+	platformDecode := msgpack.Unmarshal
+
+	tests := []struct {
+		name   string
+		value  any // a pointer
+		encode func(any) ([]byte, error)
+		decode func([]byte, any) error
+		keys   []string // of the (first) map, sorted
+		hex    string
+	}{
+		{
+			name: "hello",
+			value: &Hello{Identity: "weather",
+				Exports: []rpc.Export{{Name: "temperature", Capabilities: []string{"can_read_temp"}}},
+				Meta:    map[string]string{"version": "1.2"}},
+			encode: agentSide, decode: platformDecode,
+			keys: []string{"exports", "identity", "meta"},
+			hex:  "83a86964656e74697479a777656174686572a76578706f7274739184a46e616d65ab74656d7065726174757265ac6361706162696c697469657391ad63616e5f726561645f74656d70a5726f6c6573c0a6706172616d73c0a46d65746181a776657273696f6ea3312e32",
+		},
+		{
+			name:   "hello without exports and meta",
+			value:  &Hello{Identity: "weather"},
+			encode: agentSide, decode: platformDecode,
+			keys: []string{"exports", "identity", "meta"},
+			hex:  "83a86964656e74697479a777656174686572a76578706f727473c0a46d657461c0",
+		},
+		{
+			name: "welcome",
+			value: &Welcome{Identity: "weather", UserID: "weather", Version: "capbus/0.1.0",
+				Generation: 1, ServerKey: serverKey},
+			encode: platformSide, decode: agentDecode,
+			keys: []string{"generation", "identity", "server_key", "user_id", "version"},
+			hex:  "85a86964656e74697479a777656174686572a7757365725f6964a777656174686572a776657273696f6eac6361706275732f302e312e30aa67656e65726174696f6ecf0000000000000001aa7365727665725f6b6579d92872713a724d3e7d553f404c6e7334374531256b522e6f406e2546636d6d734c2f407b48385d796637",
+		},
+		{
+			name:   "whoami",
+			value:  &Principal{UserID: "alice", Identity: "alice", Key: "k", Generation: 3},
+			encode: platformSide, decode: agentDecode,
+			keys: []string{"generation", "identity", "key", "user_id"},
+			hex:  "84a7757365725f6964a5616c696365a86964656e74697479a5616c696365a36b6579a16baa67656e65726174696f6ecf0000000000000003",
+		},
+		{
+			name: "callable",
+			value: &[]Method{{Peer: "weather", Method: "temperature"},
+				{Peer: "weather", Method: "set", Conditional: true}},
+			encode: platformSide, decode: agentDecode,
+			keys: []string{"method", "peer"}, // conditional is omitted when false
+			hex:  "9282a470656572a777656174686572a66d6574686f64ab74656d706572617475726583a470656572a777656174686572a66d6574686f64a3736574ab636f6e646974696f6e616cc3",
+		},
+		{
+			name: "permissions",
+			value: &Permissions{UserID: "alice", Identity: "alice", Capabilities: []string{"a", "b"},
+				Roles: []string{}, Restricted: []string{"b"}, Narrowed: true, Generation: 7},
+			encode: platformSide, decode: agentDecode,
+			keys: []string{"capabilities", "generation", "identity", "narrowed", "restricted", "roles", "user_id"},
+			hex:  "87a7757365725f6964a5616c696365a86964656e74697479a5616c696365ac6361706162696c697469657392a161a162a5726f6c657390aa7265737472696374656491a162a86e6172726f776564c3aa67656e65726174696f6ecf0000000000000007",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.encode(tt.value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(b); got != tt.hex {
+				t.Errorf("encoding changed:\n got %s\nwant %s", got, tt.hex)
+			}
+
+			var generic any
+			if err := msgpack.Unmarshal(b, &generic); err != nil {
+				t.Fatal(err)
+			}
+			if list, ok := generic.([]any); ok {
+				generic = list[0]
+			}
+			m, ok := generic.(map[string]any)
+			if !ok {
+				t.Fatalf("decoded %T, want a map", generic)
+			}
+			var keys []string
+			for k := range m {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			if !slices.Equal(keys, tt.keys) {
+				t.Errorf("keys %q, want %q", keys, tt.keys)
+			}
+
+			back := reflect.New(reflect.TypeOf(tt.value).Elem())
+			if err := tt.decode(b, back.Interface()); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(back.Interface(), tt.value) {
+				t.Errorf("round trip: got %+v, want %+v", back.Elem(), reflect.ValueOf(tt.value).Elem())
+			}
+		})
+	}
+}
+
+func TestSubsystems(t *testing.T) {
+	want := []string{"hello", "welcome", "ping", "pong", "peerlist", "RPC", "pubsub", "query", "error"}
+	if !slices.Equal(Subsystems, want) {
+		t.Errorf("Subsystems = %q, want %q", Subsystems, want)
+	}
+	if string(SignatureFrame) != "VIP1" || len(Empty) != 0 {
+		t.Errorf("constant frames modified: %q %q", SignatureFrame, Empty)
+	}
+}
