@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -147,7 +146,7 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	assert.Contains(t, r.stdout, "added weather")
 
 	// 3. Run the weather agent.
-	tu.start("weather agent connected", tu.weather, "--key", "weather.json")
+	tu.start("weather agent connected", tu.weather, "--key", "weather.json", "--publish-interval", "100ms")
 
 	// 4. A key for yourself (the CLI's default key), admitted with nothing.
 	r = tu.run("keygen", "--out", filepath.Join(home, "cli-keystore.json"))
@@ -188,6 +187,11 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	r = tu.run("call", "--address", freeAddress(t), "--server-key", weatherKey, "--timeout", "1s", "weather", "temperature")
 	assert.Equal(t, exitUnreachable, r.code, r.stderr)
 
+	// The weather agent's readings can be watched.
+	r = tu.run("subscribe", "weather/#", "--count", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "/temperature weather@weather {")
+
 	// The explanation is available offline from the file.
 	r = tu.run("auth", "explain", "me", "--call", "weather.forecast", "--capabilities", "can_read_temp,can_read_weather_data")
 	assert.Equal(t, exitRefused, r.code)
@@ -197,5 +201,4 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	audit, err := os.ReadFile(filepath.Join(home, "audit.log"))
 	require.NoError(t, err)
 	assert.Contains(t, string(audit), `"can_read_temp"`)
-	fmt.Fprintln(io.Discard, tu.address)
 }
