@@ -96,7 +96,7 @@ func (b *capbusBroker) close() { b.cancel(); <-b.done }
 
 // newCapbusAgent creates an agent of the contender with the key pair in
 // dir/<keyName>.json.
-func newCapbusAgent(cfg *roleConfig, identity, keyName string) (*agent.Agent, error) {
+func newCapbusAgent(cfg *roleConfig, identity, keyName string, extra ...agent.Option) (*agent.Agent, error) {
 	kp, err := auth.LoadKeystore(filepath.Join(cfg.dir, keyName+".json"))
 	if err != nil {
 		return nil, err
@@ -105,8 +105,9 @@ func newCapbusAgent(cfg *roleConfig, identity, keyName string) (*agent.Agent, er
 	if err != nil {
 		return nil, err
 	}
-	return agent.New(identity, agent.WithKeyPair(kp), agent.WithPlatform(cfg.addr, sk),
-		agent.WithLogger(discard), agent.WithCallTimeout(callTimeout))
+	opts := []agent.Option{agent.WithKeyPair(kp), agent.WithPlatform(cfg.addr, sk),
+		agent.WithLogger(discard), agent.WithCallTimeout(callTimeout)}
+	return agent.New(identity, append(opts, extra...)...)
 }
 
 // runAgent runs a until ctx ends and waits for its welcome.
@@ -168,8 +169,15 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 		mu       sync.Mutex
 		firstErr error
 	)
+	var extra []agent.Option
+	switch {
+	case cfg.heartbeat < 0:
+		extra = append(extra, agent.WithHeartbeat(0))
+	case cfg.heartbeat > 0:
+		extra = append(extra, agent.WithHeartbeat(cfg.heartbeat))
+	}
 	for i := range cfg.idle {
-		a, err := newCapbusAgent(cfg, fmt.Sprintf("%s%d", idlePrefix, i), "idle")
+		a, err := newCapbusAgent(cfg, fmt.Sprintf("%s%d", idlePrefix, i), "idle", extra...)
 		if err != nil {
 			return nil, err
 		}

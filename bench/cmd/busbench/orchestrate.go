@@ -28,6 +28,11 @@ type options struct {
 	// profileAgents: connected agents of the profiled cell (0: caller and
 	// callee only).
 	profileAgents int
+	// profileInflight: calls in flight of the profiled cell.
+	profileInflight int
+	// Diagnostics of the scaling cells.
+	idleHeartbeat time.Duration // heartbeat of the idle agents (0: agent default)
+	ballast       int           // MiB of live heap the platform holds (isolates the heap's effect)
 	gobench       bool
 	repo          string
 	jsonOut       string
@@ -44,8 +49,11 @@ func parseOptions(args []string) (*options, error) {
 	stacks := fs.String("stacks", "capbus,zmq4,nats", "contenders (empty: only the capbus scaling cells)")
 	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
 	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
-	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (64 in flight, not in the table) with a CPU profile of the platform")
+	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (not in the table) with CPU profiles of the platform and both agents")
+	fs.IntVar(&o.profileInflight, "profile-inflight", 64, "calls in flight of the profiled cell")
 	fs.IntVar(&o.profileAgents, "profile-agents", 0, "connected agents during the profiled cell (0: caller and callee only)")
+	fs.DurationVar(&o.idleHeartbeat, "idle-heartbeat", 0, "diagnostic: heartbeat interval of the idle agents (0: the agent default; negative: off)")
+	fs.IntVar(&o.ballast, "ballast", 0, "diagnostic: MiB of pointer-free live heap the platform holds, to separate the heap's effect from the connections'")
 	fs.BoolVar(&o.gobench, "gobench", true, "also run the platform's and auth's go test benchmarks (allocations per call)")
 	fs.StringVar(&o.repo, "repo", "..", "the capbus repository (for -gobench)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
@@ -55,14 +63,24 @@ func parseOptions(args []string) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if *quick {
-		o.duration, o.warmup, o.profile, o.gobench = 300*time.Millisecond, 100*time.Millisecond, false, false
-		*agents = "10,50"
-		setByUser(fs, "duration", func(v string) { o.duration, _ = time.ParseDuration(v) })
-		setByUser(fs, "warmup", func(v string) { o.warmup, _ = time.ParseDuration(v) })
-		setByUser(fs, "agents", func(v string) { *agents = v })
-		setByUser(fs, "profile", func(v string) { o.profile = v == "true" })
-		setByUser(fs, "gobench", func(v string) { o.gobench = v == "true" })
+	if *quick { // shorter defaults; flags given explicitly still win
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			o.duration = 300 * time.Millisecond
+		}
+		if !set["warmup"] {
+			o.warmup = 100 * time.Millisecond
+		}
+		if !set["agents"] {
+			*agents = "10,50"
+		}
+		if !set["profile"] {
+			o.profile = false
+		}
+		if !set["gobench"] {
+			o.gobench = false
+		}
 	}
 	o.stacks = splitList(*stacks)
 	for _, s := range o.stacks {
@@ -86,14 +104,6 @@ func parseOptions(args []string) (*options, error) {
 		o.runs = 1
 	}
 	return o, nil
-}
-
-func setByUser(fs *flag.FlagSet, name string, f func(string)) {
-	fs.Visit(func(fl *flag.Flag) {
-		if fl.Name == name {
-			f(fl.Value.String())
-		}
-	})
 }
 
 func splitList(s string) []string {
@@ -247,7 +257,7 @@ func orchestrate(args []string) error {
 		// of the platform.
 		po := *o
 		po.duration = 2 * o.duration
-		c, err := runCell(ctx, &po, home, "capbus", 64, o.profileAgents, 0, home, "")
+		c, err := runCell(ctx, &po, home, "capbus", o.profileInflight, o.profileAgents, 0, home, "")
 		if err != nil {
 			return fmt.Errorf("profiled capbus cell: %w", err)
 		}
@@ -315,7 +325,7 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 		}
 		return append(slices.Clip(args), "-cpuprofile", filepath.Join(profDir, role+".pprof"))
 	}
-	broker, line, err := start("broker", prof("broker", common)...)
+	broker, line, err := start("broker", prof("broker", append(slices.Clip(common), "-ballast", strconv.Itoa(o.ballast)))...)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +343,7 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 		if err != nil {
 			return nil, err
 		}
-		if idle, _, err = start("idle", append(common, "-n", strconv.Itoa(agents-2))...); err != nil {
+		if idle, _, err = start("idle", append(slices.Clip(common), "-n", strconv.Itoa(agents-2), "-heartbeat", o.idleHeartbeat.String())...); err != nil {
 			return nil, err
 		}
 		after, err := broker.mark(true)

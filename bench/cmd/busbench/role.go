@@ -28,6 +28,8 @@ type roleConfig struct {
 	duration   time.Duration // caller: measurement window
 	warmup     time.Duration // caller: warm-up before the window
 	idle       int           // idle: number of agents to connect
+	heartbeat  time.Duration // idle: the agents' heartbeat (0: default, <0: off)
+	ballast    int           // broker: MiB of live pointer-free heap to hold
 	cpuprofile string        // CPU profile of the measurement window (servers: between "prof start" and "prof stop")
 }
 
@@ -42,6 +44,8 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
 	fs.IntVar(&c.idle, "n", 0, "idle agents")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "idle agents' heartbeat (0: default, negative: off)")
+	fs.IntVar(&c.ballast, "ballast", 0, "MiB of live heap the broker holds")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the measurement window")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -87,6 +91,12 @@ func runRole(role string, args []string) error {
 		close(in)
 	}()
 
+	if c := cfg.ballast; c > 0 && role == "broker" {
+		ballast = make([]byte, c<<20)
+		for i := 0; i < len(ballast); i += 4096 {
+			ballast[i] = 1
+		}
+	}
 	if role == "caller" {
 		return runCaller(ctx, cfg, in, out)
 	}
@@ -280,6 +290,9 @@ func rss() int64 {
 	}
 	return 0
 }
+
+// ballast is live heap held by the broker with -ballast.
+var ballast []byte
 
 // errStdinClosed is returned by a caller whose orchestrator went away.
 var errStdinClosed = errors.New("standard input closed")
