@@ -17,7 +17,7 @@ const (
 	// DefaultMaxFrames bounds the frames of one message.
 	DefaultMaxFrames = 64
 	// DefaultQueueSize bounds the messages queued towards one connection.
-	DefaultQueueSize = 1024
+	DefaultQueueSize = 256
 	// DefaultQueueBytes bounds the bytes queued towards one connection.
 	DefaultQueueBytes int64 = 64 << 20
 	// DefaultHandshakeTimeout bounds the CURVE handshake of a connection.

@@ -17,7 +17,7 @@ import (
 )
 
 // readBufferSize is the size of the buffer reads from the socket go through.
-const readBufferSize = 64 << 10
+const readBufferSize = 8 << 10
 
 // keepBuffer is the largest scratch buffer a Conn keeps between messages;
 // larger ones (for big frames) are released after use.
