@@ -18,7 +18,7 @@
 // connected agents and the share of the platform's CPU spent in the policy
 // check (from a CPU profile of the platform process).
 //
-// Usage, from the bench module (/work/main/bench):
+// Usage, from the bench module (the bench directory of the repository):
 //
 //	go run ./cmd/busbench                 # full run (about 2 minutes)
 //	go run ./cmd/busbench -quick          # smoke run (a few seconds per cell)
