@@ -208,6 +208,7 @@ type session struct {
 
 	calls    sync.WaitGroup // handlers of calls received on this session
 	draining atomic.Bool    // Run is stopping: new calls are refused
+	callsMu  sync.Mutex     // orders calls.Add after the draining check before drain's Wait
 
 	welcome Welcome // set before the session is published
 }

@@ -110,7 +110,14 @@ func (a *Agent) serveCall(s *session, m message) {
 	}
 	caller := rpc.Caller{UserID: m.User, Identity: m.Peer}
 
-	if s.draining.Load() {
+	// Counted under callsMu, so that drain's Wait never races an Add.
+	s.callsMu.Lock()
+	draining := s.draining.Load()
+	if !draining {
+		s.calls.Add(1)
+	}
+	s.callsMu.Unlock()
+	if draining {
 		if !notify {
 			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
 		}
@@ -119,6 +126,7 @@ func (a *Agent) serveCall(s *session, m message) {
 	select {
 	case a.admit <- struct{}{}:
 	default:
+		s.calls.Done()
 		a.log.Warn("capbus agent: handler queue full; refusing call", "method", method, "caller", caller.Identity)
 		if !notify {
 			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
@@ -126,7 +134,6 @@ func (a *Agent) serveCall(s *session, m message) {
 		return
 	}
 	a.handlers.Add(1)
-	s.calls.Add(1)
 	go func() {
 		defer a.handlers.Done()
 		defer s.calls.Done()

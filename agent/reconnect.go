@@ -116,7 +116,9 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 // drain refuses new calls on s and gives the handlers of the calls already
 // received up to the shutdown grace period to finish and send their replies.
 func (a *Agent) drain(s *session) {
+	s.callsMu.Lock()
 	s.draining.Store(true)
+	s.callsMu.Unlock()
 	if a.cfg.shutdownGrace <= 0 {
 		return
 	}
