@@ -89,6 +89,11 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	}
 	p.audit.record(auditRecord{Action: actAdmit, Decision: decAllow, UserID: pe.userID, Identity: h.Identity,
 		Key: pe.key.Z85(), Remote: pe.remoteAddr, Generation: pol.Generation()})
+	if old != nil {
+		// Calls in flight to the replaced connection are lost: a drop
+		// lets their callers fail at once instead of at their deadline.
+		p.broadcastPeer(vip.OpDrop, pe)
+	}
 	p.broadcastPeer(vip.OpAdd, pe)
 	// A reload that ran while this hello was decided did not see the claim.
 	if cur := p.policy(); cur != pol {

@@ -127,3 +127,19 @@ func TestQuery_AnswersServerkeyVersionWhoamiCallablePermissions(t *testing.T) {
 	perm = ask("permissions").(map[string]any)
 	assert.Equal(t, []any{"can_read_temp"}, perm["capabilities"])
 }
+
+func TestPeerlist_ReplacementBroadcastsDropThenAdd(t *testing.T) {
+	tp := startPlatform(t)
+	alice := tp.dial(t, tp.cast.alice)
+	alice.mustHello("alice")
+	isPeerlist := func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == "peerlist" }
+	stale := tp.dial(t, tp.cast.weather)
+	stale.mustHello("weather", weatherExports...)
+	assert.Equal(t, []string{"add", "weather"}, framesToStrings(alice.expect(isPeerlist))[5:])
+
+	fresh := tp.dial(t, tp.cast.weather)
+	fresh.mustHello("weather", weatherExports...)
+	assert.Equal(t, []string{"drop", "weather"}, framesToStrings(alice.expect(isPeerlist))[5:],
+		"callers learn that calls in flight to the replaced connection get no reply")
+	assert.Equal(t, []string{"add", "weather"}, framesToStrings(alice.expect(isPeerlist))[5:])
+}
