@@ -323,9 +323,10 @@ func newAuthNamedSetCommand(g *globals, ed func() *authEditor, noun, plural, mem
   capbus auth %[1]s remove NAME`, noun),
 	}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List the " + plural,
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List the " + plural,
+		Example: fmt.Sprintf("  capbus auth %s list", noun),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := ed().load()
 			if err != nil {

@@ -26,8 +26,9 @@ const closedAuthJSON = `// capbus auth.json: who may connect, and what each peer
 
 func newPlatformCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "platform",
-		Short: "Run the platform",
+		Use:     "platform",
+		Short:   "Run the platform",
+		Example: "  capbus platform run --address tcp://127.0.0.1:22916",
 	}
 	var audit string
 	run := &cobra.Command{
