@@ -73,11 +73,21 @@ func (a *auditor) record(r auditRecord) {
 	}
 	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
 	if a.log.Enabled(context.Background(), slog.LevelInfo) {
-		a.log.LogAttrs(context.Background(), slog.LevelInfo, "audit",
-			slog.String("action", r.Action), slog.String("decision", r.Decision),
-			slog.String("user_id", r.UserID), slog.String("identity", r.Identity),
-			slog.String("key", r.Key), slog.String("peer", r.Peer), slog.String("method", r.Method),
-			slog.String("topic", r.Topic), slog.String("reason", r.Reason), slog.Uint64("generation", r.Generation))
+		// Only the fields that apply, as in the JSON record.
+		attrs := make([]slog.Attr, 0, 10)
+		for _, f := range [...]struct{ k, v string }{
+			{"action", r.Action}, {"decision", r.Decision}, {"user_id", r.UserID},
+			{"identity", r.Identity}, {"key", r.Key}, {"peer", r.Peer}, {"method", r.Method},
+			{"topic", r.Topic}, {"reason", r.Reason},
+		} {
+			if f.v != "" {
+				attrs = append(attrs, slog.String(f.k, f.v))
+			}
+		}
+		if r.Generation != 0 {
+			attrs = append(attrs, slog.Uint64("generation", r.Generation))
+		}
+		a.log.LogAttrs(context.Background(), slog.LevelInfo, "audit", attrs...)
 	}
 	if len(a.ws) == 0 {
 		return
