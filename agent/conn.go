@@ -209,6 +209,8 @@ type session struct {
 	calls    sync.WaitGroup // handlers of calls received on this session
 	draining atomic.Bool    // Run is stopping: new calls are refused
 	callsMu  sync.Mutex     // orders calls.Add after the draining check before drain's Wait
+	wmu      sync.Mutex     // held by whoever writes to tr: the writer, or send writing inline
+	queued   atomic.Int64   // messages handed to the writer and not yet written
 
 	welcome Welcome // set before the session is published
 }
@@ -267,6 +269,7 @@ func (s *session) writeLoop() {
 	for {
 		select {
 		case o := <-s.out:
+			s.wmu.Lock()
 			b, batch := s.tr.(batcher)
 			batch = batch && len(s.out) > 0
 			if batch {
@@ -277,6 +280,7 @@ func (s *session) writeLoop() {
 					// Everything before the marker must be on the wire.
 					if batch {
 						if err := b.Release(); err != nil {
+							s.wmu.Unlock()
 							s.fail(fmt.Errorf("send: %w", err))
 							return
 						}
@@ -284,9 +288,11 @@ func (s *session) writeLoop() {
 					}
 					close(o.flushed)
 				} else if err := s.tr.Send(o.frames); err != nil {
+					s.wmu.Unlock()
 					s.fail(fmt.Errorf("send: %w", err))
 					return
 				}
+				s.queued.Add(-1)
 				if !batch || len(s.out) == 0 {
 					break
 				}
@@ -294,10 +300,12 @@ func (s *session) writeLoop() {
 			}
 			if batch {
 				if err := b.Release(); err != nil {
+					s.wmu.Unlock()
 					s.fail(fmt.Errorf("send: %w", err))
 					return
 				}
 			}
+			s.wmu.Unlock()
 		case <-s.done:
 			return
 		}
@@ -308,11 +316,7 @@ func (s *session) writeLoop() {
 // session ends or ctx ends.
 func (s *session) flush(ctx context.Context) {
 	f := make(chan struct{})
-	select {
-	case s.out <- outgoing{flushed: f}:
-	case <-s.done:
-		return
-	case <-ctx.Done():
+	if s.enqueue(ctx, outgoing{flushed: f}) != nil {
 		return
 	}
 	select {
@@ -342,11 +346,40 @@ func (s *session) readLoop() {
 // send queues m for the writer.
 func (s *session) send(ctx context.Context, m *message) error {
 	select {
-	case s.out <- outgoing{frames: m.frames()}:
-		return nil
 	case <-s.done:
 		return s.unavailable()
+	default:
+	}
+	// When nothing is queued and the writer is idle, write from this
+	// goroutine: it saves waking the writer for every message when the
+	// agent is not busy. queued counts what the writer has not written
+	// yet, so a message never overtakes one sent before it.
+	if s.queued.Load() == 0 && s.wmu.TryLock() {
+		if s.queued.Load() == 0 {
+			err := s.tr.Send(m.frames())
+			s.wmu.Unlock()
+			if err != nil {
+				s.fail(fmt.Errorf("send: %w", err))
+				return s.unavailable()
+			}
+			return nil
+		}
+		s.wmu.Unlock()
+	}
+	return s.enqueue(ctx, outgoing{frames: m.frames()})
+}
+
+// enqueue hands o to the writer goroutine.
+func (s *session) enqueue(ctx context.Context, o outgoing) error {
+	s.queued.Add(1)
+	select {
+	case s.out <- o:
+		return nil
+	case <-s.done:
+		s.queued.Add(-1)
+		return s.unavailable()
 	case <-ctx.Done():
+		s.queued.Add(-1)
 		return ctxError(ctx)
 	}
 }
