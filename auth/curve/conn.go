@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/crypto/nacl/box"
 )
 
 // readBufferSize is the size of the buffer reads from the socket go through.
@@ -45,9 +43,8 @@ type Conn struct {
 	log      *slog.Logger
 	peer     PeerInfo
 	maxFrame int64
-	key      [32]byte // precomputed box key of the transient keys
-	sendPfx  string
-	recvPfx  string
+	sendBox  msgBox // seals our MESSAGEs
+	recvBox  msgBox // opens the peer's MESSAGEs
 
 	rmu       sync.Mutex
 	rerr      error
@@ -90,15 +87,14 @@ func newConn(raw net.Conn, br *bufio.Reader, s session, o *options, server bool)
 		log:       o.logger,
 		peer:      s.peer,
 		maxFrame:  o.maxFrameSize,
-		key:       s.key,
-		sendPfx:   prefixMessageC,
-		recvPfx:   prefixMessageS,
+		sendBox:   newMsgBox(&s.key, prefixMessageC),
+		recvBox:   newMsgBox(&s.key, prefixMessageS),
 		recvNonce: s.recvNonce,
 		sendNonce: s.sendNonce,
 		wgreet:    greetingSize,
 	}
 	if server {
-		c.sendPfx, c.recvPfx = prefixMessageS, prefixMessageC
+		c.sendBox, c.recvBox = c.recvBox, c.sendBox
 	}
 	// What zmq4 reads first: a NULL greeting and a READY describing the peer.
 	identity := s.peer.Identity
@@ -247,8 +243,7 @@ func (c *Conn) openMessage(body []byte) error {
 	if need := plainReserve + len(msg.Box) - boxOverhead; cap(c.rplain) < need {
 		c.rplain = make([]byte, plainReserve, need)
 	}
-	nonce := shortNonce(c.recvPfx, msg.Nonce)
-	out, ok := box.OpenAfterPrecomputation(c.rplain[:plainReserve], msg.Box, &nonce, &c.key)
+	out, ok := c.recvBox.open(c.rplain[:plainReserve], msg.Box, msg.Nonce)
 	if !ok {
 		return fmt.Errorf("%w: MESSAGE %d", ErrDecrypt, msg.Nonce)
 	}
@@ -460,8 +455,7 @@ func (c *Conn) seal(plain []byte) error {
 	c.wout = appendFrameHeader(c.wout, 0, 16+len(plain)+boxOverhead)
 	c.wout = append(c.wout, nameMessage...)
 	c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
-	nonce := shortNonce(c.sendPfx, c.sendNonce)
-	c.wout = box.SealAfterPrecomputation(c.wout, plain, &nonce, &c.key)
+	c.wout = c.sendBox.seal(c.wout, plain, c.sendNonce)
 	return nil
 }
 
