@@ -58,6 +58,13 @@ type Conn struct {
 	rplain    []byte
 	pings     atomic.Int64 // PINGs answered, for tests
 
+	// ReadMsg's state, guarded by rmu.
+	rpeeked      int   // bytes of the read buffer the current body spans
+	rends        []int // end offset of each frame read so far
+	lastMsgSize  int
+	maxMsgFrames int
+	maxMsgBytes  int64
+
 	wmu       sync.Mutex
 	werr      error
 	sendNonce uint64
@@ -82,16 +89,18 @@ type Conn struct {
 // says which side we are.
 func newConn(raw net.Conn, br *bufio.Reader, s session, o *options, server bool) *Conn {
 	c := &Conn{
-		raw:       raw,
-		br:        br,
-		log:       o.logger,
-		peer:      s.peer,
-		maxFrame:  o.maxFrameSize,
-		sendBox:   newMsgBox(&s.key, prefixMessageC),
-		recvBox:   newMsgBox(&s.key, prefixMessageS),
-		recvNonce: s.recvNonce,
-		sendNonce: s.sendNonce,
-		wgreet:    greetingSize,
+		raw:          raw,
+		br:           br,
+		log:          o.logger,
+		peer:         s.peer,
+		maxFrame:     o.maxFrameSize,
+		maxMsgFrames: o.maxMsgFrames,
+		maxMsgBytes:  o.maxMsgBytes,
+		sendBox:      newMsgBox(&s.key, prefixMessageC),
+		recvBox:      newMsgBox(&s.key, prefixMessageS),
+		recvNonce:    s.recvNonce,
+		sendNonce:    s.sendNonce,
+		wgreet:       greetingSize,
 	}
 	if server {
 		c.sendBox, c.recvBox = c.recvBox, c.sendBox

@@ -125,6 +125,18 @@ type server struct {
 // accepted conn; the first messages received are also sent to s.recv.
 func startEchoServer(t testing.TB, opts ...Option) *server {
 	t.Helper()
+	return startServer(t, echo, opts...)
+}
+
+// startMsgEchoServer is startEchoServer with the echo done by ReadMsg and
+// WriteMsg instead of zmq4's RecvMsg and SendMsg.
+func startMsgEchoServer(t testing.TB, opts ...Option) *server {
+	t.Helper()
+	return startServer(t, msgEcho, opts...)
+}
+
+func startServer(t testing.TB, serve func(*Conn, chan<- zmq4.Msg), opts ...Option) *server {
+	t.Helper()
 	s := &server{kp: newKeyPair(t), conns: make(chan *Conn, 16), recv: make(chan zmq4.Msg, 16)}
 	l, err := Listen(context.Background(), "tcp://127.0.0.1:0", s.kp, opts...)
 	require.NoError(t, err)
@@ -147,7 +159,7 @@ func startEchoServer(t testing.TB, opts ...Option) *server {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				echo(c, s.recv)
+				serve(c, s.recv)
 			}()
 		}
 	}()
@@ -182,6 +194,28 @@ func echo(c *Conn, seen chan<- zmq4.Msg) {
 		default:
 		}
 		if err := zc.SendMsg(msg); err != nil {
+			return
+		}
+	}
+}
+
+// msgEcho opens zmq4 over c, then echoes every message with ReadMsg and
+// WriteMsg.
+func msgEcho(c *Conn, seen chan<- zmq4.Msg) {
+	defer c.Close()
+	if _, err := zmq4.Open(c, null.Security(), zmq4.Router, nil, true, nil); err != nil {
+		return
+	}
+	for {
+		frames, err := c.ReadMsg()
+		if err != nil {
+			return
+		}
+		select {
+		case seen <- zmq4.NewMsgFrom(frames...):
+		default:
+		}
+		if err := c.WriteMsg(frames); err != nil {
 			return
 		}
 	}

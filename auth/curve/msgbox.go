@@ -41,18 +41,37 @@ func newMsgBox(key *[32]byte, prefix string) msgBox {
 func (b *msgBox) seal(dst, plain []byte, n uint64) []byte {
 	var block [64]byte
 	b.block(&block, n, 0)
-	var polyKey [32]byte
-	copy(polyKey[:], block[:32])
-
 	start := len(dst)
 	dst = grow(dst, boxOverhead+len(plain))
 	ct := dst[start+boxOverhead:]
-	b.xor(ct, plain, &block, n)
+	b.xor(ct, plain, &block, n, 0)
+	b.tag(dst[start:], ct, &block)
+	return dst
+}
 
+// sealFrame appends the box of one frame, its inner flags byte followed by
+// data, under the nonce counter n to dst, without first copying the two
+// into one plaintext.
+func (b *msgBox) sealFrame(dst []byte, flags byte, data []byte, n uint64) []byte {
+	var block [64]byte
+	b.block(&block, n, 0)
+	start := len(dst)
+	dst = grow(dst, boxOverhead+1+len(data))
+	ct := dst[start+boxOverhead:]
+	ct[0] = flags ^ block[32]
+	b.xor(ct[1:], data, &block, n, 1)
+	b.tag(dst[start:], ct, &block)
+	return dst
+}
+
+// tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
+// to out.
+func (b *msgBox) tag(out, ct []byte, block0 *[64]byte) {
+	var polyKey [32]byte
+	copy(polyKey[:], block0[:32])
 	var tag [poly1305.TagSize]byte
 	poly1305.Sum(&tag, ct, &polyKey)
-	copy(dst[start:], tag[:])
-	return dst
+	copy(out, tag[:])
 }
 
 // open appends the plaintext of box (tag and ciphertext) under the nonce
@@ -73,16 +92,16 @@ func (b *msgBox) open(dst, box []byte, n uint64) ([]byte, bool) {
 	}
 	start := len(dst)
 	dst = grow(dst, len(ct))
-	b.xor(dst[start:], ct, &block, n)
+	b.xor(dst[start:], ct, &block, n, 0)
 	return dst, true
 }
 
-// xor sets out to in XOR the keystream of nonce counter n, starting at byte
-// 32 of block 0 (whose first 32 bytes are the Poly1305 key); block 0 is
-// given, already computed.
-func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64) {
-	k := min(len(in), 32)
-	subtle.XORBytes(out[:k], in[:k], block0[32:32+k])
+// xor sets out to in XOR the keystream of nonce counter n from position
+// pos (0 or 1) on. Position 0 is byte 32 of block 0, whose first 32 bytes
+// are the Poly1305 key; block 0 is given, already computed.
+func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
+	k := min(len(in), 32-pos)
+	subtle.XORBytes(out[:k], in[:k], block0[32+pos:32+pos+k])
 	in, out = in[k:], out[k:]
 	if len(in) >= streamThreshold {
 		var counter [16]byte

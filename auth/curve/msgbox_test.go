@@ -39,6 +39,11 @@ func TestMsgBox_MatchesNaclBox(t *testing.T) {
 			got := mb.seal([]byte("hdr"), plain, ctr)
 			require.Equal(t, want, got, "seal, %d bytes, counter %d", n, ctr)
 
+			if n > 0 {
+				framed := mb.sealFrame([]byte("hdr"), plain[0], plain[1:], ctr)
+				require.Equal(t, want, framed, "sealFrame, %d bytes", n)
+			}
+
 			opened, ok := mb.open([]byte("x"), got[3:], ctr)
 			require.True(t, ok, "open, %d bytes", n)
 			require.Equal(t, append([]byte("x"), plain...), opened)

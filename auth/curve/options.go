@@ -20,6 +20,8 @@ type options struct {
 	authenticator    Authenticator
 	handshakeTimeout time.Duration
 	maxFrameSize     int64
+	maxMsgFrames     int
+	maxMsgBytes      int64
 	logger           *slog.Logger
 	socketType       string
 	identity         string
@@ -67,6 +69,15 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // before anything is allocated for them. The default is 16 MiB.
 func WithMaxFrameSize(n int64) Option {
 	return func(o *options) { o.maxFrameSize = n }
+}
+
+// WithMessageLimits bounds what ReadMsg accepts in one message from the
+// peer: at most frames frames and bytes bytes of frame data (zero: no
+// limit). A message over either limit fails ReadMsg with
+// ErrMessageTooLarge, which closes the conn, as soon as the limit is
+// passed. Limits apply to ReadMsg only, not to the byte stream zmq4 reads.
+func WithMessageLimits(frames int, bytes int64) Option {
+	return func(o *options) { o.maxMsgFrames, o.maxMsgBytes = frames, bytes }
 }
 
 // WithLogger sets the logger for handshake failures, refusals and protocol
