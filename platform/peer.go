@@ -36,8 +36,8 @@ type peer struct {
 	userID     string
 	userBytes  []byte
 	remoteAddr string
-	conn       corkConn
-	zc         *zmq4.Conn
+	conn       msgConn
+	zc         *zmq4.Conn // opened the ZMTP session; messages go through conn
 
 	out        chan outMsg
 	queued     atomic.Int64 // bytes queued
@@ -168,10 +168,13 @@ func (pe *peer) reason() string {
 	return ""
 }
 
-// corkConn is the connection under zmq4 (a *curve.Conn): it can hold
+// msgConn is the connection (a *curve.Conn): once zmq4 has opened the
+// ZMTP session on it, messages are read and written whole, and it can hold
 // complete messages and write them together.
-type corkConn interface {
+type msgConn interface {
 	net.Conn
+	ReadMsg() ([][]byte, error)
+	WriteMsg(frames [][]byte) error
 	Cork()
 	Uncork() error
 }
@@ -192,7 +195,7 @@ func (pe *peer) writeLoop() {
 			}
 			for {
 				pe.queued.Add(-m.size)
-				if err := pe.zc.SendMsg(zmq4.NewMsgFrom(m.frames...)); err != nil {
+				if err := pe.conn.WriteMsg(m.frames); err != nil {
 					pe.close(fmt.Sprintf("write: %v", err))
 					return
 				}
@@ -216,119 +219,4 @@ func (pe *peer) writeLoop() {
 			}
 		}
 	}
-}
-
-// limitConn enforces the per-message limits on what a peer sends, below
-// zmq4 (which would otherwise accumulate any number of frames): it follows
-// the ZMTP 3 frame headers in the byte stream and fails the read that
-// exceeds the number of frames or bytes of one message.
-type limitConn struct {
-	net.Conn
-	on        bool
-	maxFrames int
-	maxBytes  int64
-
-	st       int
-	flags    byte
-	need     int
-	size     uint64
-	remain   uint64
-	frames   int
-	msgBytes uint64
-	err      error // sticky once a limit was exceeded
-}
-
-const (
-	stFlags = iota
-	stShort
-	stLong
-	stBody
-)
-
-// errLimit is returned by limitConn.Read when a peer exceeds a limit.
-var errLimit = errors.New("message exceeds the per-message limits")
-
-func (l *limitConn) Read(b []byte) (int, error) {
-	if l.err != nil {
-		return 0, l.err
-	}
-	n, err := l.Conn.Read(b)
-	if l.on && n > 0 {
-		if ferr := l.feed(b[:n]); ferr != nil {
-			// Return no data: io.ReadFull would drop an error that comes
-			// with a full buffer.
-			l.err = ferr
-			return 0, ferr
-		}
-	}
-	return n, err
-}
-
-func (l *limitConn) feed(b []byte) error {
-	for len(b) > 0 {
-		switch l.st {
-		case stFlags:
-			l.flags = b[0]
-			b = b[1:]
-			if l.flags&0x02 != 0 {
-				l.st, l.need, l.size = stLong, 8, 0
-			} else {
-				l.st = stShort
-			}
-		case stShort:
-			l.size = uint64(b[0])
-			b = b[1:]
-			if err := l.startBody(); err != nil {
-				return err
-			}
-		case stLong:
-			l.size = l.size<<8 | uint64(b[0])
-			b = b[1:]
-			l.need--
-			if l.need == 0 {
-				if err := l.startBody(); err != nil {
-					return err
-				}
-			}
-		case stBody:
-			k := uint64(len(b))
-			if k > l.remain {
-				k = l.remain
-			}
-			b = b[k:]
-			l.remain -= k
-			if l.remain == 0 {
-				l.endFrame()
-			}
-		}
-	}
-	return nil
-}
-
-func (l *limitConn) startBody() error {
-	if l.flags&0x04 == 0 { // not a command
-		l.frames++
-		l.msgBytes += l.size
-		if l.frames > l.maxFrames {
-			return fmt.Errorf("%w: more than %d frames", errLimit, l.maxFrames)
-		}
-		if l.msgBytes > uint64(l.maxBytes) {
-			return fmt.Errorf("%w: more than %d bytes", errLimit, l.maxBytes)
-		}
-	} else if l.size > uint64(l.maxBytes) {
-		return fmt.Errorf("%w: command of %d bytes", errLimit, l.size)
-	}
-	l.remain = l.size
-	l.st = stBody
-	if l.remain == 0 {
-		l.endFrame()
-	}
-	return nil
-}
-
-func (l *limitConn) endFrame() {
-	if l.flags&0x01 == 0 || l.flags&0x04 != 0 {
-		l.frames, l.msgBytes = 0, 0
-	}
-	l.st = stFlags
 }

@@ -175,6 +175,7 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		curve.WithAuthenticator(curve.AuthenticatorFunc(p.authenticate)),
 		curve.WithHandshakeTimeout(p.cfg.handshakeTimeout),
 		curve.WithMaxFrameSize(p.cfg.maxFrameSize),
+		curve.WithMessageLimits(p.cfg.maxFrames, p.cfg.maxFrameSize),
 		curve.WithLogger(p.log),
 	)
 	if err != nil {
@@ -243,16 +244,14 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 // goroutine, and the read loop in this goroutine.
 func (p *Platform) serve(c *curve.Conn) {
 	info := c.Peer()
-	lc := &limitConn{Conn: c, maxFrames: p.cfg.maxFrames, maxBytes: p.cfg.maxFrameSize}
 	_ = c.SetDeadline(time.Now().Add(p.cfg.handshakeTimeout))
-	zc, err := zmq4.Open(lc, null.Security(), zmq4.Router, zmq4.SocketIdentity("platform"), true, nil)
+	zc, err := zmq4.Open(c, null.Security(), zmq4.Router, zmq4.SocketIdentity("platform"), true, nil)
 	if err != nil {
 		_ = c.Close()
 		p.log.Debug("zmtp open", "remote", info.RemoteAddr, "error", err)
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	lc.on = true
 	pe := &peer{
 		p:          p,
 		id:         p.nextID.Add(1),
@@ -293,17 +292,17 @@ func (p *Platform) serve(c *curve.Conn) {
 // readLoop reads and handles messages until the connection fails.
 func (p *Platform) readLoop(pe *peer) {
 	for {
-		msg, err := pe.zc.RecvMsg()
+		frames, err := pe.conn.ReadMsg()
 		if err != nil {
-			if errors.Is(err, errLimit) {
+			if errors.Is(err, curve.ErrMessageTooLarge) {
 				pe.setReason(err.Error())
 			}
 			return
 		}
-		if msg.Type == zmq4.CmdMsg || pe.closing.Load() {
+		if pe.closing.Load() {
 			continue
 		}
-		p.handle(pe, msg.Frames)
+		p.handle(pe, frames)
 	}
 }
 
