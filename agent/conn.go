@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -204,6 +205,7 @@ type session struct {
 	callsMu  sync.Mutex     // orders calls.Add after the draining check before drain's Wait
 	wmu      sync.Mutex     // held by whoever writes to tr: the writer, or send writing inline
 	queued   atomic.Int64   // messages handed to the writer and not yet written
+	busy     atomic.Int64   // requests waiting for a reply + handlers running
 
 	welcome Welcome // set before the session is published
 }
@@ -262,6 +264,11 @@ func (s *session) writeLoop() {
 	for {
 		select {
 		case o := <-s.out:
+			if s.busy.Load() > 1 && len(s.out) < cap(s.out)/2 {
+				// Other calls are in progress and their messages are
+				// about to follow: let them queue, to go out in one write.
+				runtime.Gosched()
+			}
 			s.wmu.Lock()
 			b, batch := s.tr.(batcher)
 			batch = batch && len(s.out) > 0
@@ -343,11 +350,13 @@ func (s *session) send(ctx context.Context, m *message) error {
 		return s.unavailable()
 	default:
 	}
-	// When nothing is queued and the writer is idle, write from this
-	// goroutine: it saves waking the writer for every message when the
-	// agent is not busy. queued counts what the writer has not written
+	// When this is the only call in progress, nothing is queued and the
+	// writer is idle, write from this goroutine: it saves waking the
+	// writer for every message when the agent is not busy. When other
+	// calls are in progress the writer sends their messages together in
+	// one write instead. queued counts what the writer has not written
 	// yet, so a message never overtakes one sent before it.
-	if s.queued.Load() == 0 && s.wmu.TryLock() {
+	if s.busy.Load() <= 1 && s.queued.Load() == 0 && s.wmu.TryLock() {
 		if s.queued.Load() == 0 {
 			err := s.tr.Send(m.frames())
 			s.wmu.Unlock()
@@ -387,6 +396,8 @@ type waiter struct {
 // carries the same msg-id back, from m's recipient or from the platform. An
 // error-subsystem reply is returned as an *rpc.Error.
 func (s *session) request(ctx context.Context, m *message) (message, error) {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
 	m.ID = s.a.newID()
 	ch := make(chan message, 1)
 	s.mu.Lock()

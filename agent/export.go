@@ -144,6 +144,8 @@ func (a *Agent) serveCall(s *session, m message) {
 			return
 		}
 		defer func() { <-a.slots }()
+		s.busy.Add(1)
+		defer s.busy.Add(-1)
 
 		result, err := a.invoke(s.ctx, method, caller, payload)
 		if notify {
