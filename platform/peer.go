@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ type outMsg struct {
 	frames [][]byte
 	size   int64
 	final  bool // close the connection once written
+	flush  bool // nothing to write: write what the conn holds
 }
 
 // peer is one authenticated connection.
@@ -41,6 +43,10 @@ type peer struct {
 
 	out        chan outMsg
 	queued     atomic.Int64 // bytes queued
+	pending    atomic.Int64 // messages in out or being written by the writer
+	wmu        sync.Mutex   // held by the writer, or by a reader sealing inline
+	inline     bool         // conn can hold sealed messages (set at accept)
+	held       []*peer      // reader-owned: peers holding messages this reader sealed
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeErr   atomic.Pointer[string] // why the platform closed it, for the audit record
@@ -113,12 +119,77 @@ func (pe *peer) send(frames [][]byte) error {
 		return net.ErrClosed
 	default:
 	}
+	pe.pending.Add(1)
 	select {
 	case pe.out <- outMsg{frames: frames, size: n}:
 		return nil
 	default:
+		pe.pending.Add(-1)
 		pe.queued.Add(-n)
 		return errQueueFull
+	}
+}
+
+// holdLimit bounds the sealed bytes readers hold for a peer before its
+// writer must write them.
+const holdLimit = 256 << 10
+
+// sendFrom is send for a message that src's reader goroutine forwards. When
+// the peer's writer is idle and nothing is queued for it, the reader seals
+// the message into the peer's conn itself and notes the peer in src.held:
+// the reader writes everything it held, with one non-blocking write per
+// peer, when it has handled all the input it received (flushHeld). This
+// saves waking the writer goroutine for each message, and a burst of
+// messages read together goes out together. A peer whose socket does not
+// take it all is left to its writer, so a slow peer never blocks src.
+func (pe *peer) sendFrom(src *peer, frames [][]byte) error {
+	if src.inline && pe.inline && pe.pending.Load() == 0 && !pe.closing.Load() && pe.wmu.TryLock() {
+		if pe.pending.Load() == 0 && pe.conn.Held() < holdLimit {
+			err := pe.conn.QueueMsg(frames)
+			pe.wmu.Unlock()
+			if err != nil {
+				pe.close(fmt.Sprintf("write: %v", err))
+				return net.ErrClosed
+			}
+			if !slices.Contains(src.held, pe) {
+				src.held = append(src.held, pe)
+			}
+			return nil
+		}
+		pe.wmu.Unlock()
+	}
+	return pe.send(frames)
+}
+
+// flushHeld writes what src's reader sealed for other peers. A peer whose
+// writer holds the lock needs nothing: the writer writes everything the
+// conn holds before it lets go. Only src's reader goroutine calls it.
+func (src *peer) flushHeld() {
+	for i, pe := range src.held {
+		src.held[i] = nil
+		if !pe.wmu.TryLock() {
+			continue
+		}
+		done, err := pe.conn.TryFlush()
+		pe.wmu.Unlock()
+		switch {
+		case err != nil:
+			pe.close(fmt.Sprintf("write: %v", err))
+		case !done:
+			pe.kick()
+		}
+	}
+	src.held = src.held[:0]
+}
+
+// kick asks the writer to write what the conn holds. If the queue is full
+// the writer is busy and writes it anyway.
+func (pe *peer) kick() {
+	pe.pending.Add(1)
+	select {
+	case pe.out <- outMsg{flush: true}:
+	default:
+		pe.pending.Add(-1)
 	}
 }
 
@@ -136,10 +207,12 @@ func (pe *peer) sendFinal(frames [][]byte, reason string) {
 	if !pe.closing.CompareAndSwap(false, true) {
 		return
 	}
+	pe.pending.Add(1)
 	select {
 	case pe.out <- outMsg{frames: frames, final: true}:
 		pe.finalTimer.Store(time.AfterFunc(finalGrace, func() { pe.close(reason) }))
 	default:
+		pe.pending.Add(-1)
 		pe.close(reason)
 	}
 }
@@ -175,11 +248,15 @@ type msgConn interface {
 	net.Conn
 	ReadMsg() ([][]byte, error)
 	WriteMsg(frames [][]byte) error
+	QueueMsg(frames [][]byte) error
+	Held() int
+	TryFlush() (bool, error)
 	Cork()
 	Uncork() error
 }
 
-// writeLoop is the connection's only writer.
+// writeLoop is the connection's writer: it writes what is queued, and
+// what readers held for the conn (sendFrom) when they ask it to.
 func (pe *peer) writeLoop() {
 	defer close(pe.flushed)
 	for {
@@ -187,36 +264,47 @@ func (pe *peer) writeLoop() {
 		case <-pe.done:
 			return
 		case m := <-pe.out:
-			// Messages already queued behind m go out with it in one
-			// write: the CURVE conn holds them until Uncork.
-			corked := len(pe.out) > 0
-			if corked {
-				pe.conn.Cork()
+			pe.wmu.Lock()
+			if !pe.writeQueued(m) {
+				pe.wmu.Unlock()
+				return
 			}
-			for {
-				pe.queued.Add(-m.size)
-				if err := pe.conn.WriteMsg(m.frames); err != nil {
-					pe.close(fmt.Sprintf("write: %v", err))
-					return
-				}
-				if m.final {
-					if corked {
-						_ = pe.conn.Uncork()
-					}
-					pe.close(pe.reason())
-					return
-				}
-				if !corked || len(pe.out) == 0 {
-					break
-				}
-				m = <-pe.out
-			}
-			if corked {
-				if err := pe.conn.Uncork(); err != nil {
-					pe.close(fmt.Sprintf("write: %v", err))
-					return
-				}
-			}
+			pe.wmu.Unlock()
 		}
 	}
+}
+
+// writeQueued writes m and the messages queued behind it (held by the CURVE
+// conn until Uncork, so that they go out in one write), then everything
+// the conn holds. It reports false when the writer must stop.
+func (pe *peer) writeQueued(m outMsg) bool {
+	corked := len(pe.out) > 0
+	if corked {
+		pe.conn.Cork()
+	}
+	for {
+		pe.queued.Add(-m.size)
+		if !m.flush {
+			if err := pe.conn.WriteMsg(m.frames); err != nil {
+				pe.close(fmt.Sprintf("write: %v", err))
+				return false
+			}
+		}
+		pe.pending.Add(-1)
+		if m.final {
+			_ = pe.conn.Uncork()
+			pe.close(pe.reason())
+			return false
+		}
+		if !corked || len(pe.out) == 0 {
+			break
+		}
+		m = <-pe.out
+	}
+	// Uncork also writes what readers held, even when not corked.
+	if err := pe.conn.Uncork(); err != nil {
+		pe.close(fmt.Sprintf("write: %v", err))
+		return false
+	}
+	return true
 }

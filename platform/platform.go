@@ -262,6 +262,7 @@ func (p *Platform) serve(c *curve.Conn) {
 		remoteAddr: info.RemoteAddr,
 		conn:       c,
 		zc:         zc,
+		inline:     true,
 		out:        make(chan outMsg, p.cfg.queueSize),
 		done:       make(chan struct{}),
 		flushed:    make(chan struct{}),
@@ -282,8 +283,10 @@ func (p *Platform) serve(c *curve.Conn) {
 		pe.close(reason)
 	}
 
+	c.OnReadWait(pe.flushHeld)
 	go pe.writeLoop()
 	p.readLoop(pe)
+	pe.flushHeld()
 	pe.close("")
 	<-pe.flushed
 	p.drop(pe)

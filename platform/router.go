@@ -97,7 +97,7 @@ func (p *Platform) routeRPC(pe *peer, frames [][]byte) {
 func (p *Platform) forward(from, to *peer, frames [][]byte) {
 	frames[vip.FramePeer] = from.identityBytes
 	frames[vip.FrameUser] = from.userBytes
-	if err := to.send(frames); err != nil && len(frames[vip.FrameMsgID]) > 0 {
+	if err := to.sendFrom(from, frames); err != nil && len(frames[vip.FrameMsgID]) > 0 {
 		e := errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
 		if err != errQueueFull {
 			e = errorf(rpc.CodeNoRoute, quote(to.identityBytes)+" is disconnecting")

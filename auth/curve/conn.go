@@ -64,6 +64,7 @@ type Conn struct {
 	lastMsgSize  int
 	maxMsgFrames int
 	maxMsgBytes  int64
+	onReadWait   func()
 
 	wmu       sync.Mutex
 	werr      error
@@ -82,7 +83,8 @@ type Conn struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	onClose   func()
-	corked    bool // guarded by wmu: hold complete messages until Uncork
+	corked    bool      // guarded by wmu: hold complete messages until Uncork
+	nbw       *nbWriter // guarded by wmu: TryFlush's non-blocking writes
 }
 
 // newConn wraps a raw connection whose CURVE handshake produced s. server

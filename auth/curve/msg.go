@@ -127,6 +127,7 @@ func (c *Conn) readMsg() ([][]byte, error) {
 // It points into the read buffer when it fits there (valid until
 // doneMessageBody), else into c.rbody.
 func (c *Conn) nextMessageBody() ([]byte, error) {
+	c.readWait(2)
 	hdr, err := c.br.Peek(2)
 	if err != nil {
 		return nil, eof(err)
@@ -138,6 +139,7 @@ func (c *Conn) nextMessageBody() ([]byte, error) {
 	hsz, size := 2, uint64(hdr[1])
 	if flags&flagLong != 0 {
 		hsz = 9
+		c.readWait(9)
 		if hdr, err = c.br.Peek(9); err != nil {
 			return nil, eof(err)
 		}
@@ -150,6 +152,7 @@ func (c *Conn) nextMessageBody() ([]byte, error) {
 		return nil, malformed("MESSAGE of %d bytes, want at least %d", size, messageMinSize)
 	}
 	if n := hsz + int(size); n <= c.br.Size() {
+		c.readWait(n)
 		whole, err := c.br.Peek(n)
 		if err != nil {
 			return nil, eof(err)
@@ -164,6 +167,7 @@ func (c *Conn) nextMessageBody() ([]byte, error) {
 		c.rbody = make([]byte, size)
 	}
 	c.rbody = c.rbody[:size]
+	c.readWait(len(c.rbody))
 	n := 0
 	if err := c.fill(c.rbody, &n); err != nil {
 		return nil, eof(err)
@@ -194,7 +198,12 @@ func eof(err error) error {
 // message-level alternative to zmq4's SendMsg on this conn, usable once
 // zmq4.Open has returned; the frames are only read. A frame longer than the
 // maximum frame size fails the call and nothing is written.
-func (c *Conn) WriteMsg(frames [][]byte) (err error) {
+func (c *Conn) WriteMsg(frames [][]byte) error {
+	return c.writeMsg(frames, true)
+}
+
+// writeMsg seals frames into c.wout and, if flush and not corked, writes.
+func (c *Conn) writeMsg(frames [][]byte, flush bool) (err error) {
 	if len(frames) == 0 {
 		return malformed("WriteMsg with no frames")
 	}
@@ -242,7 +251,7 @@ func (c *Conn) WriteMsg(frames [][]byte) (err error) {
 		c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
 		c.wout = c.sendBox.sealFrame(c.wout, inner, f, c.sendNonce)
 	}
-	if c.corked && len(c.wout) < corkLimit {
+	if !flush || c.corked && len(c.wout) < corkLimit {
 		return nil
 	}
 	if err := c.flush(); err != nil {
