@@ -134,8 +134,12 @@ func (a *Agent) serveCall(s *session, m message) {
 		return
 	}
 	a.handlers.Add(1)
+	// Counted from now, not from when the goroutine starts: handlers that
+	// are ready to run together then send their replies together.
+	s.busy.Add(1)
 	go func() {
 		defer a.handlers.Done()
+		defer s.busy.Add(-1)
 		defer s.calls.Done()
 		defer func() { <-a.admit }()
 		select {
@@ -144,8 +148,6 @@ func (a *Agent) serveCall(s *session, m message) {
 			return
 		}
 		defer func() { <-a.slots }()
-		s.busy.Add(1)
-		defer s.busy.Add(-1)
 
 		result, err := a.invoke(s.ctx, method, caller, payload)
 		if notify {
