@@ -34,6 +34,7 @@ type Agent struct {
 	running  atomic.Bool
 	nextID   atomic.Uint64
 	idPrefix string
+	timers   sync.Pool // *time.Timer for calls without a deadline
 
 	// admit bounds handlers running or waiting; slots bounds those running.
 	admit    chan struct{}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
@@ -40,14 +41,16 @@ func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	ctx, cancel := a.bound(ctx)
-	defer cancel()
+	var timeout time.Duration
+	if _, ok := ctx.Deadline(); !ok {
+		timeout = a.cfg.callTimeout
+	}
 	s, err := a.current()
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	r, err := s.request(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
-		Args: [][]byte{frameCall, []byte(method), payload}})
+	r, err := s.requestWithin(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
+		Args: [][]byte{frameCall, []byte(method), payload}}, timeout)
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
@@ -114,6 +117,22 @@ func (a *Agent) bound(ctx context.Context) (context.Context, context.CancelFunc)
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, a.cfg.callTimeout)
+}
+
+// getTimer returns a timer from the agent's pool, set to fire after d.
+func (a *Agent) getTimer(d time.Duration) *time.Timer {
+	if t, ok := a.timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and returns it to the pool. Since Go 1.23 a stopped
+// timer's channel holds no stale value, so a later Reset is clean.
+func (a *Agent) putTimer(t *time.Timer) {
+	t.Stop()
+	a.timers.Put(t)
 }
 
 // located names the call in an *rpc.Error.

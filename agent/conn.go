@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
@@ -316,7 +317,7 @@ func (s *session) writeLoop() {
 // session ends or ctx ends.
 func (s *session) flush(ctx context.Context) {
 	f := make(chan struct{})
-	if s.enqueue(ctx, outgoing{flushed: f}) != nil {
+	if s.enqueue(ctx, nil, outgoing{flushed: f}) != nil {
 		return
 	}
 	select {
@@ -345,6 +346,11 @@ func (s *session) readLoop() {
 
 // send queues m for the writer.
 func (s *session) send(ctx context.Context, m *message) error {
+	return s.sendWithin(ctx, nil, m)
+}
+
+// sendWithin is send that also gives up when expired fires.
+func (s *session) sendWithin(ctx context.Context, expired <-chan time.Time, m *message) error {
 	select {
 	case <-s.done:
 		return s.unavailable()
@@ -368,11 +374,12 @@ func (s *session) send(ctx context.Context, m *message) error {
 		}
 		s.wmu.Unlock()
 	}
-	return s.enqueue(ctx, outgoing{frames: m.frames()})
+	return s.enqueue(ctx, expired, outgoing{frames: m.frames()})
 }
 
-// enqueue hands o to the writer goroutine.
-func (s *session) enqueue(ctx context.Context, o outgoing) error {
+// enqueue hands o to the writer goroutine, unless the session, ctx or
+// expired (nil: never) ends first.
+func (s *session) enqueue(ctx context.Context, expired <-chan time.Time, o outgoing) error {
 	s.queued.Add(1)
 	select {
 	case s.out <- o:
@@ -383,6 +390,9 @@ func (s *session) enqueue(ctx context.Context, o outgoing) error {
 	case <-ctx.Done():
 		s.queued.Add(-1)
 		return ctxError(ctx)
+	case <-expired:
+		s.queued.Add(-1)
+		return errTimedOut()
 	}
 }
 
@@ -396,6 +406,20 @@ type waiter struct {
 // carries the same msg-id back, from m's recipient or from the platform. An
 // error-subsystem reply is returned as an *rpc.Error.
 func (s *session) request(ctx context.Context, m *message) (message, error) {
+	return s.requestWithin(ctx, m, 0)
+}
+
+// requestWithin is request that also gives up after timeout (0: never),
+// as if ctx had that deadline. It spares a call without a deadline the
+// allocations of context.WithTimeout: the timer comes from the agent's
+// pool.
+func (s *session) requestWithin(ctx context.Context, m *message, timeout time.Duration) (message, error) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := s.a.getTimer(timeout)
+		defer s.a.putTimer(t)
+		expired = t.C
+	}
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
 	m.ID = s.a.newID()
@@ -408,7 +432,7 @@ func (s *session) request(ctx context.Context, m *message) (message, error) {
 		delete(s.pending, m.ID)
 		s.mu.Unlock()
 	}()
-	if err := s.send(ctx, m); err != nil {
+	if err := s.sendWithin(ctx, expired, m); err != nil {
 		return message{}, err
 	}
 	var r message
@@ -422,6 +446,8 @@ func (s *session) request(ctx context.Context, m *message) (message, error) {
 		}
 	case <-ctx.Done():
 		return message{}, ctxError(ctx)
+	case <-expired:
+		return message{}, errTimedOut()
 	}
 	if r.Subsys == vip.SubError {
 		return r, r.errorOf()
@@ -537,6 +563,12 @@ func (s *session) dispatch(m message) {
 }
 
 // ctxError converts a done context into the error a call returns.
+// errTimedOut is ctxError for the call timeout of a context without a
+// deadline.
+func errTimedOut() error {
+	return rpc.NewError(rpc.CodeTimeout, "deadline exceeded before a reply").WithCause(context.DeadlineExceeded)
+}
+
 func ctxError(ctx context.Context) error {
 	err := ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {

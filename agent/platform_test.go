@@ -644,3 +644,29 @@ func BenchmarkPlatform_CallParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout checks the
+// call timeout of a context without a deadline, twice (the second timer
+// comes from the agent's pool), and that a pooled timer never fires early
+// on a later call.
+func TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{}, 2)
+	b.agent("weatherman", "weather", weather(t, release, started))
+	alice := b.agent("alice", "alice", nil, agent.WithCallTimeout(150*time.Millisecond))
+
+	for i := range 2 {
+		_, err := alice.Call(context.Background(), "weather", "wait")
+		if !errors.Is(err, rpc.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call %d: got %v, want ErrTimeout", i, err)
+		}
+	}
+	for i := range 20 {
+		temp, err := agent.CallAs[float64](context.Background(), alice, "weather", "temperature", city{Name: "Paris"})
+		if err != nil || temp != 21.5 {
+			t.Fatalf("fast call %d after timeouts: %v, %v", i, temp, err)
+		}
+	}
+}
