@@ -35,6 +35,7 @@ type Agent struct {
 	nextID   atomic.Uint64
 	idPrefix string
 	timers   sync.Pool // *time.Timer for calls without a deadline
+	replies  sync.Pool // chan message (capacity 1) for requests
 
 	// admit bounds handlers running or waiting; slots bounds those running.
 	admit    chan struct{}

@@ -653,17 +653,17 @@ func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
 	s := &session{pending: map[string]waiter{}}
 	wait := func(id, peer string) chan message {
 		ch := make(chan message, 1)
-		s.pending[id] = waiter{ch: ch, peer: peer}
+		s.pending[id] = waiter{ch: ch, peer: peer, id: id}
 		return ch
 	}
 	refusal := func(id, recipient string) message {
-		return message{ID: id, Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
+		return message{RawID: b(id), Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
 	}
 	call := wait("x1", "weather")
 	for _, m := range []message{
-		{Peer: "mallory", ID: "x1", Subsys: vip.SubRPC}, // another peer
-		refusal("x1", "alice"),                          // about a reply we sent to alice
-		{Peer: "weather", ID: "x2", Subsys: vip.SubRPC}, // another msg-id
+		{Peer: "mallory", RawID: b("x1"), Subsys: vip.SubRPC}, // another peer
+		refusal("x1", "alice"),                                // about a reply we sent to alice
+		{Peer: "weather", RawID: b("x2"), Subsys: vip.SubRPC}, // another msg-id
 	} {
 		if s.reply(m) {
 			t.Errorf("accepted %+v for a call to weather", m)
@@ -673,7 +673,7 @@ func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
 		t.Error("refusal of the call not delivered")
 	}
 	ctl := wait("x3", "")
-	if !s.reply(message{ID: "x3", Subsys: vip.SubPong}) || (<-ctl).Subsys != vip.SubPong {
+	if !s.reply(message{RawID: b("x3"), Subsys: vip.SubPong}) || (<-ctl).Subsys != vip.SubPong {
 		t.Error("platform reply not delivered")
 	}
 }

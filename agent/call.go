@@ -135,6 +135,19 @@ func (a *Agent) putTimer(t *time.Timer) {
 	a.timers.Put(t)
 }
 
+// getReplyChan returns an empty channel for one reply, from the agent's
+// pool.
+func (a *Agent) getReplyChan() chan message {
+	if ch, ok := a.replies.Get().(chan message); ok {
+		return ch
+	}
+	return make(chan message, 1)
+}
+
+// putReplyChan returns ch, empty and no longer referenced by any waiter,
+// to the pool.
+func (a *Agent) putReplyChan(ch chan message) { a.replies.Put(ch) }
+
 // located names the call in an *rpc.Error.
 func located(err error, peer, method string) error {
 	var e *rpc.Error

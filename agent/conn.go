@@ -104,21 +104,54 @@ var subsystemFrames = func() map[string][]byte {
 
 // message is one VIP message. Peer is the recipient of an outgoing message
 // and the sender of an incoming one; User is the sender's user id stamped by
-// the platform (incoming only).
+// the platform (incoming only). The msg-id is ID in a message the agent
+// makes, and the frame as received, RawID, in one it receives (a reply
+// sends RawID back).
 type message struct {
 	Peer   string
 	User   string
 	ID     string
+	RawID  []byte
 	Subsys string
 	Args   [][]byte
+}
+
+// id returns the msg-id as a string, for logs.
+func (m *message) id() string {
+	if m.ID != "" {
+		return m.ID
+	}
+	return string(m.RawID)
+}
+
+// interner turns the peer and user names of incoming messages into strings
+// without allocating for the ones seen before. Only the reader goroutine
+// uses it.
+type interner map[string]string
+
+// maxInterned bounds the names an interner keeps.
+const maxInterned = 4096
+
+func (in interner) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in) < maxInterned {
+		in[s] = s
+	}
+	return s
 }
 
 // frames returns the frames of an outgoing message:
 // [recipient, "VIP1", "", msg-id, subsystem, args...].
 func (m *message) frames() [][]byte {
 	f := make([][]byte, vip.FrameArgs, vip.FrameArgs+len(m.Args))
-	buf := make([]byte, 0, len(m.Peer)+len(m.ID))
-	buf = append(append(buf, m.Peer...), m.ID...)
+	buf := make([]byte, 0, len(m.Peer)+len(m.ID)+len(m.RawID))
+	buf = append(append(append(buf, m.Peer...), m.ID...), m.RawID...)
 	f[vip.FramePeer] = buf[:len(m.Peer):len(m.Peer)]
 	f[vip.FrameSignature] = vip.SignatureFrame
 	f[vip.FrameMsgID] = buf[len(m.Peer):]
@@ -131,8 +164,9 @@ func (m *message) frames() [][]byte {
 }
 
 // parseMessage parses the frames of an incoming message:
-// [sender, "VIP1", user, msg-id, subsystem, args...].
-func parseMessage(frames [][]byte) (message, error) {
+// [sender, "VIP1", user, msg-id, subsystem, args...]. names interns the
+// sender and user.
+func parseMessage(frames [][]byte, names interner) (message, error) {
 	if len(frames) < vip.MinFrames {
 		return message{}, fmt.Errorf("%d frames, want at least %d", len(frames), vip.MinFrames)
 	}
@@ -140,14 +174,10 @@ func parseMessage(frames [][]byte) (message, error) {
 		return message{}, fmt.Errorf("signature %q, want %q", frames[vip.FrameSignature], vip.Signature)
 	}
 	m := message{Args: frames[vip.FrameArgs:]}
-	if len(frames[vip.FramePeer]) > 0 {
-		m.Peer = string(frames[vip.FramePeer])
-	}
-	if len(frames[vip.FrameUser]) > 0 {
-		m.User = string(frames[vip.FrameUser])
-	}
+	m.Peer = names.str(frames[vip.FramePeer])
+	m.User = names.str(frames[vip.FrameUser])
 	if len(frames[vip.FrameMsgID]) > 0 {
-		m.ID = string(frames[vip.FrameMsgID])
+		m.RawID = frames[vip.FrameMsgID]
 	}
 	m.Subsys = internSubsystem(frames[vip.FrameSubsystem])
 	return m, nil
@@ -329,13 +359,14 @@ func (s *session) flush(ctx context.Context) {
 
 func (s *session) readLoop() {
 	defer s.wg.Done()
+	names := interner{}
 	for {
 		frames, err := s.tr.Recv()
 		if err != nil {
 			s.fail(fmt.Errorf("receive: %w", err))
 			return
 		}
-		m, err := parseMessage(frames)
+		m, err := parseMessage(frames, names)
 		if err != nil {
 			s.a.log.Warn("capbus agent: dropping malformed message", "err", err)
 			continue
@@ -400,6 +431,7 @@ func (s *session) enqueue(ctx context.Context, expired <-chan time.Time, o outgo
 type waiter struct {
 	ch   chan message // buffered: the reply is delivered at most once
 	peer string       // who may answer besides the platform
+	id   string       // the key in pending
 }
 
 // request sends m with a fresh msg-id and waits for the message that
@@ -423,9 +455,9 @@ func (s *session) requestWithin(ctx context.Context, m *message, timeout time.Du
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
 	m.ID = s.a.newID()
-	ch := make(chan message, 1)
+	ch := s.a.getReplyChan()
 	s.mu.Lock()
-	s.pending[m.ID] = waiter{ch: ch, peer: m.Peer}
+	s.pending[m.ID] = waiter{ch: ch, peer: m.Peer, id: m.ID}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -438,6 +470,10 @@ func (s *session) requestWithin(ctx context.Context, m *message, timeout time.Du
 	var r message
 	select {
 	case r = <-ch:
+		// The reply was delivered, so nothing holds ch any more: the
+		// next request may use it. (After a timeout or a cancellation a
+		// late reply may still be sent to ch, which is then dropped.)
+		s.a.putReplyChan(ch)
 	case <-s.done:
 		select {
 		case r = <-ch: // the reply won the race with the end
@@ -460,11 +496,11 @@ func (s *session) requestWithin(ctx context.Context, m *message, timeout time.Du
 // sender the platform stamps, so no peer can pose as another), may answer:
 // msg-ids are predictable, and a peer must not answer calls made to others.
 func (s *session) reply(m message) bool {
-	if m.ID == "" {
+	if len(m.RawID) == 0 {
 		return false
 	}
 	s.mu.Lock()
-	w, ok := s.pending[m.ID]
+	w, ok := s.pending[string(m.RawID)]
 	switch {
 	case !ok:
 	case m.Peer != "":
@@ -476,7 +512,7 @@ func (s *session) reply(m message) bool {
 		ok = m.arg(vip.ErrArgRecipient) == w.peer
 	}
 	if ok {
-		delete(s.pending, m.ID)
+		delete(s.pending, w.id)
 	}
 	s.mu.Unlock()
 	if ok {
@@ -520,8 +556,8 @@ func (s *session) dispatch(m message) {
 			return
 		}
 	case vip.SubPing:
-		if m.ID != "" {
-			pong := message{Peer: m.Peer, ID: m.ID, Subsys: vip.SubPong, Args: m.Args}
+		if len(m.RawID) > 0 {
+			pong := message{Peer: m.Peer, RawID: m.RawID, Subsys: vip.SubPong, Args: m.Args}
 			_ = s.send(s.ctx, &pong)
 		}
 		return
@@ -558,7 +594,7 @@ func (s *session) dispatch(m message) {
 		return
 	}
 	if !s.reply(m) {
-		s.a.log.Debug("capbus agent: unexpected message", "subsystem", m.Subsys, "peer", m.Peer, "id", m.ID)
+		s.a.log.Debug("capbus agent: unexpected message", "subsystem", m.Subsys, "peer", m.Peer, "id", m.id())
 	}
 }
 

@@ -194,7 +194,7 @@ func (a *Agent) invoke(ctx context.Context, method string, caller rpc.Caller, pa
 
 // sendReply answers call m with result or err.
 func (a *Agent) sendReply(s *session, m message, method string, result []byte, err error) {
-	r := message{Peer: m.Peer, ID: m.ID, Subsys: vip.SubRPC}
+	r := message{Peer: m.Peer, RawID: m.RawID, Subsys: vip.SubRPC}
 	if err != nil {
 		payload, encErr := rpc.EncodeError(rpc.FromError(err))
 		if encErr != nil {
