@@ -34,6 +34,14 @@
 //
 // Hot path: each connection has one reader and one writer goroutine and a
 // bounded queue; no goroutine, context or payload decoding per message
-// (except for methods restricted by parameter in auth.json), and each
-// message is written with one write.
+// (except for methods restricted by parameter in auth.json). Messages are
+// read and written whole through the CURVE conn ([curve.Conn.ReadMsg],
+// [curve.Conn.WriteMsg]); zmq4 opens each ZMTP session. A reader that
+// forwards an RPC message to a connection whose writer is idle seals it
+// into that connection itself and writes everything it forwarded with one
+// non-blocking write per destination once it has handled all the input it
+// received; what a destination's socket does not take is left to that
+// connection's writer, so a peer that stops reading never stalls another
+// peer's reader. Messages that queue up behind a busy writer go out
+// together in one write.
 package platform

@@ -15,6 +15,20 @@
 // frames up to the last one without MORE) with a single write, which makes a
 // CURVE connection cheaper in system calls than a plain zmq4 NULL connection.
 //
+// Message-level use: once zmq4.Open has exchanged the greeting and READY
+// over a conn, a program may bypass zmq4's per-frame reading and writing and
+// use [Conn.ReadMsg] and [Conn.WriteMsg], which read and seal whole
+// multipart messages with no per-frame allocation ([WithMessageLimits]
+// bounds what ReadMsg accepts). [Conn.QueueMsg], [Conn.TryFlush] and
+// [Conn.OnReadWait] let a router seal messages for a conn from several
+// goroutines and write them later without blocking; [Conn.Cork] and
+// [Conn.Uncork] batch the messages of one writer into one write.
+//
+// MESSAGE boxes are crypto_box_afternm with the MESSAGE nonce. Because the
+// first 16 bytes of that nonce are fixed per direction, the conn derives the
+// XSalsa20 subkey once per direction and runs only Salsa20 per frame; the
+// boxes are byte for byte those of golang.org/x/crypto/nacl/box (tested).
+//
 // On the server side ([Listen], [Listener.Accept]) the Identity that zmq4
 // sees for the peer is a routing id chosen by the listener (see
 // [PeerInfo.RoutingID] and [Listener.Lookup]), never the identity the peer
