@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +277,74 @@ func TestReload_KeyWrittenJustBeforeTheHandshakeIsAdmitted(t *testing.T) {
 	c, err := tp.tryDial(t, tp.cast.bobby) // no waiting for the file watcher
 	require.NoError(t, err)
 	c.mustHello("bobby")
+}
+
+// TestRouter_KeepsEachCallersOrderAcrossInlineAndQueuedWrites has two
+// callers stream calls at a callee at once. The platform forwards each
+// call either by sealing it into the callee's conn from the caller's reader
+// or through the callee's writer queue, depending on what the writer is
+// doing; whatever the mix, every call must reach the callee, or be refused
+// with errno 105, and each caller's calls must arrive in the order sent.
+func TestRouter_KeepsEachCallersOrderAcrossInlineAndQueuedWrites(t *testing.T) {
+	// Queues large enough for every call: the refusals of a full queue
+	// are platform replies, which a full queue of the caller would drop.
+	tp := startPlatform(t, WithQueueSize(8192))
+	weather := tp.dial(t, tp.cast.weather)
+	weather.mustHello("weather", weatherExports...)
+	alice := tp.dial(t, tp.cast.alice)
+	alice.mustHello("alice")
+	gw := tp.dial(t, tp.cast.gw)
+	gw.mustHello("gateway")
+
+	const n = 2000
+	payload := make([]byte, 2048)
+	stream := func(c *client) {
+		for i := 1; i <= n; i++ {
+			c.send([]byte("weather"), vip.SignatureFrame, nil, []byte(strconv.Itoa(i)), []byte("RPC"), []byte("call"), []byte("temperature"), payload)
+		}
+	}
+	go stream(alice)
+	go stream(gw)
+
+	// A call refused for a full queue comes back to its caller as errno 105
+	// with its msg-id; every call must either reach the callee or be
+	// refused.
+	last := map[string]int{}
+	got := map[string]int{}
+	refused := map[string]int{}
+	refusal := func(who string, f [][]byte, ok bool) {
+		require.True(t, ok, "%s disconnected", who)
+		if string(f[vip.FrameSubsystem]) != "error" {
+			return
+		}
+		code, text := errnoOf(t, f)
+		require.Equal(t, rpc.CodeOverloaded, code, text)
+		refused[who]++
+	}
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for got["alice"]+refused["alice"] < n || got["gateway"]+refused["gateway"] < n {
+		select {
+		case f, ok := <-weather.in:
+			require.True(t, ok, "callee disconnected: %v", weather.lastErr())
+			if string(f[vip.FrameSubsystem]) != "RPC" {
+				continue
+			}
+			from := string(f[vip.FramePeer])
+			id, err := strconv.Atoi(string(f[vip.FrameMsgID]))
+			require.NoError(t, err)
+			require.Greater(t, id, last[from], "call %d from %s after %d", id, from, last[from])
+			last[from] = id
+			got[from]++
+		case f, ok := <-alice.in:
+			refusal("alice", f, ok)
+		case f, ok := <-gw.in:
+			refusal("gateway", f, ok)
+		case <-deadline.C:
+			t.Fatalf("received %v and refused %v of %d calls from each caller", got, refused, n)
+		}
+	}
+	t.Logf("received %v, refused %v", got, refused)
+	assert.Equal(t, n, got["alice"]+refused["alice"])
+	assert.Equal(t, n, got["gateway"]+refused["gateway"])
 }

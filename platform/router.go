@@ -106,10 +106,12 @@ func (p *Platform) forward(from, to *peer, frames [][]byte) {
 	}
 }
 
-// reply queues a message from the platform towards pe. If pe's queue is full
-// the message is dropped: the platform never blocks on a slow peer.
+// reply sends a message from the platform to pe, whose reader is handling
+// the message it answers (so the reply goes out with the others of the
+// burst, see sendFrom). If pe's queue is full the message is dropped: the
+// platform never blocks on a slow peer.
 func (p *Platform) reply(pe *peer, frames [][]byte) {
-	if err := pe.send(frames); err == errQueueFull {
+	if err := pe.sendFrom(pe, frames); err == errQueueFull {
 		p.log.Debug("dropped reply to a full queue", "identity", pe.identity, "user_id", pe.userID)
 	}
 }
