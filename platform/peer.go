@@ -162,8 +162,11 @@ func (pe *peer) sendFrom(src *peer, frames [][]byte) error {
 }
 
 // flushHeld writes what src's reader sealed for other peers. A peer whose
-// writer holds the lock needs nothing: the writer writes everything the
-// conn holds before it lets go. Only src's reader goroutine calls it.
+// lock is taken needs nothing from us: its writer writes everything the
+// conn holds before it lets go, and another reader that holds it either
+// seals a message of its own (and will flush the conn at the end of its
+// burst) or queues one for the writer. Only src's reader goroutine calls
+// it.
 func (src *peer) flushHeld() {
 	for i, pe := range src.held {
 		src.held[i] = nil
