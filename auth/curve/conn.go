@@ -458,15 +458,19 @@ func (c *Conn) Uncork() error {
 }
 
 // seal appends plain (inner flags + data) to c.wout as one MESSAGE.
-func (c *Conn) seal(plain []byte) error {
+func (c *Conn) seal(plain []byte) error { return c.appendMessage(plain[0], plain[1:]) }
+
+// appendMessage appends one frame, its inner flags byte and data, to c.wout
+// as one MESSAGE command.
+func (c *Conn) appendMessage(inner byte, data []byte) error {
 	if c.sendNonce == math.MaxUint64 {
 		return fmt.Errorf("%w: nonce space exhausted", ErrBadNonce)
 	}
 	c.sendNonce++
-	c.wout = appendFrameHeader(c.wout, 0, 16+len(plain)+boxOverhead)
+	c.wout = appendFrameHeader(c.wout, 0, 16+1+len(data)+boxOverhead)
 	c.wout = append(c.wout, nameMessage...)
 	c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
-	c.wout = c.sendBox.seal(c.wout, plain, c.sendNonce)
+	c.wout = c.sendBox.sealFrame(c.wout, inner, data, c.sendNonce)
 	return nil
 }
 

@@ -245,11 +245,10 @@ func (c *Conn) writeMsg(frames [][]byte, flush bool) (err error) {
 		if i < last {
 			inner = innerMore
 		}
-		c.sendNonce++
-		c.wout = appendFrameHeader(c.wout, 0, 16+1+len(f)+boxOverhead)
-		c.wout = append(c.wout, nameMessage...)
-		c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
-		c.wout = c.sendBox.sealFrame(c.wout, inner, f, c.sendNonce)
+		if err := c.appendMessage(inner, f); err != nil {
+			_, err = c.writeFailed(0, err)
+			return err
+		}
 	}
 	if !flush || c.corked && len(c.wout) < corkLimit {
 		return nil

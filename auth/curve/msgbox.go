@@ -36,19 +36,6 @@ func newMsgBox(key *[32]byte, prefix string) msgBox {
 	return b
 }
 
-// seal appends the box of plain under the nonce counter n to dst: the
-// 16-byte Poly1305 tag, then the ciphertext.
-func (b *msgBox) seal(dst, plain []byte, n uint64) []byte {
-	var block [64]byte
-	b.block(&block, n, 0)
-	start := len(dst)
-	dst = grow(dst, boxOverhead+len(plain))
-	ct := dst[start+boxOverhead:]
-	b.xor(ct, plain, &block, n, 0)
-	b.tag(dst[start:], ct, &block)
-	return dst
-}
-
 // sealFrame appends the box of one frame, its inner flags byte followed by
 // data, under the nonce counter n to dst, without first copying the two
 // into one plaintext.

@@ -95,3 +95,17 @@ func BenchmarkMessageBox(b *testing.B) {
 }
 
 func sizeName(n int) string { return "frame-" + strconv.Itoa(n) + "B" }
+
+// seal appends the box of plain under the nonce counter n to dst: the
+// 16-byte Poly1305 tag, then the ciphertext. The conn always seals a
+// flags byte and data (sealFrame); tests seal any plaintext.
+func (b *msgBox) seal(dst, plain []byte, n uint64) []byte {
+	var block [64]byte
+	b.block(&block, n, 0)
+	start := len(dst)
+	dst = grow(dst, boxOverhead+len(plain))
+	ct := dst[start+boxOverhead:]
+	b.xor(ct, plain, &block, n, 0)
+	b.tag(dst[start:], ct, &block)
+	return dst
+}
