@@ -17,30 +17,44 @@ import (
 // keyEnv passes keys to the Python peers in Z85, libzmq's form.
 func keyEnv(name string, k auth.Key) string { return name + "=" + k.Z85() }
 
+// echoServers are the two ways a program reads and writes messages on a
+// conn: through zmq4, and whole through ReadMsg and WriteMsg.
+var echoServers = []struct {
+	name  string
+	start func(testing.TB, ...Option) *server
+}{
+	{"zmq4", startEchoServer},
+	{"ReadMsg", startMsgEchoServer},
+}
+
 func TestInterop_LibzmqDealerTalksToCapbusRouter(t *testing.T) {
-	client := newKeyPair(t)
-	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
+	for _, es := range echoServers {
+		t.Run(es.name, func(t *testing.T) {
+			client := newKeyPair(t)
+			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
 
-	py := startPython(t, "libzmq_dealer.py",
-		"ENDPOINT="+s.endpoint(),
-		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
-	py.expect(t, "MULTIPART OK")
+			py := startPython(t, "libzmq_dealer.py",
+				"ENDPOINT="+s.endpoint(),
+				keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+				keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+				"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+			py.expect(t, "MULTIPART OK")
 
-	first := s.nextMsg(t)
-	assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first.Frames))
-	c := s.nextConn(t)
-	peer, ok := s.l.Lookup(c.Peer().RoutingID)
-	require.True(t, ok)
-	assert.Equal(t, client.Public, peer.PublicKey)
-	assert.Equal(t, "py-user", peer.UserID)
-	assert.Equal(t, "DEALER", peer.SocketType)
-	assert.Equal(t, "py-dealer", peer.Identity)
+			first := s.nextMsg(t)
+			assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first.Frames))
+			c := s.nextConn(t)
+			peer, ok := s.l.Lookup(c.Peer().RoutingID)
+			require.True(t, ok)
+			assert.Equal(t, client.Public, peer.PublicKey)
+			assert.Equal(t, "py-user", peer.UserID)
+			assert.Equal(t, "DEALER", peer.SocketType)
+			assert.Equal(t, "py-dealer", peer.Identity)
 
-	py.expect(t, "BIG OK")
-	py.expect(t, "SEQUENCE OK")
-	py.wait(t)
+			py.expect(t, "BIG OK")
+			py.expect(t, "SEQUENCE OK")
+			py.wait(t)
+		})
+	}
 }
 
 func normalize(frames [][]byte) [][]byte {
@@ -116,28 +130,33 @@ func TestInterop_LibzmqClientWithRefusedKeyFailsItsHandshake(t *testing.T) {
 }
 
 func TestInterop_LibzmqHeartbeatsAreAnsweredAndConnectionStays(t *testing.T) {
-	client := newKeyPair(t)
-	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
-	py := startPython(t, "libzmq_heartbeat.py",
-		"ENDPOINT="+s.endpoint(),
-		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
-	py.expect(t, "CONNECTED")
-	c := s.nextConn(t)
-	py.expect(t, "STILL CONNECTED")
-	py.wait(t)
-	// 1.5 s at a 100 ms interval: about 15 PINGs, none of them seen by zmq4.
-	assert.GreaterOrEqual(t, c.pings.Load(), int64(5), "PINGs answered")
-	for {
-		select {
-		case m := <-s.recv:
-			for _, f := range m.Frames {
-				assert.False(t, bytes.Contains(f, []byte("PING")), "a PING reached zmq4")
+	for _, es := range echoServers {
+		t.Run(es.name, func(t *testing.T) {
+			client := newKeyPair(t)
+			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
+			py := startPython(t, "libzmq_heartbeat.py",
+				"ENDPOINT="+s.endpoint(),
+				keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+				keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+				"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+			py.expect(t, "CONNECTED")
+			c := s.nextConn(t)
+			py.expect(t, "STILL CONNECTED")
+			py.wait(t)
+			// 1.5 s at a 100 ms interval: about 15 PINGs, none of them seen
+			// by the program.
+			assert.GreaterOrEqual(t, c.pings.Load(), int64(5), "PINGs answered")
+			for {
+				select {
+				case m := <-s.recv:
+					for _, f := range m.Frames {
+						assert.False(t, bytes.Contains(f, []byte("PING")), "a PING reached the program")
+					}
+					continue
+				case <-time.After(0):
+				}
+				break
 			}
-			continue
-		case <-time.After(0):
-		}
-		break
+		})
 	}
 }

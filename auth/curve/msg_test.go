@@ -16,36 +16,6 @@ import (
 	"github.com/capbus/capbus/auth"
 )
 
-func TestInterop_LibzmqDealerTalksToCapbusRouterThroughReadMsgAndWriteMsg(t *testing.T) {
-	client := newKeyPair(t)
-	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
-	py := startPython(t, "libzmq_dealer.py",
-		"ENDPOINT="+s.endpoint(),
-		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
-	py.expect(t, "MULTIPART OK")
-	assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(s.nextMsg(t).Frames))
-	py.expect(t, "BIG OK")
-	py.expect(t, "SEQUENCE OK")
-	py.wait(t)
-}
-
-func TestInterop_LibzmqHeartbeatsAreAnsweredByReadMsg(t *testing.T) {
-	client := newKeyPair(t)
-	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
-	py := startPython(t, "libzmq_heartbeat.py",
-		"ENDPOINT="+s.endpoint(),
-		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
-	py.expect(t, "CONNECTED")
-	c := s.nextConn(t)
-	py.expect(t, "STILL CONNECTED")
-	py.wait(t)
-	assert.GreaterOrEqual(t, c.pings.Load(), int64(5), "PINGs answered")
-}
-
 // TestConn_ReadMsgAndWriteMsgRoundTripEveryShape sends messages of many
 // shapes (empty frames, frames around the read buffer and stream
 // thresholds, a 1 MiB frame) from a message-level dealer to a message-level
