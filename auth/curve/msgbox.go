@@ -3,6 +3,7 @@ package curve
 import (
 	"crypto/subtle"
 	"encoding/binary"
+	"math"
 	"math/bits"
 
 	"golang.org/x/crypto/poly1305"
@@ -19,20 +20,40 @@ import (
 // once per connection and runs only Salsa20 per frame. The boxes are byte
 // for byte those of nacl/box.SealAfterPrecomputation (a test compares them).
 //
-// Salsa20 itself is computed here, one 64-byte block at a time: CURVE frames
-// are small (most VIP frames are under 32 bytes), and for them the block
-// function is about twice as fast as the general-purpose stream function of
-// golang.org/x/crypto/salsa20/salsa, whose fixed cost is sized for long
-// streams. HSalsa20 and Poly1305 come from golang.org/x/crypto.
+// Salsa20 itself is computed here: CURVE frames are small (most VIP frames
+// are under 32 bytes), and the general-purpose stream function of
+// golang.org/x/crypto/salsa20/salsa has a fixed cost sized for long
+// streams. On amd64 CPUs with AVX-512VL, salsa8 computes eight blocks in one
+// pass (about 19 ns a block instead of about 100): block 0 of eight
+// consecutive nonce counters at a time, since a message's frames and the
+// messages that follow use consecutive counters, and the rest of a frame
+// eight blocks at a time. Elsewhere one block is computed at a time in pure
+// Go. HSalsa20 and Poly1305 come from golang.org/x/crypto.
 type msgBox struct {
-	sub [32]byte // HSalsa20(key, prefix): the Salsa20 key of this direction
+	sub   [32]byte   // HSalsa20(key, prefix): the Salsa20 key of this direction
+	state [16]uint32 // Salsa20's input words under sub; words 6 to 9 vary
+	// wide: compute block 0 of eight consecutive nonces at once (salsa8),
+	// on CPUs where that costs about as much as two single blocks.
+	wide bool
+	// pre holds block 0 of the nonce counters preBase to preBase+7, word
+	// w of nonce preBase+i at pre[w][i], when preOK.
+	preOK   bool
+	preBase uint64
+	pre     [16][8]uint32
 }
 
 func newMsgBox(key *[32]byte, prefix string) msgBox {
-	var b msgBox
+	b := msgBox{wide: wideSalsa()}
 	var in [16]byte
 	copy(in[:], prefix)
 	salsa.HSalsa20(&b.sub, &in, key, &salsa.Sigma)
+	k := &b.sub
+	b.state = [16]uint32{
+		sigma0, binary.LittleEndian.Uint32(k[0:]), binary.LittleEndian.Uint32(k[4:]), binary.LittleEndian.Uint32(k[8:]),
+		binary.LittleEndian.Uint32(k[12:]), sigma1, 0, 0,
+		0, 0, sigma2, binary.LittleEndian.Uint32(k[16:]),
+		binary.LittleEndian.Uint32(k[20:]), binary.LittleEndian.Uint32(k[24:]), binary.LittleEndian.Uint32(k[28:]), sigma3,
+	}
 	return b
 }
 
@@ -41,7 +62,7 @@ func newMsgBox(key *[32]byte, prefix string) msgBox {
 // into one plaintext.
 func (b *msgBox) sealFrame(dst []byte, flags byte, data []byte, n uint64) []byte {
 	var block [64]byte
-	b.block(&block, n, 0)
+	b.block0(&block, n)
 	start := len(dst)
 	dst = grow(dst, boxOverhead+1+len(data))
 	ct := dst[start+boxOverhead:]
@@ -49,6 +70,29 @@ func (b *msgBox) sealFrame(dst []byte, flags byte, data []byte, n uint64) []byte
 	b.xor(ct[1:], data, &block, n, 1)
 	b.tag(dst[start:], ct, &block)
 	return dst
+}
+
+// block0 computes block 0 of nonce counter n: its first half keys
+// Poly1305, its second half encrypts the first 32 bytes of the box. A wide
+// msgBox computes it for n to n+7 at once, as the frames of a message and
+// the messages that follow use consecutive counters.
+func (b *msgBox) block0(out *[64]byte, n uint64) {
+	if !b.wide || n > math.MaxUint64-8 {
+		b.block(out, n, 0)
+		return
+	}
+	if !b.preOK || n < b.preBase || n-b.preBase >= 8 {
+		var lanes [4][8]uint32
+		for i := range 8 {
+			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(n+uint64(i), 0)
+		}
+		salsa8(&b.pre, &b.state, &lanes)
+		b.preBase, b.preOK = n, true
+	}
+	lane := n - b.preBase
+	for w := range b.pre {
+		binary.LittleEndian.PutUint32(out[4*w:], b.pre[w][lane])
+	}
 }
 
 // tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
@@ -68,7 +112,7 @@ func (b *msgBox) open(dst, box []byte, n uint64) ([]byte, bool) {
 		return nil, false
 	}
 	var block [64]byte
-	b.block(&block, n, 0)
+	b.block0(&block, n)
 	var polyKey [32]byte
 	copy(polyKey[:], block[:32])
 	var tag [poly1305.TagSize]byte
@@ -90,6 +134,10 @@ func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
 	k := min(len(in), 32-pos)
 	subtle.XORBytes(out[:k], in[:k], block0[32+pos:32+pos+k])
 	in, out = in[k:], out[k:]
+	if b.wide && len(in) > 64 {
+		b.xorWide(out, in, n)
+		return
+	}
 	if len(in) >= streamThreshold {
 		var counter [16]byte
 		binary.BigEndian.PutUint64(counter[:8], n)
@@ -102,6 +150,27 @@ func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
 		b.block(&block, n, i)
 		k := subtle.XORBytes(out, in, block[:])
 		in, out = in[k:], out[k:]
+	}
+}
+
+// xorWide sets out to in XOR the keystream of nonce counter n from block 1
+// on, eight blocks per salsa8.
+func (b *msgBox) xorWide(out, in []byte, n uint64) {
+	var lanes [4][8]uint32
+	var ks [16][8]uint32
+	var block [64]byte
+	for ctr := uint64(1); len(in) > 0; ctr += 8 {
+		for i := range 8 {
+			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(n, ctr+uint64(i))
+		}
+		salsa8(&ks, &b.state, &lanes)
+		for i := 0; i < 8 && len(in) > 0; i++ {
+			for w := range ks {
+				binary.LittleEndian.PutUint32(block[4*w:], ks[w][i])
+			}
+			k := subtle.XORBytes(out, in, block[:])
+			in, out = in[k:], out[k:]
+		}
 	}
 }
 
@@ -131,13 +200,42 @@ const (
 // block computes Salsa20/20 block number ctr of the 8-byte nonce whose
 // bytes are the big-endian encoding of n (the MESSAGE nonce counter).
 func (b *msgBox) block(out *[64]byte, n, ctr uint64) {
-	k := &b.sub
-	var nb [8]byte
-	binary.BigEndian.PutUint64(nb[:], n)
-	j0, j1, j2, j3 := uint32(sigma0), binary.LittleEndian.Uint32(k[0:]), binary.LittleEndian.Uint32(k[4:]), binary.LittleEndian.Uint32(k[8:])
-	j4, j5, j6, j7 := binary.LittleEndian.Uint32(k[12:]), uint32(sigma1), binary.LittleEndian.Uint32(nb[0:]), binary.LittleEndian.Uint32(nb[4:])
-	j8, j9, j10, j11 := uint32(ctr), uint32(ctr>>32), uint32(sigma2), binary.LittleEndian.Uint32(k[16:])
-	j12, j13, j14, j15 := binary.LittleEndian.Uint32(k[20:]), binary.LittleEndian.Uint32(k[24:]), binary.LittleEndian.Uint32(k[28:]), uint32(sigma3)
+	var in, x [16]uint32
+	in = b.state
+	in[6], in[7], in[8], in[9] = nonceWords(n, ctr)
+	salsaCore(&x, &in)
+	for w, v := range x {
+		binary.LittleEndian.PutUint32(out[4*w:], v)
+	}
+}
+
+// nonceWords returns input words 6 to 9 of Salsa20: the 8-byte nonce, the
+// big-endian encoding of n, and the block counter ctr, little-endian.
+func nonceWords(n, ctr uint64) (w6, w7, w8, w9 uint32) {
+	return bits.ReverseBytes32(uint32(n >> 32)), bits.ReverseBytes32(uint32(n)), uint32(ctr), uint32(ctr >> 32)
+}
+
+// salsa8Generic computes eight Salsa20/20 blocks: word w of the input of
+// block i is state[w], except words 6 to 9 (nonce and block counter),
+// which are lanes[w-6][i]; word w of the output of block i goes to
+// out[w][i]. salsa8AVX512 computes the same in one pass; this is the
+// reference the tests compare it with, and the fallback.
+func salsa8Generic(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32) {
+	for i := range 8 {
+		in := *state
+		in[6], in[7], in[8], in[9] = lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i]
+		var x [16]uint32
+		salsaCore(&x, &in)
+		for w, v := range x {
+			out[w][i] = v
+		}
+	}
+}
+
+// salsaCore sets out to the Salsa20/20 block of the input words in.
+func salsaCore(out, in *[16]uint32) {
+	j0, j1, j2, j3, j4, j5, j6, j7 := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
+	j8, j9, j10, j11, j12, j13, j14, j15 := in[8], in[9], in[10], in[11], in[12], in[13], in[14], in[15]
 
 	x0, x1, x2, x3, x4, x5, x6, x7 := j0, j1, j2, j3, j4, j5, j6, j7
 	x8, x9, x10, x11, x12, x13, x14, x15 := j8, j9, j10, j11, j12, j13, j14, j15
@@ -186,20 +284,8 @@ func (b *msgBox) block(out *[64]byte, n, ctr uint64) {
 		x15 ^= bits.RotateLeft32(x14+x13, 18)
 	}
 
-	binary.LittleEndian.PutUint32(out[0:], x0+j0)
-	binary.LittleEndian.PutUint32(out[4:], x1+j1)
-	binary.LittleEndian.PutUint32(out[8:], x2+j2)
-	binary.LittleEndian.PutUint32(out[12:], x3+j3)
-	binary.LittleEndian.PutUint32(out[16:], x4+j4)
-	binary.LittleEndian.PutUint32(out[20:], x5+j5)
-	binary.LittleEndian.PutUint32(out[24:], x6+j6)
-	binary.LittleEndian.PutUint32(out[28:], x7+j7)
-	binary.LittleEndian.PutUint32(out[32:], x8+j8)
-	binary.LittleEndian.PutUint32(out[36:], x9+j9)
-	binary.LittleEndian.PutUint32(out[40:], x10+j10)
-	binary.LittleEndian.PutUint32(out[44:], x11+j11)
-	binary.LittleEndian.PutUint32(out[48:], x12+j12)
-	binary.LittleEndian.PutUint32(out[52:], x13+j13)
-	binary.LittleEndian.PutUint32(out[56:], x14+j14)
-	binary.LittleEndian.PutUint32(out[60:], x15+j15)
+	out[0], out[1], out[2], out[3] = x0+j0, x1+j1, x2+j2, x3+j3
+	out[4], out[5], out[6], out[7] = x4+j4, x5+j5, x6+j6, x7+j7
+	out[8], out[9], out[10], out[11] = x8+j8, x9+j9, x10+j10, x11+j11
+	out[12], out[13], out[14], out[15] = x12+j12, x13+j13, x14+j14, x15+j15
 }

@@ -84,13 +84,23 @@ func BenchmarkMessageBox(b *testing.B) {
 				out = box.SealAfterPrecomputation(out[:0], plain, &nonce, &key)
 			}
 		})
-		b.Run(sizeName(n)+"/msgbox", func(b *testing.B) {
-			b.SetBytes(int64(n))
-			mb := newMsgBox(&key, prefixMessageC)
-			for i := range b.N {
-				out = mb.seal(out[:0], plain, uint64(i))
+		for _, wide := range []bool{false, true} {
+			name := "/msgbox"
+			if wide {
+				name = "/msgbox-wide"
 			}
-		})
+			b.Run(sizeName(n)+name, func(b *testing.B) {
+				b.SetBytes(int64(n))
+				mb := newMsgBox(&key, prefixMessageC)
+				mb.wide = wide
+				if wide && !wideSalsa() {
+					b.Skip("this CPU has no wide Salsa20")
+				}
+				for i := range b.N {
+					out = mb.seal(out[:0], plain, uint64(i))
+				}
+			})
+		}
 	}
 }
 
@@ -101,7 +111,7 @@ func sizeName(n int) string { return "frame-" + strconv.Itoa(n) + "B" }
 // flags byte and data (sealFrame); tests seal any plaintext.
 func (b *msgBox) seal(dst, plain []byte, n uint64) []byte {
 	var block [64]byte
-	b.block(&block, n, 0)
+	b.block0(&block, n)
 	start := len(dst)
 	dst = grow(dst, boxOverhead+len(plain))
 	ct := dst[start+boxOverhead:]
