@@ -55,7 +55,7 @@ func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *line
 		c, err = dialCapbus(ctx, cfg)
 	case "zmq4":
 		c, err = dialZmq4(ctx, cfg, cfg.inflight)
-	case "nats":
+	case "nats", "nats-tls":
 		c, err = dialNATS(cfg)
 	default:
 		err = fmt.Errorf("unknown stack %q", cfg.stack)

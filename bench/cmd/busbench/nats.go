@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -14,18 +23,37 @@ import (
 // The NATS contender: nats-server embedded in the broker process, a callee
 // replying from a subscription, a caller using nc.Request (one shared reply
 // subscription, a fresh reply subject per request).
+//
+// The nats-tls contender is the same with TLS between every client and the
+// server (TLS 1.3, the Go defaults, an ECDSA P-256 certificate made by the
+// broker for 127.0.0.1 and passed to the clients, which verify it), so that
+// an encrypted bus is also compared with an encrypted bus.
 
 const natsSubject = "echo"
 
-type natsBroker struct{ s *natsserver.Server }
+type natsBroker struct {
+	s    *natsserver.Server
+	cert []byte // DER of the server certificate (nats-tls), or nil
+}
 
-func startNATSBroker() (server, error) {
-	s, err := natsserver.NewServer(&natsserver.Options{
+func startNATSBroker(withTLS bool) (server, error) {
+	opts := &natsserver.Options{
 		Host:   "127.0.0.1",
 		Port:   natsserver.RANDOM_PORT,
 		NoLog:  true,
 		NoSigs: true,
-	})
+	}
+	var der []byte
+	if withTLS {
+		cert, err := selfSignedCert()
+		if err != nil {
+			return nil, err
+		}
+		der = cert.Certificate[0]
+		opts.TLS = true
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	s, err := natsserver.NewServer(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -34,17 +62,65 @@ func startNATSBroker() (server, error) {
 		s.Shutdown()
 		return nil, errors.New("nats-server not ready within 10s")
 	}
-	return &natsBroker{s: s}, nil
+	return &natsBroker{s: s, cert: der}, nil
 }
 
-func (b *natsBroker) readyLine() string { return "addr=" + b.s.ClientURL() }
+func (b *natsBroker) readyLine() string {
+	if b.cert == nil {
+		return "addr=" + b.s.ClientURL()
+	}
+	addr := b.s.Addr().(*net.TCPAddr)
+	return fmt.Sprintf("addr=tls://%s key=%s", addr, base64.StdEncoding.EncodeToString(b.cert))
+}
+
+// selfSignedCert makes the nats-tls broker's certificate, valid for
+// 127.0.0.1 for a day.
+func selfSignedCert() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "busbench nats-tls"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// natsConnect connects to the broker at cfg.addr; with a certificate in
+// cfg.serverKey (nats-tls), over TLS verified against it.
+func natsConnect(cfg *roleConfig) (*nats.Conn, error) {
+	if cfg.serverKey == "" {
+		return nats.Connect(cfg.addr)
+	}
+	der, err := base64.StdEncoding.DecodeString(cfg.serverKey)
+	if err != nil {
+		return nil, fmt.Errorf("-key: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("-key: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return nats.Connect(cfg.addr, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+}
 
 func (b *natsBroker) close() { b.s.Shutdown(); b.s.WaitForShutdown() }
 
 type natsCallee struct{ nc *nats.Conn }
 
 func startNATSCallee(cfg *roleConfig) (server, error) {
-	nc, err := nats.Connect(cfg.addr)
+	nc, err := natsConnect(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +142,7 @@ func (c *natsCallee) close() { _ = c.nc.Drain(); c.nc.Close() }
 type natsClient struct{ nc *nats.Conn }
 
 func dialNATS(cfg *roleConfig) (client, error) {
-	nc, err := nats.Connect(cfg.addr)
+	nc, err := natsConnect(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
 	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the table shows medians")
-	stacks := fs.String("stacks", "capbus,zmq4,nats", "contenders (empty: only the capbus scaling cells)")
+	stacks := fs.String("stacks", "capbus,zmq4,nats,nats-tls", "contenders (empty: only the capbus scaling cells)")
 	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
 	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
 	fs.BoolVar(&o.profile, "profile", true, "one extra capbus cell (not in the table) with CPU profiles of the platform and both agents")
@@ -84,8 +84,8 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o.stacks = splitList(*stacks)
 	for _, s := range o.stacks {
-		if s != "capbus" && s != "zmq4" && s != "nats" { // -stacks "" runs only the scaling cells
-			return nil, fmt.Errorf("unknown stack %q (capbus, zmq4, nats)", s)
+		if s != "capbus" && s != "zmq4" && s != "nats" && s != "nats-tls" { // -stacks "" runs only the scaling cells
+			return nil, fmt.Errorf("unknown stack %q (capbus, zmq4, nats, nats-tls)", s)
 		}
 	}
 	var err error

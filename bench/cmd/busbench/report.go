@@ -104,7 +104,7 @@ func printReport(w io.Writer, o *options, rep *report) {
 	if find(ss, "capbus", 0, 0) == nil && !slices.ContainsFunc(ss, func(s *summary) bool { return s.agents == 2 }) {
 		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
 	}
-	fmt.Fprintln(tw, "in flight\tstack\tcalls/s\tvs nats\tvs zmq4\tp50\tp99\tCPU/call caller\tbroker\tcallee\ttotal\tallocs/call broker\tall 3\tr+w syscalls/call broker\tall 3\t")
+	fmt.Fprintln(tw, "in flight\tstack\tcalls/s\tvs nats\tvs nats-tls\tvs zmq4\tp50\tp99\tCPU/call caller\tbroker\tcallee\ttotal\tallocs/call broker\tall 3\tr+w syscalls/call broker\tall 3\t")
 	for _, s := range ss {
 		if s.agents != 2 {
 			continue
@@ -115,7 +115,7 @@ func printReport(w io.Writer, o *options, rep *report) {
 			}
 			return "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", s.inflight, s.stack, s.rate, vs("nats"), vs("zmq4"),
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", s.inflight, s.stack, s.rate, vs("nats"), vs("nats-tls"), vs("zmq4"),
 			fmtDur(int64(s.p50)), fmtDur(int64(s.p99)), fmtDur(int64(s.cpuCaller)), fmtDur(int64(s.cpuBroker)), fmtDur(int64(s.cpuCallee)),
 			fmtDur(int64(s.cpuCaller+s.cpuBroker+s.cpuCallee)), s.allocsBroker, s.allocsAll, s.sysBroker, s.sysAll)
 	}
@@ -181,11 +181,20 @@ func targets(ss []*summary, rep *report) []string {
 			return
 		}
 		r := a.rate / b.rate
-		out = append(out, fmt.Sprintf("%-44s %6.2fx  (target >= %.1fx)  %s", what, r, want, verdict(r >= want)))
+		out = append(out, fmt.Sprintf("%-46s %6.2fx  (target >= %.1fx)  %s", what, r, want, verdict(r >= want)))
 	}
 	ratio("capbus vs NATS Request, 64 in flight", 64, "nats", 1.0)
 	ratio("capbus vs raw zmq4 relay, 64 in flight", 64, "zmq4", 5.0)
 	ratio("capbus vs NATS Request, 1 outstanding", 1, "nats", 1.0)
+	info := func(what string, k int, other string) {
+		a, b := find(ss, "capbus", k, 2), find(ss, other, k, 2)
+		if a == nil || b == nil || b.rate == 0 {
+			return
+		}
+		out = append(out, fmt.Sprintf("%-46s %6.2fx  (no target: an encrypted bus against an encrypted bus)", what, a.rate/b.rate))
+	}
+	info("capbus vs NATS Request with TLS, 64 in flight", 64, "nats-tls")
+	info("capbus vs NATS Request with TLS, 1 outstanding", 1, "nats-tls")
 	if p := brokerProfile(rep); p != nil {
 		v, ok := fmt.Sprintf("%6.2f%%", p.PolicyPct), verdict(p.PolicyPct < 2)
 		if p.PolicyPct == 0 { // not one sample: below the profile's resolution
@@ -194,17 +203,17 @@ func targets(ss []*summary, rep *report) []string {
 				ok = "UNRESOLVED (profile too short)"
 			}
 		}
-		out = append(out, fmt.Sprintf("%-44s %7s  (target < 2%%)     %s  [profile of the platform; Decide alone %.2f%%]",
+		out = append(out, fmt.Sprintf("%-46s %7s  (target < 2%%)     %s  [profile of the platform; Decide alone %.2f%%]",
 			"policy check share of platform CPU", v, ok, p.DecidePct))
 	}
 	if s := find(ss, "capbus", 64, 2); s != nil && s.cpuBroker > 0 {
 		if ns, ok := benchNS(rep.GoBench, "BenchmarkDecide/users=1000"); ok {
 			pct := 100 * ns / s.cpuBroker
-			out = append(out, fmt.Sprintf("%-44s %6.3f%%  (target < 2%%)     %s  [BenchmarkDecide %.1f ns / platform CPU per call %s]",
+			out = append(out, fmt.Sprintf("%-46s %6.3f%%  (target < 2%%)     %s  [BenchmarkDecide %.1f ns / platform CPU per call %s]",
 				"policy check share, computed", pct, verdict(pct < 2), ns, fmtDur(int64(s.cpuBroker))))
 		}
 		if ns, ok := benchNS(rep.GoBench, "BenchmarkRouter_AuthorizeAndRouteCall/agents=1000"); ok {
-			out = append(out, fmt.Sprintf("%-44s %6.3f%%  [BenchmarkRouter_AuthorizeAndRouteCall %.1f ns, 2 per round trip]",
+			out = append(out, fmt.Sprintf("%-46s %6.3f%%  [BenchmarkRouter_AuthorizeAndRouteCall %.1f ns, 2 per round trip]",
 				"route+authorize+stamp+enqueue share", 100*2*ns/s.cpuBroker, ns))
 		}
 	}
@@ -222,18 +231,18 @@ func targets(ss []*summary, rep *report) []string {
 			}
 			if h := find(ss, "capbus", s.inflight, hi); h != nil && s.rate > 0 {
 				r := h.rate / s.rate
-				out = append(out, fmt.Sprintf("%-44s %6.2fx  (flat: >= 0.90x)  %s", fmt.Sprintf("routing, %d vs %d agents, %d in flight", hi, lo, s.inflight), r, verdict(r >= 0.9)))
+				out = append(out, fmt.Sprintf("%-46s %6.2fx  (flat: >= 0.90x)  %s", fmt.Sprintf("routing, %d vs %d agents, %d in flight", hi, lo, s.inflight), r, verdict(r >= 0.9)))
 			}
 		}
 		for _, s := range ss {
 			if s.agents == hi && s.memPerAgent != 0 {
-				out = append(out, fmt.Sprintf("%-44s %s  (target < 64 KiB)  %s", fmt.Sprintf("platform RSS per idle agent at %d agents", hi), fmtBytes(s.memPerAgent), verdict(s.memPerAgent < 64<<10)))
+				out = append(out, fmt.Sprintf("%-46s %s  (target < 64 KiB)  %s", fmt.Sprintf("platform RSS per idle agent at %d agents", hi), fmtBytes(s.memPerAgent), verdict(s.memPerAgent < 64<<10)))
 				break
 			}
 		}
 	}
 	if s := find(ss, "capbus", 64, 2); s != nil {
-		out = append(out, fmt.Sprintf("%-44s %6.1f    (no target set; see go test -bench)", "allocations per call in the platform process", s.allocsBroker))
+		out = append(out, fmt.Sprintf("%-46s %6.1f    (no target set; see go test -bench)", "allocations per call in the platform process", s.allocsBroker))
 	}
 	return out
 }

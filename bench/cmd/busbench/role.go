@@ -20,7 +20,7 @@ import (
 
 // roleConfig is what the orchestrator tells a child process.
 type roleConfig struct {
-	stack      string        // capbus, zmq4, nats
+	stack      string        // capbus, zmq4, nats, nats-tls
 	addr       string        // the broker's address (callee, caller, idle)
 	serverKey  string        // the capbus platform's public key, Z85
 	dir        string        // temp dir with keystores and auth.json (capbus)
@@ -36,7 +36,7 @@ type roleConfig struct {
 func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	c := &roleConfig{}
 	fs := flag.NewFlagSet("busbench role="+role, flag.ContinueOnError)
-	fs.StringVar(&c.stack, "stack", "", "capbus, zmq4 or nats")
+	fs.StringVar(&c.stack, "stack", "", "capbus, zmq4, nats or nats-tls")
 	fs.StringVar(&c.addr, "addr", "", "broker address")
 	fs.StringVar(&c.serverKey, "key", "", "platform public key (capbus)")
 	fs.StringVar(&c.dir, "dir", "", "directory of keystores and auth.json (capbus)")
@@ -313,8 +313,8 @@ func startBroker(ctx context.Context, cfg *roleConfig) (server, error) {
 		return startCapbusBroker(ctx, cfg)
 	case "zmq4":
 		return startZmqBroker(ctx)
-	case "nats":
-		return startNATSBroker()
+	case "nats", "nats-tls":
+		return startNATSBroker(cfg.stack == "nats-tls")
 	}
 	return nil, fmt.Errorf("unknown stack %q", cfg.stack)
 }
@@ -325,7 +325,7 @@ func startCallee(ctx context.Context, cfg *roleConfig) (server, error) {
 		return startCapbusCallee(ctx, cfg)
 	case "zmq4":
 		return startZmqCallee(ctx, cfg)
-	case "nats":
+	case "nats", "nats-tls":
 		return startNATSCallee(cfg)
 	}
 	return nil, fmt.Errorf("unknown stack %q", cfg.stack)
