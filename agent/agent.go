@@ -40,7 +40,11 @@ type Agent struct {
 	// admit bounds handlers running or waiting; slots bounds those running.
 	admit    chan struct{}
 	slots    chan struct{}
-	handlers sync.WaitGroup
+	handlers sync.WaitGroup // goroutines running handlers or waiting for one
+	// work hands a call to a handler goroutine waiting for one (unbuffered:
+	// a send succeeds only if one waits); idleWorkers counts those waiting.
+	work        chan callJob
+	idleWorkers atomic.Int64
 
 	mu       sync.RWMutex
 	sess     *session      // the welcomed session, nil while disconnected
@@ -103,6 +107,7 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		dial:     dial,
 		admit:    make(chan struct{}, cfg.concurrency+cfg.queue),
 		slots:    make(chan struct{}, cfg.concurrency),
+		work:     make(chan callJob),
 		ready:    make(chan struct{}),
 		exports:  make(map[string]*export),
 		subs:     make(map[*Subscription]struct{}),
