@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Handler serves one exported method. ServeRPC returns the result value,
@@ -131,7 +129,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 			return err
 		}
 		if raw != nil {
-			if err := msgpack.Unmarshal(raw, v.Addr().Interface()); err != nil {
+			if err := Unmarshal(raw, v.Addr().Interface()); err != nil {
 				return invalid(req, "argument: %v", err)
 			}
 		}
@@ -141,7 +139,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 		}
 		s := reflect.MakeSlice(v.Type(), len(req.Args), len(req.Args))
 		for i, raw := range req.Args {
-			if err := msgpack.Unmarshal(raw, s.Index(i).Addr().Interface()); err != nil {
+			if err := Unmarshal(raw, s.Index(i).Addr().Interface()); err != nil {
 				return invalid(req, "argument %d: %v", i, err)
 			}
 		}
@@ -153,7 +151,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 		m := reflect.MakeMapWithSize(v.Type(), len(req.Kwargs))
 		for k, raw := range req.Kwargs {
 			ev := reflect.New(v.Type().Elem())
-			if err := msgpack.Unmarshal(raw, ev.Interface()); err != nil {
+			if err := Unmarshal(raw, ev.Interface()); err != nil {
 				return invalid(req, "keyword %q: %v", k, err)
 			}
 			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev.Elem())
@@ -168,7 +166,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 			return invalid(req, "takes %d arguments (%s), got %d", len(b.fields), strings.Join(b.names, ", "), len(req.Args))
 		}
 		for i, raw := range req.Args {
-			if err := msgpack.Unmarshal(raw, v.Field(b.fields[i]).Addr().Interface()); err != nil {
+			if err := Unmarshal(raw, v.Field(b.fields[i]).Addr().Interface()); err != nil {
 				return invalid(req, "argument %d (%s): %v", i, b.names[i], err)
 			}
 		}
@@ -180,7 +178,7 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 			if j < len(req.Args) {
 				return invalid(req, "argument %q given both by position and by keyword", k)
 			}
-			if err := msgpack.Unmarshal(raw, v.Field(b.fields[j]).Addr().Interface()); err != nil {
+			if err := Unmarshal(raw, v.Field(b.fields[j]).Addr().Interface()); err != nil {
 				return invalid(req, "keyword %q: %v", k, err)
 			}
 		}
@@ -212,14 +210,14 @@ func (req *Request) NamedArgs(params []string) (map[string]any, error) {
 			break
 		}
 		var v any
-		if err := msgpack.Unmarshal(raw, &v); err != nil {
+		if err := Unmarshal(raw, &v); err != nil {
 			return nil, invalid(req, "argument %d: %v", i, err)
 		}
 		out[params[i]] = v
 	}
 	for k, raw := range req.Kwargs {
 		var v any
-		if err := msgpack.Unmarshal(raw, &v); err != nil {
+		if err := Unmarshal(raw, &v); err != nil {
 			return nil, invalid(req, "keyword %q: %v", k, err)
 		}
 		out[k] = v

@@ -119,3 +119,47 @@ func (b *msgBox) seal(dst, plain []byte, n uint64) []byte {
 	b.tag(dst[start:], ct, &block)
 	return dst
 }
+
+// vipCall is the frames of a VIP call as the platform forwards it, with a
+// 200-byte payload.
+var vipCall = [][]byte{[]byte("caller"), []byte("VIP1"), []byte("alice"), []byte("k3j9x.1234"), []byte("RPC"), []byte("call"), []byte("echo"), make([]byte, 200)}
+
+// BenchmarkVIPMessageBoxes seals and opens the eight boxes of a VIP call,
+// the crypto of one message (a round trip costs the platform four).
+func BenchmarkVIPMessageBoxes(b *testing.B) {
+	var key [32]byte
+	for _, wide := range []bool{false, true} {
+		name := "narrow"
+		if wide {
+			name = "wide"
+		}
+		b.Run(name, func(b *testing.B) {
+			if wide && !wideSalsa() {
+				b.Skip("this CPU has no wide Salsa20")
+			}
+			s, r := newMsgBox(&key, prefixMessageC), newMsgBox(&key, prefixMessageC)
+			s.wide, r.wide = wide, wide
+			boxes := make([]byte, 0, 1024)
+			plain := make([]byte, 0, 1024)
+			var ends [8]int
+			n := uint64(0)
+			for b.Loop() {
+				boxes = boxes[:0]
+				for i, f := range vipCall {
+					boxes = s.sealFrame(boxes, 1, f, n+uint64(i))
+					ends[i] = len(boxes)
+				}
+				plain = plain[:0]
+				start := 0
+				for i := range vipCall {
+					var ok bool
+					if plain, ok = r.open(plain, boxes[start:ends[i]], n+uint64(i)); !ok {
+						b.Fatal("open failed")
+					}
+					start = ends[i]
+				}
+				n += 8
+			}
+		})
+	}
+}
