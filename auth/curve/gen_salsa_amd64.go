@@ -1,8 +1,11 @@
 //go:build ignore
 
 // This program generates salsa_amd64.s, eight Salsa20/20 blocks computed
-// at once with AVX-512VL on 256-bit registers: run `go generate` in this
-// directory after changing it.
+// at once on 256-bit registers, with AVX-512VL (salsa8AVX512: the state in
+// sixteen registers, rotations by VPROLD) and with AVX2 (salsa8AVX2: the
+// state in the output buffer, two quarter-rounds at a time in registers,
+// rotations by two shifts). Run `go generate` in this directory after
+// changing it.
 package main
 
 import (
@@ -31,29 +34,51 @@ func main() {
 	p("")
 	p(`#include "textflag.h"`)
 	p("")
-	p("// func salsa8AVX512(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32)")
-	p("//")
-	p("// Word w of the input of block i is state[w], except words 6 to 9 (nonce")
-	p("// and block counter), which are lanes[w-6][i]. Word w of the output of")
-	p("// block i is written to out[w][i]. Register Yw holds word w of the eight")
-	p("// blocks; Y16 to Y19 are scratch.")
-	p("TEXT ·salsa8AVX512(SB), NOSPLIT, $0-24")
+	p("// Both functions compute eight Salsa20/20 blocks: word w of the input of")
+	p("// block i is state[w], except words 6 to 9 (nonce and block counter),")
+	p("// which are lanes[w-6][i]; word w of the output of block i is written to")
+	p("// out[w][i].")
+	p("")
+	genAVX512(p)
+	p("")
+	genAVX2(p)
+	if err := os.WriteFile("salsa_amd64.s", b.Bytes(), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// load loads input word w of the eight blocks into register Y<reg>: a
+// broadcast of state[w] (SI), or for words 6 to 9 the lanes (DX).
+func load(p func(string, ...any), w, reg int) {
+	switch {
+	case w < 6 || w > 9:
+		p("\tVPBROADCASTD %d(SI), Y%d", 4*w, reg)
+	case reg >= 16: // Y16 to Y31 need the EVEX form
+		p("\tVMOVDQU32 %d(DX), Y%d", (w-6)*32, reg)
+	default:
+		p("\tVMOVDQU %d(DX), Y%d", (w-6)*32, reg)
+	}
+}
+
+func header(p func(string, ...any), name string) {
+	p("// func %s(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32)", name)
+	p("TEXT ·%s(SB), NOSPLIT, $0-24", name)
 	p("\tMOVQ out+0(FP), DI")
 	p("\tMOVQ state+8(FP), SI")
 	p("\tMOVQ lanes+16(FP), DX")
-	load := func(w int, reg string) {
-		if w >= 6 && w <= 9 {
-			p("\tVMOVDQU32 %d(DX), %s", (w-6)*32, reg)
-		} else {
-			p("\tVPBROADCASTD %d(SI), %s", 4*w, reg)
-		}
-	}
+}
+
+// genAVX512: register Yw holds word w of the eight blocks; Y16 to Y19 are
+// scratch, one per quarter-round, which all four run interleaved.
+func genAVX512(p func(string, ...any)) {
+	p("// Register Yw holds word w of the eight blocks; Y16 to Y19 are scratch.")
+	header(p, "salsa8AVX512")
 	for w := 0; w < 16; w++ {
-		load(w, fmt.Sprintf("Y%d", w))
+		load(p, w, w)
 	}
 	p("\tMOVQ $10, CX")
 	p("")
-	p("loop:")
+	p("loop512:")
 	for _, round := range [][4][4]int{columns, rows} {
 		for _, s := range steps {
 			for q, qr := range round {
@@ -68,17 +93,72 @@ func main() {
 		}
 	}
 	p("\tDECQ CX")
-	p("\tJNZ loop")
+	p("\tJNZ loop512")
 	p("")
 	for w := 0; w < 16; w++ {
-		t := fmt.Sprintf("Y%d", 16+w%4)
-		load(w, t)
-		p("\tVPADDD %s, Y%d, Y%d", t, w, w)
+		t := 16 + w%4
+		load(p, w, t)
+		p("\tVPADDD Y%d, Y%d, Y%d", t, w, w)
 		p("\tVMOVDQU32 Y%d, %d(DI)", w, 32*w)
 	}
 	p("\tVZEROUPPER")
 	p("\tRET")
-	if err := os.WriteFile("salsa_amd64.s", b.Bytes(), 0o644); err != nil {
-		log.Fatal(err)
+}
+
+// genAVX2: the state lives in out (word w at 32*w(DI)); each round runs
+// its quarter-rounds two at a time, their eight words in Y0 to Y7, with
+// Y8 to Y11 as scratch.
+func genAVX2(p func(string, ...any)) {
+	p("// The state lives in out; each round runs two quarter-rounds at a time")
+	p("// in Y0 to Y7, with Y8 to Y11 as scratch.")
+	header(p, "salsa8AVX2")
+	for w := 0; w < 16; w++ {
+		load(p, w, 0)
+		p("\tVMOVDQU Y0, %d(DI)", 32*w)
 	}
+	p("\tMOVQ $10, CX")
+	p("")
+	p("loop2:")
+	for _, round := range [][4][4]int{columns, rows} {
+		for pair := 0; pair < 4; pair += 2 {
+			// reg[q][i]: the register holding word round[pair+q][i].
+			reg := func(q, i int) int { return 4*q + i }
+			for q := 0; q < 2; q++ {
+				for i, w := range round[pair+q] {
+					p("\tVMOVDQU %d(DI), Y%d", 32*w, reg(q, i))
+				}
+			}
+			for _, s := range steps {
+				for q := 0; q < 2; q++ {
+					p("\tVPADDD Y%d, Y%d, Y%d", reg(q, s.x), reg(q, s.y), 8+q)
+				}
+				for q := 0; q < 2; q++ {
+					p("\tVPSLLD $%d, Y%d, Y%d", s.rot, 8+q, 10+q)
+				}
+				for q := 0; q < 2; q++ {
+					p("\tVPSRLD $%d, Y%d, Y%d", 32-s.rot, 8+q, 8+q)
+				}
+				for q := 0; q < 2; q++ {
+					p("\tVPXOR Y%d, Y%d, Y%d", 10+q, reg(q, s.dst), reg(q, s.dst))
+					p("\tVPXOR Y%d, Y%d, Y%d", 8+q, reg(q, s.dst), reg(q, s.dst))
+				}
+			}
+			for q := 0; q < 2; q++ {
+				for i, w := range round[pair+q] {
+					p("\tVMOVDQU Y%d, %d(DI)", reg(q, i), 32*w)
+				}
+			}
+		}
+	}
+	p("\tDECQ CX")
+	p("\tJNZ loop2")
+	p("")
+	for w := 0; w < 16; w++ {
+		p("\tVMOVDQU %d(DI), Y0", 32*w)
+		load(p, w, 1)
+		p("\tVPADDD Y1, Y0, Y0")
+		p("\tVMOVDQU Y0, %d(DI)", 32*w)
+	}
+	p("\tVZEROUPPER")
+	p("\tRET")
 }

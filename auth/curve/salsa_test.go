@@ -33,6 +33,11 @@ func TestSalsa8_MatchesGeneric(t *testing.T) {
 		salsa8(&got, &b.state, &lanes)
 		salsa8Generic(&want, &b.state, &lanes)
 		require.Equal(t, want, got)
+		for name, f := range kernels() {
+			got = [16][8]uint32{}
+			f(&got, &b.state, &lanes)
+			require.Equal(t, want, got, name)
+		}
 		for i := range 8 {
 			var blk [64]byte
 			b.block(&blk, ns[i], ctrs[i])
@@ -87,6 +92,13 @@ func BenchmarkSalsa8(b *testing.B) {
 			salsa8(&out, &mb.state, &lanes)
 		}
 	})
+	for name, f := range kernels() {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				f(&out, &mb.state, &lanes)
+			}
+		})
+	}
 	b.Run("generic", func(b *testing.B) {
 		for b.Loop() {
 			salsa8Generic(&out, &mb.state, &lanes)
