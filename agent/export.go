@@ -94,7 +94,8 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 }
 
 // serveCall runs the handler of an incoming call or notify,
-// ["call"|"notify", method, ARGS], in its own goroutine. When all handler
+// ["call"|"notify", method, ARGS], on a handler goroutine of its own (one
+// waiting for work, or a new one), never on the reader. When all handler
 // slots are busy the call waits for one in a bounded queue; beyond it, the
 // call is refused with CodeOverloaded.
 func (a *Agent) serveCall(s *session, m message) {
