@@ -22,7 +22,8 @@ import (
 
 // transport carries whole VIP messages (lists of frames) to and from the
 // platform. Send is called from one goroutine only, Recv from another;
-// Close unblocks both.
+// Close unblocks both. Send must not keep frames, or their bytes, after it
+// returns: the session reuses them for the next message.
 type transport interface {
 	Send(frames [][]byte) error
 	Recv() ([][]byte, error)
@@ -146,21 +147,29 @@ func (in interner) str(b []byte) string {
 	return s
 }
 
-// frames returns the frames of an outgoing message:
-// [recipient, "VIP1", "", msg-id, subsystem, args...].
-func (m *message) frames() [][]byte {
-	f := make([][]byte, vip.FrameArgs, vip.FrameArgs+len(m.Args))
-	buf := make([]byte, 0, len(m.Peer)+len(m.ID)+len(m.RawID))
-	buf = append(append(append(buf, m.Peer...), m.ID...), m.RawID...)
-	f[vip.FramePeer] = buf[:len(m.Peer):len(m.Peer)]
-	f[vip.FrameSignature] = vip.SignatureFrame
-	f[vip.FrameMsgID] = buf[len(m.Peer):]
+// write sends m through the transport; the caller holds wmu. The frame
+// list and the bytes of the recipient and msg-id frames are the session's,
+// reused for every message: the transport keeps neither.
+func (s *session) write(m *message) error {
+	s.frames, s.head = m.appendFrames(s.frames[:0], s.head[:0])
+	err := s.tr.Send(s.frames)
+	clear(s.frames) // keep no payload alive
+	return err
+}
+
+// appendFrames appends the frames of an outgoing message,
+// [recipient, "VIP1", "", msg-id, subsystem, args...], to f; the recipient
+// and msg-id frames are built in head, which it returns too.
+func (m *message) appendFrames(f [][]byte, head []byte) ([][]byte, []byte) {
+	head = append(append(append(head, m.Peer...), m.ID...), m.RawID...)
+	var subsys []byte
 	if sf, ok := subsystemFrames[m.Subsys]; ok {
-		f[vip.FrameSubsystem] = sf
+		subsys = sf
 	} else {
-		f[vip.FrameSubsystem] = []byte(m.Subsys)
+		subsys = []byte(m.Subsys)
 	}
-	return append(f, m.Args...)
+	f = append(f, head[:len(m.Peer):len(m.Peer)], vip.SignatureFrame, nil, head[len(m.Peer):], subsys)
+	return append(f, m.Args...), head
 }
 
 // parseMessage parses the frames of an incoming message:
@@ -235,6 +244,8 @@ type session struct {
 	draining atomic.Bool    // Run is stopping: new calls are refused
 	callsMu  sync.Mutex     // orders calls.Add after the draining check before drain's Wait
 	wmu      sync.Mutex     // held by whoever writes to tr: the writer, or send writing inline
+	frames   [][]byte       // the frames of the message being written, under wmu
+	head     []byte         // the recipient and msg-id frames' bytes, under wmu
 	queued   atomic.Int64   // messages handed to the writer and not yet written
 	busy     atomic.Int64   // requests waiting for a reply + handlers running
 
@@ -286,7 +297,7 @@ func (s *session) unavailable() *rpc.Error {
 
 // outgoing is a message for the writer, or a flush marker.
 type outgoing struct {
-	frames  [][]byte
+	m       message
 	flushed chan struct{} // closed by the writer when it reaches the marker
 }
 
@@ -318,7 +329,7 @@ func (s *session) writeLoop() {
 						b.Hold()
 					}
 					close(o.flushed)
-				} else if err := s.tr.Send(o.frames); err != nil {
+				} else if err := s.write(&o.m); err != nil {
 					s.wmu.Unlock()
 					s.fail(fmt.Errorf("send: %w", err))
 					return
@@ -395,7 +406,7 @@ func (s *session) sendWithin(ctx context.Context, expired <-chan time.Time, m *m
 	// yet, so a message never overtakes one sent before it.
 	if s.busy.Load() <= 1 && s.queued.Load() == 0 && s.wmu.TryLock() {
 		if s.queued.Load() == 0 {
-			err := s.tr.Send(m.frames())
+			err := s.write(m)
 			s.wmu.Unlock()
 			if err != nil {
 				s.fail(fmt.Errorf("send: %w", err))
@@ -405,7 +416,7 @@ func (s *session) sendWithin(ctx context.Context, expired <-chan time.Time, m *m
 		}
 		s.wmu.Unlock()
 	}
-	return s.enqueue(ctx, expired, outgoing{frames: m.frames()})
+	return s.enqueue(ctx, expired, outgoing{m: *m})
 }
 
 // enqueue hands o to the writer goroutine, unless the session, ctx or

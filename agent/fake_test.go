@@ -146,6 +146,8 @@ func (c *fakeConn) errorReply(id []byte, code rpc.Code, text, recipient, subsys 
 }
 
 func (c *fakeConn) Send(f [][]byte) error {
+	// A transport must not keep the frames: the session reuses them.
+	f = cloneFrames(f)
 	select {
 	case <-c.done:
 		return errFakeClosed
@@ -343,4 +345,21 @@ func runAgent(t testing.TB, a *Agent) {
 		done <- nil // for the cleanup
 		t.Fatalf("Run returned before ready: %v", err)
 	}
+}
+
+// cloneFrames copies the frames and their bytes (into one buffer, so that
+// the SDK benchmarks that use the fake count two allocations for it).
+func cloneFrames(f [][]byte) [][]byte {
+	n := 0
+	for _, b := range f {
+		n += len(b)
+	}
+	buf := make([]byte, 0, n)
+	c := make([][]byte, len(f))
+	for i, b := range f {
+		start := len(buf)
+		buf = append(buf, b...)
+		c[i] = buf[start:len(buf):len(buf)]
+	}
+	return c
 }

@@ -61,7 +61,7 @@ type Conn struct {
 	// ReadMsg's state, guarded by rmu.
 	rpeeked      int   // bytes of the read buffer the current body spans
 	rends        []int // end offset of each frame read so far
-	lastMsgSize  int
+	msgHint      int   // capacity of the next message buffer (msgBufferHint)
 	maxMsgFrames int
 	maxMsgBytes  int64
 	onReadWait   func()
@@ -97,6 +97,7 @@ func newConn(raw net.Conn, br *bufio.Reader, s session, o *options, server bool)
 		peer:         s.peer,
 		maxFrame:     o.maxFrameSize,
 		maxMsgFrames: o.maxMsgFrames,
+		msgHint:      msgBufferHint,
 		maxMsgBytes:  o.maxMsgBytes,
 		sendBox:      newMsgBox(&s.key, prefixMessageC),
 		recvBox:      newMsgBox(&s.key, prefixMessageS),

@@ -57,11 +57,14 @@ func (c *Conn) readMsgSafely() (frames [][]byte, err error) {
 }
 
 // msgBufferHint is the initial size of the buffer ReadMsg decrypts a
-// message into; it then follows the size of the last message read.
-const msgBufferHint = 512
+// message into. It then follows the sizes of the messages read: a larger
+// message raises it at once, each smaller one lowers it by an eighth, so
+// that a conn whose messages have about the same size allocates about
+// that size, and one whose sizes alternate rarely grows a buffer twice.
+const msgBufferHint = 256
 
 func (c *Conn) readMsg() ([][]byte, error) {
-	buf := make([]byte, 0, max(msgBufferHint, c.lastMsgSize))
+	buf := make([]byte, 0, c.msgHint)
 	c.rends = c.rends[:0]
 	var total int64
 	for {
@@ -119,7 +122,7 @@ func (c *Conn) readMsg() ([][]byte, error) {
 		frames[i] = buf[start+1 : end : end] // skip the inner flags byte
 		start = end
 	}
-	c.lastMsgSize = min(len(buf), keepBuffer)
+	c.msgHint = min(max(len(buf), c.msgHint-c.msgHint/8, 64), keepBuffer)
 	return frames, nil
 }
 

@@ -166,3 +166,28 @@ func FuzzConnReadMsg(f *testing.F) {
 		}
 	})
 }
+
+// TestConn_ReadMsgBufferFollowsTheMessageSizes checks the size ReadMsg
+// allocates for the next message: about that of messages of one size, at
+// once that of a larger one, and back down by an eighth per smaller one.
+func TestConn_ReadMsgBufferFollowsTheMessageSizes(t *testing.T) {
+	client := newKeyPair(t)
+	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "u"})))
+	c, _ := dealer(t, s.endpoint(), client, s.kp.Public)
+	echo := func(frames ...[]byte) {
+		t.Helper()
+		require.NoError(t, c.WriteMsg(frames))
+		_, err := c.ReadMsg()
+		require.NoError(t, err)
+	}
+	vip := [][]byte{[]byte("VIP1"), {}, []byte("id"), []byte("RPC"), make([]byte, 200)}
+	for range 40 {
+		echo(vip...)
+	}
+	size := 4 + 0 + 2 + 3 + 200 + len(vip) // data and a flags byte per frame
+	assert.Equal(t, size, c.msgHint, "after messages of one size")
+	echo(make([]byte, 5000))
+	assert.Equal(t, 5001, c.msgHint, "after a larger message")
+	echo(vip...)
+	assert.Equal(t, 5001-5001/8, c.msgHint, "after a smaller one")
+}
