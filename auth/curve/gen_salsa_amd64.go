@@ -36,8 +36,8 @@ func main() {
 	p("")
 	p("// Both functions compute eight Salsa20/20 blocks: word w of the input of")
 	p("// block i is state[w], except words 6 to 9 (nonce and block counter),")
-	p("// which are lanes[w-6][i]; word w of the output of block i is written to")
-	p("// out[w][i].")
+	p("// which are lanes[w-6][i]. salsa8AVX512 writes block i to out[i], as the")
+	p("// 64 bytes of keystream; salsa8AVX2 writes word w of block i to out[w][i].")
 	p("")
 	genAVX512(p)
 	p("")
@@ -60,8 +60,8 @@ func load(p func(string, ...any), w, reg int) {
 	}
 }
 
-func header(p func(string, ...any), name string) {
-	p("// func %s(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32)", name)
+func header(p func(string, ...any), name, out string) {
+	p("// func %s(out %s, state *[16]uint32, lanes *[4][8]uint32)", name, out)
 	p("TEXT ·%s(SB), NOSPLIT, $0-24", name)
 	p("\tMOVQ out+0(FP), DI")
 	p("\tMOVQ state+8(FP), SI")
@@ -69,10 +69,11 @@ func header(p func(string, ...any), name string) {
 }
 
 // genAVX512: register Yw holds word w of the eight blocks; Y16 to Y19 are
-// scratch, one per quarter-round, which all four run interleaved.
+// scratch, one per quarter-round, which all four run interleaved. The
+// result is transposed in registers and stored block after block.
 func genAVX512(p func(string, ...any)) {
 	p("// Register Yw holds word w of the eight blocks; Y16 to Y19 are scratch.")
-	header(p, "salsa8AVX512")
+	header(p, "salsa8AVX512", "*[8][64]byte")
 	for w := 0; w < 16; w++ {
 		load(p, w, w)
 	}
@@ -99,7 +100,33 @@ func genAVX512(p func(string, ...any)) {
 		t := 16 + w%4
 		load(p, w, t)
 		p("\tVPADDD Y%d, Y%d, Y%d", t, w, w)
-		p("\tVMOVDQU32 Y%d, %d(DI)", w, 32*w)
+	}
+	// Transpose, so that each block's 64 bytes are stored together: words
+	// 0 to 7 (Y0 to Y7), then words 8 to 15 (Y8 to Y15) of the blocks.
+	for half := 0; half < 2; half++ {
+		g := func(k int) int { return 8*half + k }
+		// t[2j], t[2j+1]: the dwords of g(2j) and g(2j+1) interleaved.
+		for j := 0; j < 4; j++ {
+			p("\tVPUNPCKLDQ Y%d, Y%d, Y%d", g(2*j+1), g(2*j), 16+2*j)
+			p("\tVPUNPCKHDQ Y%d, Y%d, Y%d", g(2*j+1), g(2*j), 17+2*j)
+		}
+		// u[k] (k < 4): words g(0) to g(3) of blocks k and k+4; u[4+k]:
+		// words g(4) to g(7) of the same blocks.
+		for q := 0; q < 2; q++ {
+			ta, tb := 16+4*q, 18+4*q // t pairs (0,2) or (4,6); +1 for the high dwords
+			p("\tVPUNPCKLQDQ Y%d, Y%d, Y%d", tb, ta, 24+4*q)
+			p("\tVPUNPCKHQDQ Y%d, Y%d, Y%d", tb, ta, 25+4*q)
+			p("\tVPUNPCKLQDQ Y%d, Y%d, Y%d", tb+1, ta+1, 26+4*q)
+			p("\tVPUNPCKHQDQ Y%d, Y%d, Y%d", tb+1, ta+1, 27+4*q)
+		}
+		for k := 0; k < 4; k++ {
+			// Block k: the low 128 bits of u[k] and u[4+k]; block k+4:
+			// their high 128 bits.
+			p("\tVSHUFI32X4 $0, Y%d, Y%d, Y%d", 28+k, 24+k, 16+k)
+			p("\tVSHUFI32X4 $3, Y%d, Y%d, Y%d", 28+k, 24+k, 20+k)
+			p("\tVMOVDQU32 Y%d, %d(DI)", 16+k, 64*k+32*half)
+			p("\tVMOVDQU32 Y%d, %d(DI)", 20+k, 64*(k+4)+32*half)
+		}
 	}
 	p("\tVZEROUPPER")
 	p("\tRET")
@@ -111,7 +138,7 @@ func genAVX512(p func(string, ...any)) {
 func genAVX2(p func(string, ...any)) {
 	p("// The state lives in out; each round runs two quarter-rounds at a time")
 	p("// in Y0 to Y7, with Y8 to Y11 as scratch.")
-	header(p, "salsa8AVX2")
+	header(p, "salsa8AVX2", "*[16][8]uint32")
 	for w := 0; w < 16; w++ {
 		load(p, w, 0)
 		p("\tVMOVDQU Y0, %d(DI)", 32*w)

@@ -36,11 +36,11 @@ type msgBox struct {
 	// wide: compute block 0 of eight consecutive nonces at once (salsa8),
 	// on CPUs where that costs about as much as two single blocks.
 	wide bool
-	// pre holds block 0 of the nonce counters preBase to preBase+7, word
-	// w of nonce preBase+i at pre[w][i], when preOK.
+	// pre holds block 0 of the nonce counters preBase to preBase+7, that
+	// of preBase+i at pre[i], when preOK.
 	preOK   bool
 	preBase uint64
-	pre     [16][8]uint32
+	pre     [8][64]byte
 }
 
 func newMsgBox(key *[32]byte, prefix string) msgBox {
@@ -90,20 +90,13 @@ func (b *msgBox) block0(out *[64]byte, n uint64) {
 		salsa8(&b.pre, &b.state, &lanes)
 		b.preBase, b.preOK = n, true
 	}
-	lane := n - b.preBase
-	for w := range b.pre {
-		binary.LittleEndian.PutUint32(out[4*w:], b.pre[w][lane])
-	}
+	*out = b.pre[n-b.preBase]
 }
 
 // tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
 // to out.
 func (b *msgBox) tag(out, ct []byte, block0 *[64]byte) {
-	var polyKey [32]byte
-	copy(polyKey[:], block0[:32])
-	var tag [poly1305.TagSize]byte
-	poly1305.Sum(&tag, ct, &polyKey)
-	copy(out, tag[:])
+	poly1305.Sum((*[poly1305.TagSize]byte)(out), ct, (*[32]byte)(block0[:32]))
 }
 
 // open appends the plaintext of box (tag and ciphertext) under the nonce
@@ -114,12 +107,8 @@ func (b *msgBox) open(dst, box []byte, n uint64) ([]byte, bool) {
 	}
 	var block [64]byte
 	b.block0(&block, n)
-	var polyKey [32]byte
-	copy(polyKey[:], block[:32])
-	var tag [poly1305.TagSize]byte
-	copy(tag[:], box[:boxOverhead])
 	ct := box[boxOverhead:]
-	if !poly1305.Verify(&tag, ct, &polyKey) {
+	if !poly1305.Verify((*[poly1305.TagSize]byte)(box), ct, (*[32]byte)(block[:32])) {
 		return nil, false
 	}
 	start := len(dst)
@@ -158,18 +147,14 @@ func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
 // on, eight blocks per salsa8.
 func (b *msgBox) xorWide(out, in []byte, n uint64) {
 	var lanes [4][8]uint32
-	var ks [16][8]uint32
-	var block [64]byte
+	var ks [8][64]byte
 	for ctr := uint64(1); len(in) > 0; ctr += 8 {
 		for i := range 8 {
 			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(n, ctr+uint64(i))
 		}
 		salsa8(&ks, &b.state, &lanes)
 		for i := 0; i < 8 && len(in) > 0; i++ {
-			for w := range ks {
-				binary.LittleEndian.PutUint32(block[4*w:], ks[w][i])
-			}
-			k := subtle.XORBytes(out, in, block[:])
+			k := subtle.XORBytes(out, in, ks[i][:])
 			in, out = in[k:], out[k:]
 		}
 	}
@@ -220,17 +205,17 @@ func nonceWords(n, ctr uint64) (w6, w7, w8, w9 uint32) {
 
 // salsa8Generic computes eight Salsa20/20 blocks: word w of the input of
 // block i is state[w], except words 6 to 9 (nonce and block counter),
-// which are lanes[w-6][i]; word w of the output of block i goes to
-// out[w][i]. salsa8AVX512 computes the same in one pass; this is the
-// reference the tests compare it with, and the fallback.
-func salsa8Generic(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32) {
-	for i := range 8 {
+// which are lanes[w-6][i]; block i, 64 bytes of keystream, goes to out[i].
+// The assembly kernels compute the same in one pass; this is the reference
+// the tests compare them with, and the fallback.
+func salsa8Generic(out *[8][64]byte, state *[16]uint32, lanes *[4][8]uint32) {
+	for i := range out {
 		in := *state
 		in[6], in[7], in[8], in[9] = lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i]
 		var x [16]uint32
 		salsaCore(&x, &in)
 		for w, v := range x {
-			out[w][i] = v
+			binary.LittleEndian.PutUint32(out[i][4*w:], v)
 		}
 	}
 }

@@ -7,6 +7,6 @@ package curve
 func wideSalsa() bool { return false }
 
 // salsa8 computes eight Salsa20/20 blocks; see salsa8Generic.
-func salsa8(out *[16][8]uint32, state *[16]uint32, lanes *[4][8]uint32) {
+func salsa8(out *[8][64]byte, state *[16]uint32, lanes *[4][8]uint32) {
 	salsa8Generic(out, state, lanes)
 }

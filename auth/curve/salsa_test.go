@@ -29,21 +29,19 @@ func TestSalsa8_MatchesGeneric(t *testing.T) {
 			}
 			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(ns[i], ctrs[i])
 		}
-		var got, want [16][8]uint32
+		var got, want [8][64]byte
 		salsa8(&got, &b.state, &lanes)
 		salsa8Generic(&want, &b.state, &lanes)
 		require.Equal(t, want, got)
 		for name, f := range kernels() {
-			got = [16][8]uint32{}
+			got = [8][64]byte{}
 			f(&got, &b.state, &lanes)
 			require.Equal(t, want, got, name)
 		}
 		for i := range 8 {
 			var blk [64]byte
 			b.block(&blk, ns[i], ctrs[i])
-			for w := range 16 {
-				require.Equal(t, uint32(blk[4*w])|uint32(blk[4*w+1])<<8|uint32(blk[4*w+2])<<16|uint32(blk[4*w+3])<<24, want[w][i])
-			}
+			require.Equal(t, blk, want[i], "block %d", i)
 		}
 	}
 }
@@ -86,7 +84,7 @@ func BenchmarkSalsa8(b *testing.B) {
 	var key [32]byte
 	mb := newMsgBox(&key, prefixMessageC)
 	var lanes [4][8]uint32
-	var out [16][8]uint32
+	var out [8][64]byte
 	b.Run("salsa8", func(b *testing.B) {
 		for b.Loop() {
 			salsa8(&out, &mb.state, &lanes)
