@@ -136,7 +136,12 @@ func isStruct(v any) bool {
 // A malformed payload is an *Error with CodeInvalidArgs. The arguments of
 // the Request share payload's memory: payload must not change afterwards.
 func DecodeCall(method string, payload []byte) (*Request, error) {
-	req := &Request{Method: method}
+	// One allocation for the request and up to two positional arguments.
+	r := &struct {
+		req  Request
+		args [2]Raw
+	}{req: Request{Method: method}}
+	req := &r.req
 	if len(payload) == 0 {
 		return req, nil
 	}
@@ -154,7 +159,11 @@ func DecodeCall(method string, payload []byte) (*Request, error) {
 		if na > d.r.Len() { // every value takes at least one byte
 			return nil, invalid(req, "%d arguments declared in %d bytes", na, d.r.Len())
 		}
-		req.Args = make([]Raw, na)
+		if na <= len(r.args) {
+			req.Args = r.args[:na:na]
+		} else {
+			req.Args = make([]Raw, na)
+		}
 		for i := range req.Args {
 			if req.Args[i], err = d.raw(payload); err != nil {
 				return nil, invalid(req, "argument %d: %v", i, err)

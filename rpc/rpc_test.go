@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/capbus/capbus/rpc"
 )
@@ -204,6 +206,36 @@ func TestFunc_HandlerSeesCaller(t *testing.T) {
 	}
 	if _, ok := rpc.CallerFrom(context.Background()); ok {
 		t.Fatal("caller outside a handler")
+	}
+}
+
+// TestWithCaller_BehavesAsAContextValue checks the caller context under
+// contexts derived from it, the values of the contexts it derives from, and
+// cancellation through it.
+func TestWithCaller_BehavesAsAContextValue(t *testing.T) {
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "below"))
+	ctx := rpc.WithCaller(parent, rpc.Caller{UserID: "alice", Identity: "a1"})
+	derived, stop := context.WithCancel(context.WithValue(ctx, key{}, "above"))
+	defer stop()
+	if c, ok := rpc.CallerFrom(derived); !ok || c != (rpc.Caller{UserID: "alice", Identity: "a1"}) {
+		t.Fatalf("CallerFrom(derived) = %v, %v", c, ok)
+	}
+	if v := ctx.Value(key{}); v != "below" {
+		t.Fatalf("a value of the parent: %v", v)
+	}
+	inner := rpc.WithCaller(derived, rpc.Caller{UserID: "bobby", Identity: "b1"})
+	if c, _ := rpc.CallerFrom(inner); c.UserID != "bobby" {
+		t.Fatalf("the innermost caller wins: %v", c)
+	}
+	cancel()
+	select {
+	case <-derived.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelling the parent did not reach through the caller context")
+	}
+	if !strings.Contains(fmt.Sprint(ctx), "WithCaller(a1 as alice)") {
+		t.Fatalf("String: %v", ctx)
 	}
 }
 
