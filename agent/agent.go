@@ -41,9 +41,8 @@ type Agent struct {
 	admit    chan struct{}
 	slots    chan struct{}
 	handlers sync.WaitGroup // goroutines running handlers or waiting for one
-	// work hands a call to a handler goroutine waiting for one (unbuffered:
-	// a send succeeds only if one waits); idleWorkers counts those waiting.
-	work        chan callJob
+	// idleWorkers counts handler goroutines waiting for a call (on their
+	// session's work channel).
 	idleWorkers atomic.Int64
 
 	mu       sync.RWMutex
@@ -107,7 +106,6 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		dial:     dial,
 		admit:    make(chan struct{}, cfg.concurrency+cfg.queue),
 		slots:    make(chan struct{}, cfg.concurrency),
-		work:     make(chan callJob),
 		ready:    make(chan struct{}),
 		exports:  make(map[string]*export),
 		subs:     make(map[*Subscription]struct{}),

@@ -249,6 +249,12 @@ type session struct {
 	queued   atomic.Int64   // messages handed to the writer and not yet written
 	busy     atomic.Int64   // requests waiting for a reply + handlers running
 
+	// work hands a call to a handler goroutine waiting for one
+	// (unbuffered: a send succeeds only if one waits). Only the reader
+	// sends; close closes it once the reader has returned.
+	work     chan callJob
+	workOnce sync.Once
+
 	welcome Welcome // set before the session is published
 }
 
@@ -258,6 +264,7 @@ func newSession(a *Agent, tr transport) *session {
 		a:       a,
 		tr:      tr,
 		out:     make(chan outgoing, 64),
+		work:    make(chan callJob),
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
@@ -269,11 +276,13 @@ func newSession(a *Agent, tr transport) *session {
 	return s
 }
 
-// close ends the session with err (the first cause wins) and waits for its
-// reader and writer.
+// close ends the session with err (the first cause wins), waits for its
+// reader and writer, and then releases the handler goroutines waiting for
+// its calls.
 func (s *session) close(err error) {
 	s.fail(err)
 	s.wg.Wait()
+	s.workOnce.Do(func() { close(s.work) })
 }
 
 func (s *session) fail(err error) {
