@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/capbus/capbus/auth"
@@ -676,4 +677,59 @@ func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
 	if !s.reply(message{RawID: b("x3"), Subsys: vip.SubPong}) || (<-ctl).Subsys != vip.SubPong {
 		t.Error("platform reply not delivered")
 	}
+}
+
+// TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession runs eight
+// handlers at once, so that eight handler goroutines exist, then calls one
+// at a time: the calls go to the waiting goroutines (their number does not
+// grow). When the connection ends they end; after the reconnect, calls are
+// served again.
+func TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession(t *testing.T) {
+	const n = 8
+	p := newFakePlatform()
+	arrived := make(chan struct{}, n)
+	gate := make(chan struct{})
+	svc := startAgent(t, p, "svc", "u", func(a *Agent) {
+		must(t, a.Export("together", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
+			arrived <- struct{}{}
+			<-gate
+			return "ok", nil
+		})))
+		must(t, a.Export("alone", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil })))
+	})
+	c := startAgent(t, p, "caller", "u", nil)
+	ctx := context.Background()
+
+	errc := make(chan error, n)
+	for range n {
+		go func() { _, err := c.Call(ctx, "svc", "together"); errc <- err }()
+	}
+	for range n {
+		<-arrived // n handlers run at once, on n goroutines
+	}
+	close(gate)
+	for range n {
+		require.NoError(t, <-errc)
+	}
+	idle := func(want int64) func() bool { return func() bool { return svc.idleWorkers.Load() == want } }
+	require.Eventually(t, idle(n), 5*time.Second, time.Millisecond, "the %d goroutines wait for calls", n)
+	for range 20 {
+		_, err := c.Call(ctx, "svc", "alone")
+		require.NoError(t, err)
+		require.LessOrEqual(t, svc.idleWorkers.Load(), int64(n), "a call started a goroutine while %d waited", n)
+	}
+
+	p.stop()
+	require.Eventually(t, idle(0), 5*time.Second, time.Millisecond, "the waiting goroutines end with the session")
+	disconnected := func(a *Agent) func() bool {
+		return func() bool { _, err := a.current(); return err != nil }
+	}
+	require.Eventually(t, disconnected(c), 5*time.Second, time.Millisecond)
+	readyC, readyS := c.Ready(), svc.Ready() // closed by the next welcome
+	p.start()
+	<-readyC
+	<-readyS
+	s, err := CallAs[string](ctx, c, "svc", "alone")
+	require.NoError(t, err)
+	require.Equal(t, "ok", s)
 }
