@@ -37,9 +37,8 @@ type Agent struct {
 	timers   sync.Pool // *time.Timer for calls without a deadline
 	replies  sync.Pool // chan message (capacity 1) for requests
 
-	// admit bounds handlers running or waiting; slots bounds those running.
-	admit    chan struct{}
-	slots    chan struct{}
+	// gate bounds handlers running or waiting, and those running.
+	gate     *gate
 	handlers sync.WaitGroup // goroutines running handlers or waiting for one
 	// idleWorkers counts handler goroutines waiting for a call (on their
 	// session's work channel).
@@ -104,8 +103,7 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		cfg:      cfg,
 		log:      log,
 		dial:     dial,
-		admit:    make(chan struct{}, cfg.concurrency+cfg.queue),
-		slots:    make(chan struct{}, cfg.concurrency),
+		gate:     newGate(cfg.concurrency, cfg.queue),
 		ready:    make(chan struct{}),
 		exports:  make(map[string]*export),
 		subs:     make(map[*Subscription]struct{}),

@@ -124,9 +124,7 @@ func (a *Agent) serveCall(s *session, m message) {
 		}
 		return
 	}
-	select {
-	case a.admit <- struct{}{}:
-	default:
+	if !a.gate.admit() {
 		s.calls.Done()
 		a.log.Warn("capbus agent: handler queue full; refusing call", "method", method, "caller", caller.Identity)
 		if !notify {
@@ -186,13 +184,12 @@ func (a *Agent) runCall(j callJob) {
 	s := j.s
 	defer s.busy.Add(-1)
 	defer s.calls.Done()
-	defer func() { <-a.admit }()
-	select {
-	case a.slots <- struct{}{}:
-	case <-s.ctx.Done():
-		return
+	defer a.gate.leave()
+	a.gate.acquire()
+	defer a.gate.release()
+	if s.ctx.Err() != nil {
+		return // the session ended while the call waited for a slot
 	}
-	defer func() { <-a.slots }()
 
 	result, err := a.invoke(s.ctx, j.method, j.caller, j.payload)
 	if j.notify {
