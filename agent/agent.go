@@ -43,6 +43,10 @@ type Agent struct {
 	// idleWorkers counts handler goroutines waiting for a call (on their
 	// session's work channel).
 	idleWorkers atomic.Int64
+	// takeovers counts the goroutines that took over receiving from one
+	// that ran a handler (which then waits for calls like a handler
+	// goroutine).
+	takeovers atomic.Int64
 
 	mu       sync.RWMutex
 	sess     *session      // the welcomed session, nil while disconnected

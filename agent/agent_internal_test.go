@@ -680,10 +680,11 @@ func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
 }
 
 // TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession runs eight
-// handlers at once, so that eight handler goroutines exist, then calls one
-// at a time: the calls go to the waiting goroutines (their number does not
-// grow). When the connection ends they end; after the reconnect, calls are
-// served again.
+// handlers at once, so that eight goroutines run handlers (the reader runs
+// one of them, and hands the reading on to another goroutine when it takes
+// too long), then calls one at a time: no goroutine is started for them
+// (the number waiting does not grow). When the connection ends the waiting
+// goroutines end; after the reconnect, calls are served again.
 func TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession(t *testing.T) {
 	const n = 8
 	p := newFakePlatform()
@@ -712,11 +713,17 @@ func TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession(t *testing.T) {
 		require.NoError(t, <-errc)
 	}
 	idle := func(want int64) func() bool { return func() bool { return svc.idleWorkers.Load() == want } }
-	require.Eventually(t, idle(n), 5*time.Second, time.Millisecond, "the %d goroutines wait for calls", n)
+	// The handler that returned last may have run on the reader, which
+	// then went on reading.
+	waiting := func() bool { return svc.idleWorkers.Load() >= n-1 }
+	require.Eventually(t, waiting, 5*time.Second, time.Millisecond, "%d goroutines wait for calls", n-1)
+	// Beyond the n, only a reader that handed the reading on (a loaded
+	// machine may pause a handler long enough) may join those waiting.
+	takeovers := svc.takeovers.Load()
 	for range 20 {
 		_, err := c.Call(ctx, "svc", "alone")
 		require.NoError(t, err)
-		require.LessOrEqual(t, svc.idleWorkers.Load(), int64(n), "a call started a goroutine while %d waited", n)
+		require.LessOrEqual(t, svc.idleWorkers.Load(), n+svc.takeovers.Load()-takeovers, "a call started a goroutine")
 	}
 
 	p.stop()

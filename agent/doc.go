@@ -71,6 +71,14 @@
 // logs the stack and keeps serving. Messages of one subscription are
 // handled in order, one at a time.
 //
+// A handler starts on the goroutine that received its call, which saves a
+// hand-off to another goroutine per call and lets the replies to calls
+// received together go out in one write. A handler that runs for long, or
+// blocks, never stops the agent: when one is still running after 0.5 to 1
+// ms, or makes a call itself, another goroutine takes over receiving, and
+// the calls behind it go on. Handlers need not do anything for this; a
+// handler that blocks delays other calls by at most about a millisecond.
+//
 // # Connection loss
 //
 // When the connection to the platform is lost, calls in flight fail at once

@@ -93,15 +93,16 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 	return nil
 }
 
-// serveCall runs the handler of an incoming call or notify,
-// ["call"|"notify", method, ARGS], on a handler goroutine of its own (one
-// waiting for work, or a new one), never on the reader. When all handler
-// slots are busy the call waits for one in a bounded queue; beyond it, the
-// call is refused with CodeOverloaded.
-func (a *Agent) serveCall(s *session, m message) {
+// serveCall admits an incoming call or notify, ["call"|"notify", method,
+// ARGS]. If a handler slot is free it returns the call, with run true, for
+// the reader to run (see session.read); otherwise the call goes to a
+// handler goroutine (one waiting for work, or a new one), where it waits
+// for a slot in a bounded queue; beyond the queue the call is refused with
+// CodeOverloaded. It never blocks.
+func (a *Agent) serveCall(s *session, m message) (j callJob, run bool) {
 	if len(m.Args) <= vip.RPCArgMethod {
 		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
-		return
+		return callJob{}, false
 	}
 	notify := m.arg(vip.RPCArgOp) == vip.OpNotify
 	method := m.arg(vip.RPCArgMethod)
@@ -122,7 +123,7 @@ func (a *Agent) serveCall(s *session, m message) {
 		if !notify {
 			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
 		}
-		return
+		return callJob{}, false
 	}
 	if !a.gate.admit() {
 		s.calls.Done()
@@ -130,18 +131,30 @@ func (a *Agent) serveCall(s *session, m message) {
 		if !notify {
 			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
 		}
-		return
+		return callJob{}, false
 	}
 	// Counted from now, not from when a goroutine runs it: handlers that
 	// are ready to run together then send their replies together.
 	s.busy.Add(1)
-	j := callJob{s: s, m: m, method: method, notify: notify, caller: caller, payload: payload}
-	select {
-	case s.work <- j: // a waiting handler goroutine took it
-	default:
-		a.handlers.Add(1)
+	j = callJob{s: s, m: m, method: method, notify: notify, caller: caller, payload: payload}
+	if a.gate.tryAcquire() {
+		return j, true // the reader runs it
+	}
+	handed := false
+	s.workMu.Lock()
+	if !s.workShut {
+		select {
+		case s.work <- j: // a waiting handler goroutine took it
+			handed = true
+		default:
+		}
+	}
+	s.workMu.Unlock()
+	if !handed {
+		a.handlers.Add(1) // the reader calling holds a count
 		go a.worker(j)
 	}
+	return callJob{}, false
 }
 
 // callJob is a call admitted for a handler.
@@ -163,29 +176,40 @@ type callJob struct {
 // cost the callee about 6% of its CPU in lock contention.
 func (a *Agent) worker(j callJob) {
 	defer a.handlers.Done()
+	a.runCall(j)
+	a.waitForCalls(j.s)
+}
+
+// waitForCalls runs the calls of s handed to it, while fewer than the
+// concurrency limit of handler goroutines wait, until s ends.
+func (a *Agent) waitForCalls(s *session) {
 	for {
-		a.runCall(j)
 		if a.idleWorkers.Add(1) > int64(a.cfg.concurrency) {
 			a.idleWorkers.Add(-1)
 			return
 		}
-		next, ok := <-j.s.work
+		j, ok := <-s.work
 		a.idleWorkers.Add(-1)
 		if !ok {
 			return
 		}
-		j = next
+		a.runCall(j)
 	}
 }
 
 // runCall runs the handler of an admitted call, once a slot is free, and
 // sends its reply.
 func (a *Agent) runCall(j callJob) {
+	a.gate.acquire()
+	a.runHolding(j)
+}
+
+// runHolding is runCall once the call holds a slot.
+func (a *Agent) runHolding(j callJob) {
 	s := j.s
 	defer s.busy.Add(-1)
 	defer s.calls.Done()
 	defer a.gate.leave()
-	a.gate.acquire()
 	defer a.gate.release()
 	if s.ctx.Err() != nil {
 		return // the session ended while the call waited for a slot

@@ -46,6 +46,20 @@ func (g *gate) acquire() {
 	<-g.wake
 }
 
+// tryAcquire takes a slot if one is free without waiting, and reports
+// whether it did.
+func (g *gate) tryAcquire() bool {
+	for {
+		n := g.running.Load()
+		if n >= g.limit {
+			return false
+		}
+		if g.running.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // release gives a slot back, or hands it to a call waiting for one.
 func (g *gate) release() {
 	if g.running.Add(-1) >= g.limit {

@@ -189,9 +189,11 @@ func WithConnectTimeout(d time.Duration) Option {
 // call arriving when the queue is full is refused at once with
 // rpc.CodeOverloaded. Defaults: DefaultConcurrency and DefaultQueue.
 // (Subscriptions are not counted: each handles its messages one at a time.)
-// Up to n handler goroutines stay waiting for the next call while the
-// agent is connected, so that a busy agent does not start a goroutine and
-// grow its stack for every call.
+// Handlers start on the goroutine that receives the calls (see the
+// package documentation); when it is busy with a slow one, up to n handler
+// goroutines stay waiting for the next call while the agent is connected,
+// so that a busy agent does not start a goroutine and grow its stack for
+// every call.
 func WithConcurrency(n, queue int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || queue < 0 {

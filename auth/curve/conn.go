@@ -525,3 +525,6 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// Buffered reports how many bytes have been received and not yet read.
+func (c *Conn) Buffered() int { return c.br.Buffered() }
