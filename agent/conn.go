@@ -438,17 +438,20 @@ func (s *session) readLoop() {
 
 // watchFire looks at the reader every inlineBudget while it runs handlers.
 // When the handler it runs is the one it ran at the previous look, another
-// goroutine takes over receiving; while the reader is busy the watch goes
-// on, and it stops once the reader waits for input.
+// goroutine takes over receiving. The watch goes on while the reader has
+// started handlers since the previous look (stopping and setting it again
+// for every burst of calls would cost a timer wake-up each), and stops
+// once it has not.
 func (s *session) watchFire() {
 	n := s.handlers.Load()
-	if s.inHandler.Load() != 0 && n == s.lastSeen {
+	running := s.inHandler.Load() != 0
+	if running && n == s.lastSeen {
 		s.watchOn.Store(false) // the next reader sets it again
 		s.takeOver()
 		return
 	}
-	s.lastSeen = n
-	if s.inHandler.Load() != 0 {
+	if running || n != s.lastSeen {
+		s.lastSeen = n
 		s.watch.Reset(inlineBudget)
 		return
 	}
