@@ -243,9 +243,12 @@ type session struct {
 
 	ctx    context.Context // cancelled when the session ends
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the session ends
-	once   sync.Once
-	err    error // why it ended; written before done is closed
+	// onReader is ctx marked for the handlers the reader runs: a request
+	// made under it hands the reading on at once (handOff).
+	onReader context.Context
+	done     chan struct{} // closed when the session ends
+	once     sync.Once
+	err      error // why it ended; written before done is closed
 
 	mu      sync.Mutex
 	pending map[string]waiter
@@ -286,6 +289,10 @@ type session struct {
 	welcome Welcome // set before the session is published
 }
 
+// onReaderKey marks the context of handlers run by the reader; its value
+// is the session.
+type onReaderKey struct{}
+
 // inlineBudget is how often watch looks at the reader while it runs
 // handlers: a handler still running at two looks in a row (after 0.5 to 1
 // ms) has another goroutine take over receiving. That is as long as other
@@ -305,6 +312,7 @@ func newSession(a *Agent, tr transport) *session {
 		pending: make(map[string]waiter),
 		names:   interner{},
 	}
+	s.onReader = context.WithValue(ctx, onReaderKey{}, s)
 	s.watch = time.AfterFunc(time.Hour, s.watchFire)
 	s.watch.Stop()
 	s.wg.Add(1)
@@ -462,9 +470,10 @@ func (s *session) watchFire() {
 	}
 }
 
-// handOff is for a request made while the reader runs a handler: the reply
+// handOff is for a request made by a handler the reader runs: the reply
 // can only come through a reader, so another goroutine takes over at once,
-// and what the reader holds is written.
+// and what the reader holds is written. A handler that makes its request
+// under another context than its own is rescued by the watch instead.
 func (s *session) handOff() {
 	s.wmu.Lock()
 	if s.held {
@@ -559,7 +568,7 @@ func (s *session) read(gen uint64) (replaced bool) {
 			s.watch.Reset(inlineBudget)
 		}
 		s.rmu.Unlock()
-		s.a.runHolding(j)
+		s.a.runHolding(s.onReader, j)
 		// Unless another goroutine took over, and now runs a handler itself.
 		s.inHandler.CompareAndSwap(gen+1, 0)
 		// TryLock fails only while a new reader takes over.
@@ -681,7 +690,9 @@ func (s *session) requestWithin(ctx context.Context, m *message, timeout time.Du
 	if err := s.sendWithin(ctx, expired, m); err != nil {
 		return message{}, err
 	}
-	if s.inHandler.Load() != 0 {
+	if s.inHandler.Load() != 0 && ctx.Value(onReaderKey{}) == s {
+		// A handler the reader runs waits for a reply that only a reader
+		// can receive. (Other goroutines' requests leave the reader be.)
 		s.handOff()
 	}
 	var r message

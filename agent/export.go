@@ -201,11 +201,12 @@ func (a *Agent) waitForCalls(s *session) {
 // sends its reply.
 func (a *Agent) runCall(j callJob) {
 	a.gate.acquire()
-	a.runHolding(j)
+	a.runHolding(j.s.ctx, j)
 }
 
-// runHolding is runCall once the call holds a slot.
-func (a *Agent) runHolding(j callJob) {
+// runHolding is runCall once the call holds a slot; the handler's context
+// derives from ctx (the session's, or the reader's mark of it).
+func (a *Agent) runHolding(ctx context.Context, j callJob) {
 	s := j.s
 	defer s.busy.Add(-1)
 	defer s.calls.Done()
@@ -215,7 +216,7 @@ func (a *Agent) runHolding(j callJob) {
 		return // the session ended while the call waited for a slot
 	}
 
-	result, err := a.invoke(s.ctx, j.method, j.caller, j.payload)
+	result, err := a.invoke(ctx, j.method, j.caller, j.payload)
 	if j.notify {
 		if err != nil {
 			a.log.Warn("capbus agent: notify handler failed", "method", j.method, "caller", j.caller.Identity, "err", err)

@@ -29,7 +29,9 @@ func TestAgent_CallsRunOnTheReader(t *testing.T) {
 
 // TestAgent_HandlerOnTheReaderCanCallOtherAgents: a handler that calls
 // another agent, and waits for the reply only a reader can deliver, gets
-// it: another goroutine takes over receiving at once.
+// it: under its own context another goroutine takes over receiving at
+// once; under another context (here context.Background) the watch has one
+// take over within a millisecond.
 func TestAgent_HandlerOnTheReaderCanCallOtherAgents(t *testing.T) {
 	p := newFakePlatform()
 	startAgent(t, p, "math", "u", weatherSetup(t))
@@ -38,12 +40,18 @@ func TestAgent_HandlerOnTheReaderCanCallOtherAgents(t *testing.T) {
 			n, err := CallAs[int](ctx, a, "math", "sum", xs[0], xs[1])
 			return 2 * n, err
 		})))
+		must(t, a.Export("double-sum-detached", rpc.Func(func(_ context.Context, xs []int) (int, error) {
+			n, err := CallAs[int](context.Background(), a, "math", "sum", xs[0], xs[1])
+			return 2 * n, err
+		})))
 	})
 	c := startAgent(t, p, "caller", "u", nil)
-	for i := range 10 {
-		n, err := CallAs[int](context.Background(), c, "relay", "double-sum", i, 2)
-		require.NoError(t, err)
-		require.Equal(t, 2*(i+2), n)
+	for _, method := range []string{"double-sum", "double-sum-detached"} {
+		for i := range 10 {
+			n, err := CallAs[int](context.Background(), c, "relay", method, i, 2)
+			require.NoError(t, err, method)
+			require.Equal(t, 2*(i+2), n, method)
+		}
 	}
 }
 
