@@ -269,12 +269,12 @@ func (c *fakeConn) Send(f [][]byte) error {
 				c.errorReply(id, rpc.CodeUnauthorized, "publish to "+arg(1)+" refused", "", subsys, nil)
 				return nil
 			}
-			topic := strings.Split(arg(1), "/")
+			topic := arg(1)
 			p.mu.Lock()
 			var to []*fakeConn
 			for _, d := range p.conns {
 				for pat := range d.subs {
-					if matchTopic(strings.Split(pat, "/"), topic) {
+					if vip.MatchTopic(pat, topic) {
 						to = append(to, d)
 						break
 					}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
-	"strings"
 	"sync"
 
 	"github.com/capbus/capbus/internal/vip"
@@ -40,7 +39,6 @@ type MessageHandler func(ctx context.Context, m *Message)
 type Subscription struct {
 	a       *Agent
 	pattern string
-	segs    []string
 	fn      MessageHandler
 
 	mu      sync.Mutex
@@ -93,7 +91,7 @@ func (a *Agent) Subscribe(ctx context.Context, pattern string, fn MessageHandler
 	if fn == nil {
 		return nil, fmt.Errorf("agent: Subscribe(%q): nil handler", pattern)
 	}
-	sub := &Subscription{a: a, pattern: pattern, segs: strings.Split(pattern, "/"), fn: fn}
+	sub := &Subscription{a: a, pattern: pattern, fn: fn}
 	a.mu.Lock()
 	a.subs[sub] = struct{}{}
 	a.subsV++
@@ -191,11 +189,10 @@ func (a *Agent) deliver(s *session, m message) {
 	if len(m.Args) > 2 {
 		msg.Value = rpc.Raw(m.Args[2])
 	}
-	topic := strings.Split(msg.Topic, "/")
 	a.mu.RLock()
 	var matched []*Subscription
 	for sub := range a.subs {
-		if matchTopic(sub.segs, topic) {
+		if vip.MatchTopic(sub.pattern, msg.Topic) {
 			matched = append(matched, sub)
 		}
 	}
@@ -254,40 +251,17 @@ func (sub *Subscription) handle(ctx context.Context, msg *Message) {
 	sub.fn(rpc.WithCaller(ctx, rpc.Caller{UserID: msg.UserID, Identity: msg.Sender}), msg)
 }
 
-// matchTopic matches topic segments against pattern segments: "+" is one
-// segment, a final "#" zero or more.
-func matchTopic(pattern, topic []string) bool {
-	for i, p := range pattern {
-		if p == "#" {
-			return true
-		}
-		if i >= len(topic) {
-			return false
-		}
-		if p != "+" && p != topic[i] {
-			return false
-		}
-	}
-	return len(pattern) == len(topic)
-}
-
-// checkTopic validates a topic, or a pattern when wildcards are allowed.
+// checkTopic validates a topic, or a pattern when wildcards are allowed, as
+// the platform does (vip.CheckTopic).
 func checkTopic(t string, wildcards bool) error {
-	if t == "" || len(t) > vip.MaxTopic {
-		return rpc.Errorf(rpc.CodeInvalidArgs, "topic %q: a topic has 1 to 1024 bytes", t)
+	why := vip.CheckTopic(t, wildcards)
+	switch {
+	case why == "":
+		return nil
+	case wildcards:
+		return rpc.Errorf(rpc.CodeInvalidArgs, "pattern %q: %s", t, why)
 	}
-	segs := strings.Split(t, "/")
-	for i, s := range segs {
-		switch {
-		case s == "#" && wildcards && i == len(segs)-1, s == "+" && wildcards:
-		case strings.ContainsAny(s, "+#"):
-			if wildcards {
-				return rpc.Errorf(rpc.CodeInvalidArgs, "pattern %q: %q must be a whole segment (and # the last one)", t, s)
-			}
-			return rpc.Errorf(rpc.CodeInvalidArgs, "topic %q: wildcards are for patterns", t)
-		}
-	}
-	return nil
+	return rpc.Errorf(rpc.CodeInvalidArgs, "topic %q: %s", t, why)
 }
 
 // topicError names the topic in an *rpc.Error.

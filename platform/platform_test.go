@@ -135,30 +135,6 @@ func TestReload_DropsSubscriptionsNoLongerAllowed(t *testing.T) {
 	}
 }
 
-func TestTopicMatch_IsPerSegment(t *testing.T) {
-	cases := []struct {
-		pattern, topic string
-		want           bool
-	}{
-		{"devices/#", "devices", true},
-		{"devices/#", "devices/a/b", true},
-		{"devices/#", "devicesX", false},
-		{"devices/#", "devicesX/a", false},
-		{"#", "a/b", true},
-		{"a/+", "a/b", true},
-		{"a/+", "a", false},
-		{"a/+", "a/b/c", false},
-		{"a/+/c", "a/b/c", true},
-		{"a", "a/b", false},
-		{"a/b", "a", false},
-		{"a/b", "a/b", true},
-		{"+", "a", true},
-	}
-	for _, c := range cases {
-		assert.Equal(t, c.want, topicMatch(c.pattern, c.topic), "%s ~ %s", c.pattern, c.topic)
-	}
-}
-
 func TestReload_DropsIdentityClaimsNoLongerAllowed(t *testing.T) {
 	tp := startPlatform(t)
 	free1 := tp.dial(t, tp.cast.free1)

@@ -59,7 +59,7 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 }
 
 func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {
-	if msg := checkTopic(pattern, true); msg != "" {
+	if msg := vip.CheckTopic(pattern, true); msg != "" {
 		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
@@ -116,7 +116,7 @@ func (p *Platform) unsubscribeAll(pe *peer) {
 // publish delivers [publisher, "VIP1", publisher-user, "", "pubsub",
 // "message", topic, VALUE] to each subscriber once.
 func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
-	if msg := checkTopic(topic, false); msg != "" {
+	if msg := vip.CheckTopic(topic, false); msg != "" {
 		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
@@ -131,7 +131,7 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 	var sent []*peer
 	p.subMu.RLock()
 	for pattern, set := range p.subs {
-		if !topicMatch(pattern, topic) {
+		if !vip.MatchTopic(pattern, topic) {
 			continue
 		}
 	next:
@@ -148,55 +148,5 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 	p.subMu.RUnlock()
 	if len(frames[vip.FrameMsgID]) > 0 {
 		p.ok(pe, frames)
-	}
-}
-
-// checkTopic validates a topic (or, with wildcards, a pattern).
-func checkTopic(t string, wildcards bool) string {
-	if t == "" || len(t) > vip.MaxTopic {
-		return "topic must be 1..1024 bytes"
-	}
-	segs := strings.Split(t, "/")
-	for i, s := range segs {
-		switch {
-		case s == "+" || s == "#":
-			if !wildcards {
-				return "a published topic cannot contain wildcards"
-			}
-			if s == "#" && i != len(segs)-1 {
-				return "\"#\" is allowed only as the last segment"
-			}
-		case strings.ContainsAny(s, "+#"):
-			return "wildcards must be whole segments"
-		}
-	}
-	return ""
-}
-
-// topicMatch reports whether topic matches pattern per segment: "+" one
-// segment, a final "#" zero or more.
-func topicMatch(pattern, topic string) bool {
-	for {
-		var ps string
-		ps, pattern, _ = strings.Cut(pattern, "/")
-		if ps == "#" {
-			return true
-		}
-		if topic == "" && ps != "" {
-			return false
-		}
-		var ts string
-		var more bool
-		ts, topic, more = strings.Cut(topic, "/")
-		if ps != "+" && ps != ts {
-			return false
-		}
-		if pattern == "" {
-			return !more
-		}
-		if !more {
-			// Topic ended; only a remaining "#" matches.
-			return pattern == "#"
-		}
 	}
 }

@@ -1,11 +1,12 @@
 // Package vip is the VIP wire vocabulary of docs/PROTOCOL.md, defined once
 // for the platform and the agent SDK: the signature, the frame layout, the
-// subsystem and operation names, and the msgpack maps carried in payload
-// frames.
+// subsystem and operation names, the msgpack maps carried in payload
+// frames, and the topic syntax.
 //
-// It holds names and shapes only. Each side keeps its own code that builds
-// and parses frames and encodes and decodes payloads; those use the
-// definitions here so that both agree by construction.
+// It holds names and shapes only, and the two topic functions. Each side
+// keeps its own code that builds and parses frames and encodes and decodes
+// payloads; those use the definitions here so that both agree by
+// construction.
 package vip
 
 import "github.com/capbus/capbus/rpc"
