@@ -74,10 +74,10 @@
 // A handler starts on the goroutine that received its call, which saves a
 // hand-off to another goroutine per call and lets the replies to calls
 // received together go out in one write. A handler that runs for long, or
-// blocks, never stops the agent: when one is still running after 0.5 to 1
-// ms, or makes a call itself, another goroutine takes over receiving, and
-// the calls behind it go on. Handlers need not do anything for this; a
-// handler that blocks delays other calls by at most about a millisecond.
+// blocks, never stops the agent: when one is still running after 2 to 4
+// ms, or makes a call under its context, another goroutine takes over
+// receiving, and the calls behind it go on. Handlers need not do anything
+// for this; a handler that blocks delays other calls by at most about 4 ms.
 //
 // # Connection loss
 //

@@ -31,7 +31,7 @@ func TestAgent_CallsRunOnTheReader(t *testing.T) {
 // another agent, and waits for the reply only a reader can deliver, gets
 // it: under its own context another goroutine takes over receiving at
 // once; under another context (here context.Background) the watch has one
-// take over within a millisecond.
+// take over within 4 ms.
 func TestAgent_HandlerOnTheReaderCanCallOtherAgents(t *testing.T) {
 	p := newFakePlatform()
 	startAgent(t, p, "math", "u", weatherSetup(t))
