@@ -242,6 +242,60 @@ func TestPlatform_CallsSucceedAndCarryTheCaller(t *testing.T) {
 	}
 }
 
+// TestPlatform_BlockedHandlersDoNotHoldOtherCalls: over real CURVE, with
+// handlers blocked on the agent (the first on the goroutine that received
+// it, which hands the reading on), calls made meanwhile, one at a time and
+// many at once, get their replies; the blocked calls get theirs when
+// released.
+func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	release := make(chan struct{})
+	started := make(chan struct{}, 3)
+	b.agent("weatherman", "weather", weather(t, release, started))
+	alice := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+
+	blocked := make(chan error, 3)
+	for range 3 {
+		go func() {
+			s, err := agent.CallAs[string](ctx, alice, "weather", "wait")
+			if err == nil && s != "released" {
+				err = fmt.Errorf("wait returned %q", s)
+			}
+			blocked <- err
+		}()
+		<-started
+	}
+	// Bounded, so that a reader held by a blocked handler fails the test
+	// rather than hangs it.
+	fast, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for i := range 10 {
+		temp, err := agent.CallAs[float64](fast, alice, "weather", "temperature", "Paris")
+		if err != nil || temp != 21.5 {
+			t.Fatalf("call %d behind blocked handlers: %v, %v", i, temp, err)
+		}
+	}
+	errs := make(chan error, 64)
+	for range 64 {
+		go func() {
+			_, err := agent.CallAs[float64](fast, alice, "weather", "temperature", "Paris")
+			errs <- err
+		}()
+	}
+	for range 64 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent call behind blocked handlers: %v", err)
+		}
+	}
+	close(release)
+	for range 3 {
+		if err := <-blocked; err != nil {
+			t.Fatalf("blocked call: %v", err)
+		}
+	}
+}
+
 func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 	b := newBus(t, standardUsers(), standardExtra())
 	release := make(chan struct{})
