@@ -233,9 +233,10 @@ func (m *message) errorOf() *rpc.Error {
 	return e
 }
 
-// session is one connection to the platform: a writer goroutine (the only
-// one to call transport.Send), a reader goroutine that dispatches what
-// arrives, and the table of requests waiting for a reply.
+// session is one connection to the platform: a writer goroutine that
+// sends what queues up (any goroutine may send under wmu when nothing is
+// queued), a reader that dispatches what arrives and runs the handlers of
+// calls itself (see read), and the table of requests waiting for a reply.
 type session struct {
 	a   *Agent
 	tr  transport
