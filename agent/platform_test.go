@@ -264,7 +264,11 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 			}
 			blocked <- err
 		}()
-		<-started
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second): // a reader held by the previous one
+			t.Fatal("a call did not reach its handler while another handler was blocked")
+		}
 	}
 	// Bounded, so that a reader held by a blocked handler fails the test
 	// rather than hangs it.
