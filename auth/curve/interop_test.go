@@ -17,6 +17,17 @@ import (
 // keyEnv passes keys to the Python peers in Z85, libzmq's form.
 func keyEnv(name string, k auth.Key) string { return name + "=" + k.Z85() }
 
+// clientEnv is the environment of a Python client of the echo server s
+// with the key pair client.
+func clientEnv(s *server, client auth.KeyPair) []string {
+	return []string{
+		"ENDPOINT=" + s.endpoint(),
+		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
+		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
+		"CURVE_CLIENT_SECRET=" + client.Secret.Z85(),
+	}
+}
+
 // echoServers are the two ways a program reads and writes messages on a
 // conn: through zmq4, and whole through ReadMsg and WriteMsg.
 var echoServers = []struct {
@@ -33,11 +44,7 @@ func TestInterop_LibzmqDealerTalksToCapbusRouter(t *testing.T) {
 			client := newKeyPair(t)
 			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
 
-			py := startPython(t, "libzmq_dealer.py",
-				"ENDPOINT="+s.endpoint(),
-				keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-				keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-				"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+			py := startPython(t, "libzmq_dealer.py", clientEnv(s, client)...)
 			py.expect(t, "MULTIPART OK")
 
 			first := s.nextMsg(t)
@@ -119,11 +126,7 @@ func TestInterop_LibzmqClientWithRefusedKeyFailsItsHandshake(t *testing.T) {
 	rec, logger := newLogRecorder()
 	s := startEchoServer(t, WithAuthenticator(allowKeys(nil)), WithLogger(logger))
 	client := newKeyPair(t)
-	py := startPython(t, "libzmq_refused.py",
-		"ENDPOINT="+s.endpoint(),
-		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-		keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-		"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+	py := startPython(t, "libzmq_refused.py", clientEnv(s, client)...)
 	assert.Equal(t, "400", py.expect(t, "HANDSHAKE_FAILED_AUTH"))
 	py.wait(t)
 	rec.waitFor(t, "client refused", attr("client_key", client.Public.Z85()))
@@ -134,11 +137,7 @@ func TestInterop_LibzmqHeartbeatsAreAnsweredAndConnectionStays(t *testing.T) {
 		t.Run(es.name, func(t *testing.T) {
 			client := newKeyPair(t)
 			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
-			py := startPython(t, "libzmq_heartbeat.py",
-				"ENDPOINT="+s.endpoint(),
-				keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
-				keyEnv("CURVE_CLIENT_PUBLIC", client.Public),
-				"CURVE_CLIENT_SECRET="+client.Secret.Z85())
+			py := startPython(t, "libzmq_heartbeat.py", clientEnv(s, client)...)
 			py.expect(t, "CONNECTED")
 			c := s.nextConn(t)
 			py.expect(t, "STILL CONNECTED")
