@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,23 +9,21 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode"
 
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 )
-
-var noDeadline time.Time
 
 // Agent is one participant on a capbus platform: it holds an identity,
 // serves exported methods, calls other agents and publishes and subscribes
 // to topics, all through the platform, which authenticates it by its CURVE
 // key and authorizes every call against auth.json.
 //
-// Create an Agent with New, register exports and subscriptions, then call
-// Run, which connects and serves until its context ends. All methods are
-// safe for concurrent use.
+// Create an Agent with New (or FromEnv), register exports and
+// subscriptions, then call Run, which connects and serves until its
+// context ends. All methods are safe for concurrent use.
 type Agent struct {
 	identity string
 	cfg      config
@@ -35,38 +34,43 @@ type Agent struct {
 	nextID   atomic.Uint64
 	idPrefix string
 	timers   sync.Pool // *time.Timer for calls without a deadline
-	replies  sync.Pool // chan message (capacity 1) for requests
+	requests sync.Pool // *request, with its reply channel
 
-	// gate bounds handlers running or waiting, and those running.
-	gate     *gate
-	handlers sync.WaitGroup // goroutines running handlers or waiting for one
-	// idleWorkers counts handler goroutines waiting for a call (on their
-	// session's work channel).
-	idleWorkers atomic.Int64
-	// takeovers counts the goroutines that took over receiving from one
-	// that ran a handler (which then waits for calls like a handler
-	// goroutine).
-	takeovers atomic.Int64
+	// handlers counts the goroutines that run handlers and message
+	// handlers; Run waits for them before it returns.
+	handlers sync.WaitGroup
 
 	mu       sync.RWMutex
 	sess     *session      // the welcomed session, nil while disconnected
 	ready    chan struct{} // closed while sess != nil
+	lastErr  error         // why the last connection attempt or session failed
+	stopped  bool          // Run returned
+	stateCh  chan struct{} // closed and replaced by every state change
 	exports  map[string]*export
 	subs     map[*Subscription]struct{}
 	exportsV uint64 // bumped by every change to exports
 	subsV    uint64 // bumped by every change to subs
 }
 
-// Welcome is what the platform said when it admitted the agent: Identity,
-// the identity as admitted; UserID, the user id of the agent's key in
-// auth.json; Version, the platform's version; Generation, the policy
-// generation in force; ServerKey, the platform's public key in Z85.
-type Welcome = vip.Welcome
+// Welcome is what the platform said when it admitted the agent.
+type Welcome struct {
+	// Identity is the identity as admitted.
+	Identity string
+	// UserID is the user id of the agent's key in auth.json.
+	UserID string
+	// Version is the platform's version.
+	Version string
+	// Generation is the policy generation in force.
+	Generation uint64
+	// ServerKey is the platform's public key.
+	ServerKey keys.Key
+}
 
 // New returns an agent that will claim identity on the platform. It does
 // not connect: Run does. The options must give the agent a key pair
 // (WithKeyPair or WithKeystore) and the platform's key (WithServerKey,
-// WithPlatform or WithKnownHosts).
+// WithPlatform or WithKnownHosts); FromEnv finds both the way a local
+// platform lays them out.
 func New(identity string, opts ...Option) (*Agent, error) {
 	if err := checkIdentity(identity); err != nil {
 		return nil, err
@@ -83,32 +87,32 @@ func New(identity string, opts ...Option) (*Agent, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
-	log := cfg.logger.With("agent", identity)
+	cfg.logger = cfg.logger.With("agent", identity)
 	dial := cfg.dial
 	if dial == nil {
 		if !cfg.haveKeyPair {
 			return nil, errors.New("agent: no key pair: use WithKeyPair or WithKeystore")
 		}
 		if cfg.serverKey.IsZero() && cfg.knownHosts != "" {
-			k, err := lookupKnownHost(cfg.knownHosts, cfg.address)
+			k, err := keys.LookupKnownHost(cfg.knownHosts, cfg.address, cfg.logger)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("agent: %w", err)
 			}
 			cfg.serverKey = k
 		}
 		if cfg.serverKey.IsZero() {
 			return nil, errors.New("agent: no server key: use WithServerKey, WithPlatform or WithKnownHosts")
 		}
-		dial = dialCurve(cfg.address, cfg.keyPair, cfg.serverKey, identity, log)
+		dial = dialCurve(cfg.address, cfg.keyPair, cfg.serverKey, identity, &cfg)
 	}
 	return &Agent{
 		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + ".",
 		identity: identity,
 		cfg:      cfg,
-		log:      log,
+		log:      cfg.logger,
 		dial:     dial,
-		gate:     newGate(cfg.concurrency, cfg.queue),
 		ready:    make(chan struct{}),
+		stateCh:  make(chan struct{}),
 		exports:  make(map[string]*export),
 		subs:     make(map[*Subscription]struct{}),
 	}, nil
@@ -131,27 +135,48 @@ func (a *Agent) Identity() string { return a.identity }
 
 // Ready returns a channel that is closed while the agent is connected and
 // welcomed by the platform. While the agent is disconnected it returns a
-// channel that will be closed by the next welcome. Wait on it before the
-// first call:
-//
-//	go a.Run(ctx)
-//	<-a.Ready()
-//
-// Run returns an error without ever closing the channel when the platform
-// refuses the agent (see Run); a program that must not hang then waits on
-// both:
-//
-//	errc := make(chan error, 1)
-//	go func() { errc <- a.Run(ctx) }()
-//	select {
-//	case <-a.Ready():
-//	case err := <-errc:
-//		return err
-//	}
+// channel that the next welcome closes. WaitConnected is the same wait with
+// a deadline and the reason when it fails.
 func (a *Agent) Ready() <-chan struct{} {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.ready
+}
+
+// WaitConnected waits until the agent is connected and welcomed (Run must
+// be running, or about to), and returns nil. It fails when ctx ends first,
+// with the reason the last connection attempt failed, such as "the
+// platform refused this agent's key" or "wrong server key?", or when Run
+// returns without connecting.
+func (a *Agent) WaitConnected(ctx context.Context) error {
+	for {
+		a.mu.RLock()
+		ready, last, stopped := a.ready, a.lastErr, a.stopped
+		a.mu.RUnlock()
+		select {
+		case <-ready:
+			return nil
+		default:
+		}
+		if stopped {
+			if last == nil {
+				last = errors.New("agent stopped")
+			}
+			return rpc.NewError(rpc.CodeUnavailable, "not connected: "+last.Error()).WithCause(last)
+		}
+		select {
+		case <-ready:
+			return nil
+		case <-a.changed():
+			// the state moved: look again
+		case <-ctx.Done():
+			msg := "not connected to the platform at " + a.cfg.address
+			if last != nil {
+				msg += ": last attempt: " + last.Error()
+			}
+			return rpc.NewError(rpc.CodeUnavailable, msg).WithCause(errors.Join(ctx.Err(), last))
+		}
+	}
 }
 
 // Welcome returns what the platform said when it last admitted the agent,
@@ -165,21 +190,52 @@ func (a *Agent) Welcome() (Welcome, bool) {
 	return a.sess.welcome, true
 }
 
-// current returns the welcomed session, or an rpc.ErrUnavailable error.
-func (a *Agent) current() (*session, error) {
-	a.mu.RLock()
-	s := a.sess
-	a.mu.RUnlock()
-	if s == nil {
-		return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform")
+// current returns the welcomed session. Without one it fails at once with
+// rpc.ErrUnavailable, unless WithWaitForConnection is set: it then waits
+// for the next welcome until ctx ends.
+func (a *Agent) current(ctx context.Context) (*session, error) {
+	for {
+		a.mu.RLock()
+		s, ready, stopped := a.sess, a.ready, a.stopped
+		a.mu.RUnlock()
+		if s != nil {
+			return s, nil
+		}
+		if !a.cfg.waitForConnection || stopped || !a.running.Load() {
+			return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform")
+		}
+		select {
+		case <-ready:
+		case <-a.changed():
+		case <-ctx.Done():
+			return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform before the deadline").WithCause(ctx.Err())
+		}
 	}
-	return s, nil
 }
 
-// newID returns a fresh msg-id: a random prefix chosen by New, so that
-// msg-ids differ from those of other agents, and a counter.
-func (a *Agent) newID() string {
-	b := make([]byte, 0, 32)
+// appendID appends a fresh msg-id to b: a random prefix chosen by New, so
+// that msg-ids differ from those of other agents, and a counter.
+func (a *Agent) appendID(b []byte) []byte {
 	b = append(b, a.idPrefix...)
-	return string(strconv.AppendUint(b, a.nextID.Add(1), 36))
+	return strconv.AppendUint(b, a.nextID.Add(1), 36)
+}
+
+// changed returns a channel that is closed at the next change of the
+// agent's connection state: a welcome, a failed attempt, a lost session,
+// Run's end.
+func (a *Agent) changed() <-chan struct{} {
+	a.mu.RLock()
+	ch := a.stateCh
+	a.mu.RUnlock()
+	return ch
+}
+
+// noteState records err as the latest connection failure (nil: connected)
+// and wakes those waiting on changed. a.mu must be held.
+func (a *Agent) noteState(err error) {
+	if err != nil {
+		a.lastErr = err
+	}
+	close(a.stateCh)
+	a.stateCh = make(chan struct{})
 }

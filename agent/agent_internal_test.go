@@ -6,27 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const minTestBackoff = 5 * time.Millisecond
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
@@ -48,373 +45,459 @@ func (s *syncBuffer) String() string {
 
 type place struct {
 	City string `msgpack:"city"`
-	Days int    `msgpack:"days"`
+	Days int    `msgpack:"days,omitempty"`
 }
 
-func weatherSetup(t testing.TB) func(*Agent) {
+// svcSetup exports the methods of the tests' "svc" agent.
+func svcSetup(t testing.TB) func(*Agent) {
 	return func(a *Agent) {
-		must(t, a.Export("temperature", rpc.Func(func(ctx context.Context, p place) (float64, error) {
+		require.NoError(t, a.Export("temperature", rpc.Func(func(ctx context.Context, p place) (float64, error) {
 			if p.City == "Atlantis" {
 				return 0, fmt.Errorf("no station in %s", p.City)
 			}
 			return 21.5 + float64(p.Days), nil
 		}), rpc.Allow("can_read_temp")))
-		must(t, a.Export("whoami", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Caller, error) {
+		require.NoError(t, a.Export("whoami", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Principal, error) {
 			c, _ := rpc.CallerFrom(ctx)
 			return c, nil
 		})))
-		must(t, a.Export("sum", rpc.Func(func(ctx context.Context, xs []int) (int, error) {
+		require.NoError(t, a.Export("sum", rpc.Func(func(ctx context.Context, xs []int) (int, error) {
 			n := 0
 			for _, x := range xs {
 				n += x
 			}
 			return n, nil
 		})))
-		must(t, a.Export("panic", rpc.Func(func(ctx context.Context, _ struct{}) (int, error) {
+		require.NoError(t, a.Export("panic", rpc.Func(func(ctx context.Context, _ struct{}) (int, error) {
 			panic("boom")
 		})))
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestAgent_CallDecodesTypedResults(t *testing.T) {
-	p := newFakePlatform()
-	p.grants["alice"] = []string{"can_read_temp"}
-	startAgent(t, p, "weather", "weatherman", weatherSetup(t))
-	alice := startAgent(t, p, "alice-agent", "alice", nil)
-	ctx := context.Background()
-
-	got, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris", 2)
-	if err != nil || got != 23.5 {
-		t.Fatalf("positional: got %v, %v; want 23.5", got, err)
-	}
-	got, err = CallAs[float64](ctx, alice, "weather", "temperature", rpc.Kwargs{"city": "Paris", "days": 1})
-	if err != nil || got != 22.5 {
-		t.Fatalf("keywords: got %v, %v; want 22.5", got, err)
-	}
-	n, err := CallAs[int](ctx, alice, "weather", "sum", 1, 2, 3)
-	if err != nil || n != 6 {
-		t.Fatalf("variadic: got %v, %v; want 6", n, err)
-	}
-	c, err := CallAs[rpc.Caller](ctx, alice, "weather", "whoami")
-	if err != nil || c != (rpc.Caller{UserID: "alice", Identity: "alice-agent"}) {
-		t.Fatalf("caller: got %+v, %v", c, err)
-	}
-	raw, err := alice.Call(ctx, "weather", "sum", 40, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	if err := raw.Decode(&v); err != nil || v != 42 {
-		t.Fatalf("untyped: got %v, %v", v, err)
-	}
-}
-
-func TestAgent_ErrorsMatchSentinels(t *testing.T) {
-	p := newFakePlatform()
-	startAgent(t, p, "weather", "weatherman", weatherSetup(t))
-	bob := startAgent(t, p, "bob-agent", "bob", nil)
-	ctx := context.Background()
-
-	_, err := bob.Call(ctx, "nobody", "x")
-	if !errors.Is(err, rpc.ErrNoRoute) {
-		t.Errorf("unknown peer: %v, want ErrNoRoute", err)
-	}
-	_, err = bob.Call(ctx, "weather", "nothing")
-	if !errors.Is(err, rpc.ErrNotFound) {
-		t.Errorf("unknown method: %v, want ErrNotFound", err)
-	}
-	_, err = bob.Call(ctx, "weather", "temperature", "Paris")
-	var e *rpc.Error
-	if !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &e) {
-		t.Fatalf("missing capability: %v, want ErrUnauthorized", err)
-	}
-	if fmt.Sprint(e.Missing()) != "[can_read_temp]" || fmt.Sprint(e.Required()) != "[can_read_temp]" ||
-		e.Peer != "weather" || e.Method != "temperature" {
-		t.Errorf("unauthorized detail: %+v", e)
-	}
-	_, err = bob.Call(ctx, "weather", "sum", "one")
-	if !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Errorf("bad args: %v, want ErrInvalidArgs", err)
-	}
-	_, err = bob.Call(ctx, "weather", "whoami", 1)
-	if !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Errorf("surplus args: %v, want ErrInvalidArgs", err)
-	}
-}
-
-func TestAgent_HandlerErrorAndPanicReachCaller(t *testing.T) {
-	p := newFakePlatform()
-	p.grants["alice"] = []string{"can_read_temp"}
-	var logs syncBuffer
-	startAgent(t, p, "weather", "weatherman", weatherSetup(t), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	alice := startAgent(t, p, "alice-agent", "alice", nil)
-	ctx := context.Background()
-
-	_, err := alice.Call(ctx, "weather", "temperature", "Atlantis")
-	var e *rpc.Error
-	if !errors.Is(err, rpc.ErrApplication) || !errors.As(err, &e) || e.Message != "no station in Atlantis" {
-		t.Errorf("handler error: %v, want ErrApplication with the handler's text", err)
-	}
-	_, err = alice.Call(ctx, "weather", "panic")
-	if !errors.Is(err, rpc.ErrInternal) {
-		t.Errorf("panic: %v, want ErrInternal", err)
-	}
-	if !strings.Contains(logs.String(), "handler panicked") || !strings.Contains(logs.String(), "goroutine") {
-		t.Errorf("panic not logged with its stack: %s", logs.String())
-	}
-	if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
-		t.Errorf("agent stopped serving after a panic: %v", err)
-	}
-}
-
 // blocker is a handler that signals when it starts and returns when
-// released or when its context ends.
+// released or when its context ends (then it reports the context's end).
 type blocker struct {
 	started chan struct{}
 	release chan struct{}
-	aborted chan struct{} // signalled when a handler's context ends
+	ended   chan error // the context's error, when it ended first
+	dl      chan time.Time
 }
 
 func newBlocker() *blocker {
-	return &blocker{started: make(chan struct{}, 16), release: make(chan struct{}), aborted: make(chan struct{}, 16)}
+	return &blocker{started: make(chan struct{}, 16), release: make(chan struct{}),
+		ended: make(chan error, 16), dl: make(chan time.Time, 16)}
 }
 
 func (b *blocker) handler() rpc.Handler {
 	return rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
+		dl, _ := ctx.Deadline()
+		b.dl <- dl
 		b.started <- struct{}{}
 		select {
 		case <-b.release:
 			return "released", nil
 		case <-ctx.Done():
-			b.aborted <- struct{}{}
+			b.ended <- ctx.Err()
 			return "", ctx.Err()
 		}
 	})
 }
 
+func (b *blocker) waitStarted(t testing.TB) {
+	t.Helper()
+	select {
+	case <-b.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+}
+
+func (b *blocker) waitEnded(t testing.TB) error {
+	t.Helper()
+	select {
+	case err := <-b.ended:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's context did not end")
+		return nil
+	}
+}
+
+func TestAgent_CallDecodesTypedResults(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	b.agent("carol", "svc", svcSetup(t))
+	alice := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+
+	got, err := CallAs[float64](ctx, alice, "svc", "temperature", "Paris", 2)
+	require.NoError(t, err)
+	assert.Equal(t, 23.5, got, "positional")
+	got, err = CallAs[float64](ctx, alice, "svc", "temperature", rpc.Kwargs{"city": "Paris", "days": 1})
+	require.NoError(t, err)
+	assert.Equal(t, 22.5, got, "keywords")
+	n, err := CallAs[int](ctx, alice, "svc", "sum", 1, 2, 3)
+	require.NoError(t, err)
+	assert.Equal(t, 6, n, "variadic")
+	c, err := CallAs[rpc.Principal](ctx, alice, "svc", "whoami")
+	require.NoError(t, err)
+	assert.Equal(t, rpc.Principal{UserID: "alice", Identity: "alice"}, c)
+	raw, err := alice.Call(ctx, "svc", "sum", 40, 2)
+	require.NoError(t, err)
+	var v int
+	require.NoError(t, raw.Decode(&v))
+	assert.Equal(t, 42, v)
+}
+
+func TestCallAs_AResultOfAnotherTypeIsAResultErrorNotInvalidArgs(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	b.agent("carol", "svc", svcSetup(t))
+	alice := b.agent("alice", "alice", nil)
+	_, err := CallAs[string](context.Background(), alice, "svc", "sum", 1, 2)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, rpc.ErrResultType)
+	assert.ErrorIs(t, err, rpc.ErrInternal)
+	assert.NotErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Contains(t, err.Error(), "svc.sum: internal: result (an integer) does not decode into string")
+}
+
+func TestAgent_StrictArgumentsReachTheCallerNamingTheParameter(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	type setpoint struct {
+		Value float64 `msgpack:"value"`
+	}
+	set := make(chan float64, 1)
+	b.agent("carol", "thermostat", func(a *Agent) {
+		require.NoError(t, a.Export("set_setpoint", rpc.Func(func(ctx context.Context, s setpoint) (bool, error) {
+			set <- s.Value
+			return true, nil
+		})))
+	})
+	alice := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+	_, err := alice.Call(ctx, "thermostat", "set_setpoint")
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Contains(t, err.Error(), "set_setpoint: value: want a number, got nothing")
+	_, err = alice.Call(ctx, "thermostat", "set_setpoint", rpc.Kwargs{"valeu": 20.5})
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Contains(t, err.Error(), `unknown keyword argument "valeu" (parameters: value)`)
+	_, err = alice.Call(ctx, "thermostat", "set_setpoint", "warm")
+	assert.ErrorContains(t, err, "set_setpoint: value: want a number, got a string")
+	select {
+	case v := <-set:
+		t.Fatalf("the handler ran with %v", v)
+	default:
+	}
+	_, err = alice.Call(ctx, "thermostat", "set_setpoint", 20.5)
+	require.NoError(t, err)
+	assert.Equal(t, 20.5, <-set)
+}
+
+func TestAgent_ErrorsMatchSentinels(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	b.agent("carol", "svc", svcSetup(t))
+	bob := b.agent("bob", "bob", nil)
+	ctx := context.Background()
+
+	_, err := bob.Call(ctx, "nobody", "x")
+	assert.ErrorIs(t, err, rpc.ErrNoRoute)
+	_, err = bob.Call(ctx, "svc", "nothing")
+	assert.ErrorIs(t, err, rpc.ErrNotFound)
+	_, err = bob.Call(ctx, "svc", "temperature", "Paris")
+	var e *rpc.Error
+	require.ErrorIs(t, err, rpc.ErrUnauthorized)
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, []string{"can_read_temp"}, e.Missing())
+	assert.Equal(t, []string{"can_read_temp"}, e.Required())
+	assert.Equal(t, "svc", e.Peer())
+	assert.Equal(t, "temperature", e.Method())
+	_, err = bob.Call(ctx, "svc", "sum", "one")
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	_, err = bob.Call(ctx, "svc", "whoami", 1)
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
+}
+
+func TestAgent_HandlerErrorAndPanicReachCaller(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	var logs syncBuffer
+	b.agent("carol", "svc", svcSetup(t), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	alice := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+
+	_, err := alice.Call(ctx, "svc", "temperature", "Atlantis")
+	var e *rpc.Error
+	require.ErrorIs(t, err, rpc.ErrApplication)
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, "no station in Atlantis", e.Message())
+	_, err = alice.Call(ctx, "svc", "panic")
+	assert.ErrorIs(t, err, rpc.ErrInternal)
+	assert.Contains(t, logs.String(), "handler panicked")
+	assert.Contains(t, logs.String(), "goroutine", "the stack is logged")
+	_, err = CallAs[float64](ctx, alice, "svc", "temperature", "Paris")
+	assert.NoError(t, err, "the agent serves on after a panic")
+}
+
 func TestAgent_NotifyRunsHandlerWithoutReply(t *testing.T) {
-	p := newFakePlatform()
+	b := newBus(t, standardUsers(), standardExtra())
 	got := make(chan string, 1)
-	startAgent(t, p, "svc", "u", func(a *Agent) {
-		must(t, a.Export("log", rpc.Func(func(ctx context.Context, line string) (struct{}, error) {
+	b.agent("carol", "svc", func(a *Agent) {
+		require.NoError(t, a.Export("log", rpc.Func(func(ctx context.Context, line string) (struct{}, error) {
 			got <- line
 			return struct{}{}, errors.New("ignored: notifications have no reply")
 		})))
 	})
-	c := startAgent(t, p, "caller", "u", nil)
-	must(t, c.Notify(context.Background(), "svc", "log", "hello"))
-	if s := <-got; s != "hello" {
-		t.Fatalf("got %q", s)
-	}
-	if err := c.Notify(context.Background(), "", "log"); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("empty peer: %v", err)
-	}
+	c := b.agent("alice", "alice", nil)
+	require.NoError(t, c.Notify(context.Background(), "svc", "log", "hello"))
+	assert.Equal(t, "hello", <-got)
+	assert.ErrorIs(t, c.Notify(context.Background(), "", "log"), rpc.ErrInvalidArgs)
 }
 
-func TestAgent_CanceledCallReturnsAtOnce(t *testing.T) {
-	p := newFakePlatform()
+func TestAgent_HandlerContextEndsAtTheCallersDeadline(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
 	defer close(bl.release)
-	startAgent(t, p, "slow", "u", func(a *Agent) { must(t, a.Export("wait", bl.handler())) })
-	c := startAgent(t, p, "caller", "u", nil)
+	b.agent("carol", "svc", func(a *Agent) { require.NoError(t, a.Export("wait", bl.handler())) })
+	c := b.agent("alice", "alice", nil)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	callerDeadline, _ := ctx.Deadline()
+	errc := make(chan error, 1)
+	go func() { _, err := c.Call(ctx, "svc", "wait"); errc <- err }()
+	bl.waitStarted(t)
+	dl := <-bl.dl
+	require.False(t, dl.IsZero(), "the handler's context has a deadline")
+	assert.WithinDuration(t, callerDeadline, dl, 100*time.Millisecond, "the handler's deadline is the caller's")
+	assert.ErrorIs(t, bl.waitEnded(t), context.DeadlineExceeded)
+	err := <-errc
+	assert.ErrorIs(t, err, rpc.ErrTimeout)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestAgent_HandlerContextEndsWhenTheCallerCancels(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	bl := newBlocker()
+	defer close(bl.release)
+	b.agent("carol", "svc", func(a *Agent) { require.NoError(t, a.Export("wait", bl.handler())) })
+	c := b.agent("alice", "alice", nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { _, err := c.Call(ctx, "slow", "wait"); errc <- err }()
-	<-bl.started
+	go func() { _, err := c.Call(ctx, "svc", "wait"); errc <- err }()
+	bl.waitStarted(t)
 	cancel()
 	err := <-errc
-	if !errors.Is(err, rpc.ErrCanceled) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want ErrCanceled and context.Canceled", err)
-	}
+	assert.ErrorIs(t, err, rpc.ErrCanceled)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, bl.waitEnded(t), context.Canceled, "the cancel reached the handler through the platform")
 }
 
-func TestAgent_DeadlineIsTimeout(t *testing.T) {
-	p := newFakePlatform()
+func TestAgent_HandlerContextEndsWhenTheCallerDisconnects(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
 	defer close(bl.release)
-	startAgent(t, p, "slow", "u", func(a *Agent) { must(t, a.Export("wait", bl.handler())) })
-	c := startAgent(t, p, "caller", "u", nil)
+	b.agent("carol", "svc", func(a *Agent) { require.NoError(t, a.Export("wait", bl.handler())) })
+	c := b.newAgent("alice", "alice", WithShutdownGrace(0))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	require.NoError(t, c.WaitConnected(context.Background()))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	_, err := c.Call(ctx, "slow", "wait")
-	if !errors.Is(err, rpc.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want ErrTimeout and DeadlineExceeded", err)
-	}
-	if rpc.CodeOf(err) != rpc.CodeTimeout {
-		t.Errorf("CodeOf = %v", rpc.CodeOf(err))
-	}
-}
-
-func TestAgent_SlowHandlerDoesNotStopOthers(t *testing.T) {
-	p := newFakePlatform()
-	bl := newBlocker()
-	defer close(bl.release)
-	startAgent(t, p, "svc", "u", func(a *Agent) {
-		must(t, a.Export("wait", bl.handler()))
-		weatherSetup(t)(a)
-	})
-	c := startAgent(t, p, "caller", "u", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for range 3 {
-		go func() { _, _ = c.Call(ctx, "svc", "wait") }()
-		<-bl.started
-	}
-	if n, err := CallAs[int](context.Background(), c, "svc", "sum", 1, 1); err != nil || n != 2 {
-		t.Fatalf("fast call behind slow ones: %v, %v", n, err)
-	}
+	go func() { _, _ = c.Call(context.Background(), "svc", "wait") }()
+	bl.waitStarted(t)
+	stop()
+	require.NoError(t, <-done)
+	assert.ErrorIs(t, bl.waitEnded(t), context.Canceled, "the caller's disconnect cancelled the handler")
 }
 
 func TestAgent_FullQueueIsOverloaded(t *testing.T) {
-	p := newFakePlatform()
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
 	defer close(bl.release)
-	startAgent(t, p, "svc", "u", func(a *Agent) { must(t, a.Export("wait", bl.handler())) }, WithConcurrency(1, 0))
-	c := startAgent(t, p, "caller", "u", nil)
+	b.agent("carol", "svc", func(a *Agent) { require.NoError(t, a.Export("wait", bl.handler())) }, WithConcurrency(1, 0))
+	c := b.agent("alice", "alice", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _, _ = c.Call(ctx, "svc", "wait") }()
-	<-bl.started
+	bl.waitStarted(t)
 	_, err := c.Call(context.Background(), "svc", "wait")
-	if !errors.Is(err, rpc.ErrOverloaded) {
-		t.Fatalf("got %v, want ErrOverloaded", err)
-	}
+	assert.ErrorIs(t, err, rpc.ErrOverloaded)
 }
 
-func TestAgent_ReconnectsAndFailsInFlightCalls(t *testing.T) {
-	p := newFakePlatform()
+func TestAgent_QueuedCallRunsWhenAWorkerFrees(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
-	defer close(bl.release)
-	got := make(chan string, 10)
-	svc := startAgent(t, p, "svc", "u", func(a *Agent) {
-		must(t, a.Export("wait", bl.handler()))
-		_, err := a.Subscribe(context.Background(), "news/#", func(ctx context.Context, m *Message) {
-			var s string
-			_ = m.Decode(&s)
-			got <- s
-		})
-		must(t, err)
-	})
-	c := startAgent(t, p, "caller", "u", nil)
+	b.agent("carol", "svc", func(a *Agent) { require.NoError(t, a.Export("wait", bl.handler())) }, WithConcurrency(1, 4))
+	c := b.agent("alice", "alice", nil)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			s, err := CallAs[string](context.Background(), c, "svc", "wait")
+			if err == nil && s != "released" {
+				err = fmt.Errorf("got %q", s)
+			}
+			errs <- err
+		}()
+	}
+	bl.waitStarted(t)
+	select {
+	case <-bl.started:
+		t.Fatal("two handlers ran with a concurrency of one")
+	default:
+	}
+	bl.release <- struct{}{}
+	bl.waitStarted(t) // the queued call, once the worker is free
+	bl.release <- struct{}{}
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+}
 
-	errc := make(chan error, 1)
-	go func() { _, err := c.Call(context.Background(), "svc", "wait"); errc <- err }()
-	<-bl.started
-	p.stop()
-	if err := <-errc; !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("in-flight call: %v, want ErrUnavailable", err)
-	}
-	if _, err := c.Call(context.Background(), "svc", "wait"); !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("call while disconnected: %v, want ErrUnavailable", err)
-	}
-	<-bl.aborted // svc saw its connection end too
-	readyC, readyS := c.Ready(), svc.Ready()
-	p.start()
-	<-readyC
-	<-readyS
-	// Exports and subscriptions were registered again.
-	must(t, svc.Export("late", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "late", nil })))
-	if s, err := CallAs[string](context.Background(), c, "svc", "late"); err != nil || s != "late" {
-		t.Fatalf("export after reconnect: %q, %v", s, err)
-	}
-	must(t, c.Publish(context.Background(), "news/today", "back"))
-	if s := <-got; s != "back" {
-		t.Fatalf("message after reconnect: %q", s)
+// relay is a TCP relay between agents and a platform that can stop passing
+// bytes on, as a platform host that vanished without closing anything.
+type relay struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	muted  bool
+	unmute chan struct{}
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newRelay(t testing.TB, target string) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r := &relay{ln: ln, target: strings.TrimPrefix(target, "tcp://"), unmute: make(chan struct{})}
+	r.wg.Add(1)
+	go r.accept()
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *relay) addr() string { return "tcp://" + r.ln.Addr().String() }
+
+func (r *relay) accept() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", r.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.conns = append(r.conns, c, up)
+		r.mu.Unlock()
+		r.wg.Add(2)
+		go r.pipe(up, c)
+		go r.pipe(c, up)
 	}
 }
 
-func TestAgent_HeartbeatDetectsSilentPlatform(t *testing.T) {
-	p := newFakePlatform()
-	a := startAgent(t, p, "a", "u", nil, WithHeartbeat(20*time.Millisecond))
-	p.setMute(true)
-	errc := make(chan error, 1)
-	go func() { _, err := a.Call(context.Background(), "b", "m"); errc <- err }()
-	if err := <-errc; !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("call to a silent platform: %v, want ErrUnavailable", err)
-	}
-	ready := a.Ready()
-	p.setMute(false)
-	<-ready
-	if err := a.Ping(context.Background()); err != nil {
-		t.Fatalf("after reconnect: %v", err)
+// pipe copies src to dst, holding every chunk while the relay is muted.
+func (r *relay) pipe(dst, src net.Conn) {
+	defer r.wg.Done()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.mu.Lock()
+			muted, unmute := r.muted, r.unmute
+			r.mu.Unlock()
+			if muted {
+				<-unmute
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
-func TestAgent_HelloRefusalEndsRun(t *testing.T) {
-	p := newFakePlatform()
-	p.helloErr["intruder"] = rpc.NewError(rpc.CodePermission, "identity not allowed")
-	a := newFakeAgent(t, p, "intruder", "mallory")
-	err := a.Run(context.Background())
-	if !errors.Is(err, rpc.ErrPermission) {
-		t.Fatalf("Run: %v, want ErrPermission", err)
+func (r *relay) setMuted(m bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m == r.muted {
+		return
 	}
+	r.muted = m
+	if !m {
+		close(r.unmute)
+		r.unmute = make(chan struct{})
+	}
+}
+
+func (r *relay) close() {
+	r.setMuted(false)
+	r.ln.Close()
+	r.mu.Lock()
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+func TestAgent_HeartbeatDetectsASilentPlatform(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	r := newRelay(t, b.addr)
+	disconnected := make(chan error, 1)
+	a := b.agent("alice", "alice", nil, WithPlatform(r.addr(), b.server.Public), WithHeartbeat(50*time.Millisecond),
+		WithOnDisconnect(func(err error) { disconnected <- err }))
+	r.setMuted(true)
+	select {
+	case err := <-disconnected:
+		assert.ErrorContains(t, err, "heartbeat")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a silent platform went unnoticed")
+	}
+	_, err := a.Call(context.Background(), "svc", "m")
+	assert.ErrorIs(t, err, rpc.ErrUnavailable)
+	r.setMuted(false)
+	require.NoError(t, a.WaitConnected(context.Background()))
+	require.NoError(t, a.Ping(context.Background()))
 }
 
 func TestAgent_RunTwiceIsAnError(t *testing.T) {
-	p := newFakePlatform()
-	a := startAgent(t, p, "one", "u", nil)
-	if err := a.Run(context.Background()); !errors.Is(err, ErrRunning) {
-		t.Fatalf("second Run: %v", err)
-	}
+	b := newBus(t, standardUsers(), standardExtra())
+	a := b.agent("alice", "alice", nil)
+	assert.ErrorIs(t, a.Run(context.Background()), ErrRunning)
 }
 
 func TestAgent_PubSubDeliversInOrderAndReportsRefusals(t *testing.T) {
-	p := newFakePlatform()
-	p.denyPub["secret/plans"] = true
+	b := newBus(t, standardUsers(), standardExtra())
 	got := make(chan *Message, 100)
-	sub := startAgent(t, p, "sub", "u", nil)
-	pub := startAgent(t, p, "pub", "publisher", nil)
+	sub := b.agent("alice", "alice", nil)
+	pub := b.agent("bob", "bob", nil)
 	ctx := context.Background()
 	s, err := sub.Subscribe(ctx, "devices/+/temp", func(ctx context.Context, m *Message) { got <- m })
-	must(t, err)
+	require.NoError(t, err)
 	for i := range 20 {
-		must(t, pub.Publish(ctx, fmt.Sprintf("devices/d%d/temp", i), i))
+		require.NoError(t, pub.Publish(ctx, fmt.Sprintf("devices/d%d/temp", i), i))
 	}
-	must(t, pub.Publish(ctx, "devices/d1/humidity", -1))
+	require.NoError(t, pub.Publish(ctx, "devices/d1/humidity", -1))
 	for i := range 20 {
 		m := <-got
 		var v int
-		must(t, m.Decode(&v))
-		if v != i || m.Sender != "pub" || m.UserID != "publisher" {
-			t.Fatalf("message %d: %+v (value %d)", i, m, v)
-		}
+		require.NoError(t, m.Decode(&v))
+		require.Equal(t, i, v, "message %d in order", i)
+		require.Equal(t, "bob", m.Sender)
+		require.Equal(t, "bob", m.UserID)
 	}
-	err = pub.Publish(ctx, "secret/plans", "x")
-	if !errors.Is(err, rpc.ErrUnauthorized) {
-		t.Fatalf("refused publish: %v", err)
-	}
-	must(t, s.Unsubscribe(ctx))
-	must(t, pub.Publish(ctx, "devices/d1/temp", 99))
-	must(t, pub.Ping(ctx)) // the message, if any, came before the pong
+	assert.ErrorIs(t, pub.Publish(ctx, "secret/plans", "x"), rpc.ErrUnauthorized)
+	require.NoError(t, s.Unsubscribe(ctx))
+	require.NoError(t, pub.Publish(ctx, "devices/d1/temp", 99))
+	require.NoError(t, sub.Ping(ctx)) // a message, if any, came before the pong
 	select {
 	case m := <-got:
 		t.Fatalf("message after Unsubscribe: %+v", m)
 	default:
-	}
-}
-
-func TestAgent_WhoAmIAndPeers(t *testing.T) {
-	p := newFakePlatform()
-	a := startAgent(t, p, "me", "alice", nil)
-	who, err := a.WhoAmI(context.Background())
-	if err != nil || who.UserID != "alice" || who.Identity != "me" || who.Generation != 7 {
-		t.Fatalf("WhoAmI: %+v, %v", who, err)
-	}
-	peers, err := a.Peers(context.Background())
-	if err != nil || fmt.Sprint(peers) != "[me]" {
-		t.Fatalf("Peers: %v, %v", peers, err)
-	}
-	if _, err := a.Callable(context.Background()); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("unknown query: %v", err)
 	}
 }
 
@@ -423,191 +506,105 @@ func TestAgent_WhoAmIAndPeers(t *testing.T) {
 // them (the syntax itself is tested in internal/vip).
 func TestCheckTopic(t *testing.T) {
 	for _, bad := range []string{"", "a/#/b", "a+/b", "a/b#"} {
-		if err := checkTopic(bad, true); !errors.Is(err, rpc.ErrInvalidArgs) {
-			t.Errorf("pattern %q accepted", bad)
-		}
+		assert.ErrorIs(t, checkTopic(bad, true), rpc.ErrInvalidArgs, "pattern %q", bad)
 	}
-	if err := checkTopic("a/+", false); err == nil {
-		t.Error("wildcard accepted in a topic")
-	}
+	assert.Error(t, checkTopic("a/+", false), "a wildcard in a topic")
 }
 
-func TestNew_ReadsServerKeyFromKnownHosts(t *testing.T) {
-	kp, err := auth.GenerateKeyPair()
-	must(t, err)
-	srv, err := auth.GenerateKeyPair()
-	must(t, err)
+func TestNew_ReadsServerKeyFromKnownHostsSkippingMalformedLines(t *testing.T) {
+	kp, err := keys.Generate()
+	require.NoError(t, err)
+	srv, err := keys.Generate()
+	require.NoError(t, err)
 	path := filepath.Join(t.TempDir(), "known_hosts")
-	content := "# platforms\n\n127.0.0.1:1 " + kp.Public.Z85() + "\ntcp://10.0.0.1:22916 " + srv.Public.Base64URL() + "\n"
-	must(t, os.WriteFile(path, []byte(content), 0o600))
-	a, err := New("x", WithKeyPair(kp), WithAddress("10.0.0.1:22916"), WithKnownHosts(path))
-	must(t, err)
-	if a.cfg.serverKey != srv.Public {
-		t.Fatal("wrong key from known hosts")
-	}
-	if _, err := New("x", WithKeyPair(kp), WithAddress("10.9.9.9:1"), WithKnownHosts(path)); err == nil {
-		t.Fatal("no error for an address missing from known hosts")
-	}
-	if _, err := New("x", WithKeyPair(kp)); err == nil {
-		t.Fatal("no error without a server key")
-	}
-	if _, err := New("", WithKeyPair(kp), WithServerKey(srv.Public)); err == nil {
-		t.Fatal("no error for an empty identity")
-	}
+	content := "# platforms\n\n127.0.0.1:1 " + kp.Public.Z85() + "\n" +
+		" " + srv.Public.Z85() + "\n" + // a line without an address, as a failed start once wrote
+		"tcp://10.0.0.1:22916 not-a-key\n" +
+		"tcp://10.0.0.1:22916 " + srv.Public.Base64URL() + "\n"
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	var logs syncBuffer
+	a, err := New("x", WithKeyPair(kp), WithAddress("10.0.0.1:22916"), WithKnownHosts(path),
+		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+	assert.Equal(t, srv.Public, a.cfg.serverKey)
+	assert.Contains(t, logs.String(), "line=4", "the malformed line is named")
+	assert.Contains(t, logs.String(), "skipping a malformed line")
+
+	_, err = New("x", WithKeyPair(kp), WithAddress("10.9.9.9:1"), WithKnownHosts(path))
+	assert.ErrorIs(t, err, keys.ErrNoKnownHost)
+	_, err = New("x", WithKeyPair(kp))
+	assert.ErrorContains(t, err, "no server key")
+	_, err = New("", WithKeyPair(kp), WithServerKey(srv.Public))
+	assert.Error(t, err, "an empty identity")
 }
 
 func TestNew_LoadsKeystore(t *testing.T) {
-	kp, err := auth.GenerateKeyPair()
-	must(t, err)
-	srv, err := auth.GenerateKeyPair()
-	must(t, err)
+	kp, err := keys.Generate()
+	require.NoError(t, err)
+	srv, err := keys.Generate()
+	require.NoError(t, err)
 	path := filepath.Join(t.TempDir(), "agent.keystore")
-	must(t, auth.SaveKeystore(path, kp))
+	require.NoError(t, keys.Save(path, kp))
 	a, err := New("x", WithKeystore(path), WithServerKey(srv.Public))
-	must(t, err)
-	if a.cfg.keyPair != kp {
-		t.Fatal("wrong key pair from the keystore")
-	}
-	if _, err := New("x", WithKeystore(filepath.Join(t.TempDir(), "missing")), WithServerKey(srv.Public)); err == nil {
-		t.Fatal("no error for a missing keystore")
-	}
+	require.NoError(t, err)
+	assert.Equal(t, kp, a.cfg.keyPair)
+	_, err = New("x", WithKeystore(filepath.Join(t.TempDir(), "missing")), WithServerKey(srv.Public))
+	assert.Error(t, err, "a missing keystore")
 }
 
 func TestExport_RejectsEmptyNameAndNilHandler(t *testing.T) {
-	p := newFakePlatform()
-	a := newFakeAgent(t, p, "a", "u")
-	if err := a.Export("", rpc.HandlerFunc(func(context.Context, *rpc.Request) (any, error) { return nil, nil })); err == nil {
-		t.Error("empty name accepted")
-	}
-	if err := a.Export("m", nil); err == nil {
-		t.Error("nil handler accepted")
-	}
+	kp, _ := keys.Generate()
+	a, err := New("a", WithKeyPair(kp), WithServerKey(kp.Public))
+	require.NoError(t, err)
+	assert.Error(t, a.Export("", rpc.HandlerFunc(func(context.Context, *rpc.Request) (any, error) { return nil, nil })))
+	assert.Error(t, a.Export("m", nil))
 }
 
 func TestSubscribe_WhileDisconnectedIsMadeOnConnect(t *testing.T) {
-	p := newFakePlatform()
+	b := newBus(t, standardUsers(), standardExtra())
 	got := make(chan string, 1)
-	a := newFakeAgent(t, p, "a", "u")
+	a := b.newAgent("alice", "alice")
 	_, err := a.Subscribe(context.Background(), "x/#", func(ctx context.Context, m *Message) { got <- m.Topic })
-	must(t, err)
-	runAgent(t, a)
-	pub := startAgent(t, p, "pub", "u", nil)
-	must(t, pub.Publish(context.Background(), "x/y", 1))
-	if topic := <-got; topic != "x/y" {
-		t.Fatalf("got %q", topic)
-	}
+	require.NoError(t, err)
+	b.run(a)
+	pub := b.agent("bob", "bob", nil)
+	require.NoError(t, pub.Publish(context.Background(), "x/y", 1))
+	assert.Equal(t, "x/y", <-got)
 }
 
-// BenchmarkCall_SDKOverhead measures what the SDK costs per call, caller
-// and callee together: argument encoding, framing, request tracking,
-// dispatch to the handler, argument decoding into the handler's type,
-// result encoding and decoding. The platform is the in-memory fake (no
-// sockets, no CURVE), so nearly all the time is the SDK's.
-func BenchmarkCall_SDKOverhead(b *testing.B) {
-	p := newFakePlatform()
-	p.grants["u"] = []string{"can_read_temp"}
-	startAgent(b, p, "weather", "w", weatherSetup(b))
-	c := startAgent(b, p, "caller", "u", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := CallAs[float64](ctx, c, "weather", "temperature", "Paris", 2); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkCall_Parallel is BenchmarkCall_SDKOverhead with many calls in
-// flight.
-func BenchmarkCall_Parallel(b *testing.B) {
-	p := newFakePlatform()
-	p.grants["u"] = []string{"can_read_temp"}
-	startAgent(b, p, "weather", "w", weatherSetup(b))
-	c := startAgent(b, p, "caller", "u", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b.ReportAllocs()
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := CallAs[float64](ctx, c, "weather", "temperature", "Paris", 2); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-func TestAgent_ReplyFromAnotherPeerIsIgnored(t *testing.T) {
-	p := newFakePlatform()
+func TestAgent_CallFailsAtOnceWhenTheCalleeLeaves(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
 	defer close(bl.release)
-	startAgent(t, p, "svc", "u", func(a *Agent) { must(t, a.Export("wait", bl.handler())) })
-	c := startAgent(t, p, "caller", "u", nil)
-	mallory := startAgent(t, p, "mallory", "m", nil)
-
-	res := make(chan string, 1)
-	go func() {
-		s, err := CallAs[string](context.Background(), c, "svc", "wait")
-		if err != nil {
-			s = err.Error()
-		}
-		res <- s
-	}()
-	<-bl.started
-	// Mallory answers every msg-id the caller may be waiting on.
-	s, err := mallory.current()
-	must(t, err)
-	forged, _ := rpc.Marshal("forged")
-	for i := uint64(1); i <= c.nextID.Load(); i++ {
-		m := message{Peer: "caller", ID: c.idPrefix + strconv.FormatUint(i, 36), Subsys: vip.SubRPC,
-			Args: [][]byte{frameResult, []byte("wait"), forged}}
-		must(t, s.send(context.Background(), &m))
-	}
-	must(t, mallory.Ping(context.Background())) // the forged replies have been routed
-	bl.release <- struct{}{}
-	if s := <-res; s != "released" {
-		t.Fatalf("got %q, want the callee's answer", s)
-	}
-}
-
-func TestAgent_CallFailsWhenCalleeLeaves(t *testing.T) {
-	p := newFakePlatform()
-	bl := newBlocker()
-	defer close(bl.release)
-	svc := newFakeAgent(t, p, "svc", "u", WithShutdownGrace(0))
-	must(t, svc.Export("wait", bl.handler()))
+	svc := b.newAgent("carol", "svc", WithShutdownGrace(0))
+	require.NoError(t, svc.Export("wait", bl.handler()))
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
-	c := startAgent(t, p, "caller", "u", nil)
+	require.NoError(t, svc.WaitConnected(context.Background()))
+	c := b.agent("alice", "alice", nil)
 
 	errc := make(chan error, 1)
 	go func() { _, err := c.Call(context.Background(), "svc", "wait"); errc <- err }()
-	<-bl.started
+	bl.waitStarted(t)
 	stop()
-	must(t, <-done)
+	require.NoError(t, <-done)
 	err := <-errc
-	if !errors.Is(err, rpc.ErrUnavailable) || !strings.Contains(err.Error(), "disconnected") {
-		t.Fatalf("call to a callee that left: %v, want ErrUnavailable", err)
-	}
+	require.ErrorIs(t, err, rpc.ErrUnavailable)
+	assert.Contains(t, err.Error(), `peer "svc" disconnected while the call of "wait" was in flight`)
 }
 
 func TestAgent_StopLetsRunningHandlersReply(t *testing.T) {
-	p := newFakePlatform()
+	b := newBus(t, standardUsers(), standardExtra())
 	bl := newBlocker()
-	svc := newFakeAgent(t, p, "svc", "u", WithShutdownGrace(time.Minute))
-	must(t, svc.Export("wait", bl.handler()))
-	must(t, svc.Export("fast", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "fast", nil })))
+	svc := b.newAgent("carol", "svc", WithShutdownGrace(time.Minute))
+	require.NoError(t, svc.Export("wait", bl.handler()))
+	require.NoError(t, svc.Export("fast", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "fast", nil })))
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	<-svc.Ready()
-	c := startAgent(t, p, "caller", "u", nil)
+	require.NoError(t, svc.WaitConnected(context.Background()))
+	c := b.agent("alice", "alice", nil)
 
 	res := make(chan string, 1)
 	go func() {
@@ -617,7 +614,7 @@ func TestAgent_StopLetsRunningHandlersReply(t *testing.T) {
 		}
 		res <- s
 	}()
-	<-bl.started
+	bl.waitStarted(t)
 	stop()
 	// Draining: new calls are refused at once, the running one may finish.
 	for {
@@ -625,64 +622,57 @@ func TestAgent_StopLetsRunningHandlersReply(t *testing.T) {
 		if errors.Is(err, rpc.ErrUnavailable) {
 			break
 		}
-		must(t, err) // answered before Run saw the end of its context
+		require.NoError(t, err) // answered before Run saw the end of its context
 	}
 	close(bl.release)
-	if s := <-res; s != "released" {
-		t.Fatalf("call running at shutdown: %q, want its reply", s)
-	}
-	must(t, <-done)
+	assert.Equal(t, "released", <-res, "the call running at shutdown got its reply")
+	require.NoError(t, <-done)
 }
 
 func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
-	s := &session{pending: map[string]waiter{}}
+	s := &session{requests: map[string]*request{}}
 	wait := func(id, peer string) chan message {
-		ch := make(chan message, 1)
-		s.pending[id] = waiter{ch: ch, peer: peer, id: id}
-		return ch
+		r := &request{ch: make(chan message, 1), peer: peer}
+		s.requests[id] = r
+		return r.ch
 	}
+	b := func(s string) []byte { return []byte(s) }
 	refusal := func(id, recipient string) message {
-		return message{RawID: b(id), Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
+		return message{ID: b(id), Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
 	}
 	call := wait("x1", "weather")
 	for _, m := range []message{
-		{Peer: "mallory", RawID: b("x1"), Subsys: vip.SubRPC}, // another peer
-		refusal("x1", "alice"),                                // about a reply we sent to alice
-		{Peer: "weather", RawID: b("x2"), Subsys: vip.SubRPC}, // another msg-id
+		{Peer: "mallory", ID: b("x1"), Subsys: vip.SubRPC}, // another peer
+		refusal("x1", "alice"),                             // about a reply we sent to alice
+		{Peer: "weather", ID: b("x2"), Subsys: vip.SubRPC}, // another msg-id
 	} {
-		if s.reply(m) {
-			t.Errorf("accepted %+v for a call to weather", m)
-		}
+		assert.False(t, s.reply(m), "accepted %+v for a call to weather", m)
 	}
-	if !s.reply(refusal("x1", "weather")) || (<-call).Subsys != vip.SubError {
-		t.Error("refusal of the call not delivered")
-	}
+	require.True(t, s.reply(refusal("x1", "weather")))
+	assert.Equal(t, vip.SubError, (<-call).Subsys)
 	ctl := wait("x3", "")
-	if !s.reply(message{RawID: b("x3"), Subsys: vip.SubPong}) || (<-ctl).Subsys != vip.SubPong {
-		t.Error("platform reply not delivered")
-	}
+	require.True(t, s.reply(message{ID: b("x3"), Subsys: vip.SubPong}))
+	assert.Equal(t, vip.SubPong, (<-ctl).Subsys)
 }
 
-// TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession runs eight
-// handlers at once, so that eight goroutines run handlers (the reader runs
-// one of them, and hands the reading on to another goroutine when it takes
-// too long), then calls one at a time: no goroutine is started for them
-// (the number waiting does not grow). When the connection ends the waiting
-// goroutines end; after the reconnect, calls are served again.
-func TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession(t *testing.T) {
+// TestAgent_WorkersAreReusedAndEndWithTheSession runs eight handlers at
+// once, on eight workers, then calls one at a time: no worker is started
+// for them. When the connection ends the workers end; after the reconnect
+// calls are served again.
+func TestAgent_WorkersAreReusedAndEndWithTheSession(t *testing.T) {
 	const n = 8
-	p := newFakePlatform()
+	b := newBus(t, standardUsers(), standardExtra())
 	arrived := make(chan struct{}, n)
 	gate := make(chan struct{})
-	svc := startAgent(t, p, "svc", "u", func(a *Agent) {
-		must(t, a.Export("together", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
+	svc := b.agent("carol", "svc", func(a *Agent) {
+		require.NoError(t, a.Export("together", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
 			arrived <- struct{}{}
 			<-gate
 			return "ok", nil
 		})))
-		must(t, a.Export("alone", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil })))
+		require.NoError(t, a.Export("alone", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil })))
 	})
-	c := startAgent(t, p, "caller", "u", nil)
+	c := b.agent("alice", "alice", nil)
 	ctx := context.Background()
 
 	errc := make(chan error, n)
@@ -690,37 +680,111 @@ func TestAgent_HandlerGoroutinesAreReusedAndEndWithTheSession(t *testing.T) {
 		go func() { _, err := c.Call(ctx, "svc", "together"); errc <- err }()
 	}
 	for range n {
-		<-arrived // n handlers run at once, on n goroutines
+		<-arrived // n handlers run at once, on n workers
 	}
 	close(gate)
 	for range n {
 		require.NoError(t, <-errc)
 	}
-	idle := func(want int64) func() bool { return func() bool { return svc.idleWorkers.Load() == want } }
-	// The handler that returned last may have run on the reader, which
-	// then went on reading.
-	waiting := func() bool { return svc.idleWorkers.Load() >= n-1 }
-	require.Eventually(t, waiting, 5*time.Second, time.Millisecond, "%d goroutines wait for calls", n-1)
-	// Beyond the n, only a reader that handed the reading on (a loaded
-	// machine may pause a handler long enough) may join those waiting.
-	takeovers := svc.takeovers.Load()
+	s, err := svc.current(ctx)
+	require.NoError(t, err)
+	workers := func() int {
+		s.qmu.Lock()
+		defer s.qmu.Unlock()
+		return s.workers
+	}
+	require.Equal(t, n, workers())
 	for range 20 {
 		_, err := c.Call(ctx, "svc", "alone")
 		require.NoError(t, err)
-		require.LessOrEqual(t, svc.idleWorkers.Load(), n+svc.takeovers.Load()-takeovers, "a call started a goroutine")
+		require.Equal(t, n, workers(), "a call started a worker")
 	}
 
-	p.stop()
-	require.Eventually(t, idle(0), 5*time.Second, time.Millisecond, "the waiting goroutines end with the session")
-	disconnected := func(a *Agent) func() bool {
-		return func() bool { _, err := a.current(); return err != nil }
-	}
-	require.Eventually(t, disconnected(c), 5*time.Second, time.Millisecond)
-	readyC, readyS := c.Ready(), svc.Ready() // closed by the next welcome
-	p.start()
-	<-readyC
-	<-readyS
-	s, err := CallAs[string](ctx, c, "svc", "alone")
+	b.stop()
+	require.Eventually(t, func() bool {
+		s.qmu.Lock()
+		defer s.qmu.Unlock()
+		return s.shut
+	}, 5*time.Second, time.Millisecond, "the workers are told to end with the session")
+	b.start()
+	require.NoError(t, c.WaitConnected(ctx))
+	require.NoError(t, svc.WaitConnected(ctx))
+	out, err := CallAs[string](ctx, c, "svc", "alone")
 	require.NoError(t, err)
-	require.Equal(t, "ok", s)
+	assert.Equal(t, "ok", out)
+}
+
+func TestAgent_WaitConnectedFailsWithTheHandshakesDiagnosis(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	t.Run("key not admitted", func(t *testing.T) {
+		stranger, _ := keys.Generate()
+		a := b.newAgent("bob", "bob", WithKeyPair(stranger))
+		errc := make(chan error, 1)
+		go func() { errc <- a.Run(context.Background()) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := a.WaitConnected(ctx)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "refused this agent's key "+stranger.Public.Z85())
+		assert.Contains(t, err.Error(), "capbus auth add")
+		assert.Error(t, <-errc, "Run gives up: retrying cannot help")
+	})
+	t.Run("wrong server key", func(t *testing.T) {
+		other, _ := keys.Generate()
+		a := b.newAgent("bob", "bob", WithServerKey(other.Public))
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- a.Run(ctx) }()
+		wctx, wcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer wcancel()
+		err := a.WaitConnected(wctx)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "wrong or stale server key")
+		cancel()
+		require.NoError(t, <-errc)
+	})
+}
+
+func TestAgent_WaitForConnectionMakesCallsWaitForAReconnect(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	alice := b.agent("alice", "alice", nil, WithWaitForConnection())
+	bob := b.agent("bob", "bob", nil)
+	b.stop()
+	require.Eventually(t, func() bool { _, ok := alice.Welcome(); return !ok }, 5*time.Second, time.Millisecond)
+	_, err := bob.WhoAmI(context.Background())
+	require.ErrorIs(t, err, rpc.ErrUnavailable, "without the option a query fails at once")
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := alice.WhoAmI(ctx)
+		res <- err
+	}()
+	b.start()
+	require.NoError(t, <-res, "the query made while disconnected waited for the reconnect")
+}
+
+func TestAgent_OnConnectAndOnDisconnectFollowTheConnection(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	connected := make(chan Welcome, 4)
+	disconnected := make(chan error, 4)
+	b.agent("alice", "alice", nil,
+		WithOnConnect(func(w Welcome) { connected <- w }),
+		WithOnDisconnect(func(err error) { disconnected <- err }))
+	w := <-connected
+	assert.Equal(t, "alice", w.UserID)
+	assert.Equal(t, b.server.Public, w.ServerKey)
+	b.stop()
+	select {
+	case err := <-disconnected:
+		assert.Error(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no disconnect callback")
+	}
+	b.start()
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connect callback after the reconnect")
+	}
 }

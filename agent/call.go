@@ -5,8 +5,19 @@ import (
 	"errors"
 	"time"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
+)
+
+// Constant frames shared by every message sent: the transport only reads
+// the frames it is given.
+var (
+	frameCall   = []byte(vip.OpCall)
+	frameNotify = []byte(vip.OpNotify)
+	frameResult = []byte(vip.OpResult)
+	frameError  = []byte(vip.OpError)
+	frameCancel = []byte(vip.OpCancel)
 )
 
 // Call calls method on the agent peer through the platform and returns its
@@ -14,7 +25,9 @@ import (
 //
 // args are the positional arguments; a trailing rpc.Kwargs holds keyword
 // arguments. The call ends with the context: its deadline, or the agent's
-// call timeout (WithCallTimeout) when it has none.
+// call timeout (WithCallTimeout) when it has none. The deadline travels
+// with the call, so the callee's handler stops at it too; cancelling ctx
+// cancels the handler's context at the callee.
 //
 // Errors are *rpc.Error values, matched with errors.Is against the rpc
 // sentinels and read with errors.As:
@@ -32,12 +45,13 @@ import (
 //   - rpc.ErrUnavailable: the agent is not connected, its connection was
 //     lost or the callee disconnected while the call was in flight (the call
 //     may or may not have run), or the callee is shutting down;
-//   - rpc.ErrOverloaded: the callee's handler queue is full.
+//   - rpc.ErrOverloaded: the callee's handler queue, or a queue of the
+//     platform, is full.
 func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc.Raw, error) {
 	if err := checkTarget(peer, method); err != nil {
 		return nil, err
 	}
-	payload, err := rpc.EncodeCall(args...)
+	payload, err := encodeCall(args)
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
@@ -45,11 +59,11 @@ func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc
 	if _, ok := ctx.Deadline(); !ok {
 		timeout = a.cfg.callTimeout
 	}
-	s, err := a.current()
+	s, err := a.current(ctx)
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	r, err := s.requestWithin(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
+	r, err := s.request(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
 		Args: [][]byte{frameCall, []byte(method), payload}}, timeout)
 	if err != nil {
 		return nil, located(err, peer, method)
@@ -65,14 +79,15 @@ func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc
 		if len(r.Args) > vip.RPCArgPayload {
 			p = r.Args[vip.RPCArgPayload]
 		}
-		return nil, located(rpc.DecodeError(p), peer, method)
+		return nil, located(rpcError(p), peer, method)
 	}
 	return nil, located(rpc.Errorf(rpc.CodeProtocol, "unexpected RPC reply %q", r.arg(0)), peer, method)
 }
 
 // CallAs calls method on peer like Agent.Call and decodes the result into
 // an R. A result that does not decode into R is an *rpc.Error with
-// CodeInvalidArgs.
+// rpc.CodeInternal that also matches rpc.ErrResultType: the call ran, its
+// result is of another type.
 //
 //	t, err := agent.CallAs[float64](ctx, a, "weather", "temperature", "Paris")
 func CallAs[R any](ctx context.Context, a *Agent, peer, method string, args ...any) (R, error) {
@@ -82,7 +97,8 @@ func CallAs[R any](ctx context.Context, a *Agent, peer, method string, args ...a
 		return r, err
 	}
 	if err := raw.Decode(&r); err != nil {
-		return r, located(rpc.Errorf(rpc.CodeInvalidArgs, "result does not decode into %T: %v", r, err), peer, method)
+		return r, located(rpc.Errorf(rpc.CodeInternal, "result (%s) does not decode into %T: %w",
+			codec.Kind(raw), r, rpc.ErrResultType), peer, method)
 	}
 	return r, nil
 }
@@ -96,19 +112,38 @@ func (a *Agent) Notify(ctx context.Context, peer, method string, args ...any) er
 	if err := checkTarget(peer, method); err != nil {
 		return err
 	}
-	payload, err := rpc.EncodeCall(args...)
-	if err != nil {
-		return located(err, peer, method)
-	}
-	s, err := a.current()
+	payload, err := encodeCall(args)
 	if err != nil {
 		return located(err, peer, method)
 	}
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
+	s, err := a.current(ctx)
+	if err != nil {
+		return located(err, peer, method)
+	}
 	err = s.send(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
 		Args: [][]byte{frameNotify, []byte(method), payload}})
 	return located(err, peer, method)
+}
+
+// encodeCall encodes the arguments of a call; a trailing rpc.Kwargs holds
+// the keyword arguments.
+func encodeCall(args []any) ([]byte, error) {
+	var kw map[string]any
+	if n := len(args); n > 0 {
+		if k, ok := args[n-1].(rpc.Kwargs); ok {
+			kw, args = k, args[:n-1]
+			if kw == nil {
+				kw = map[string]any{}
+			}
+		}
+	}
+	b, err := codec.EncodeCall(args, kw)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.CodeInvalidArgs, "cannot encode the arguments: %v", err)
+	}
+	return b, nil
 }
 
 // bound applies the call timeout to a context without a deadline.
@@ -135,24 +170,11 @@ func (a *Agent) putTimer(t *time.Timer) {
 	a.timers.Put(t)
 }
 
-// getReplyChan returns an empty channel for one reply, from the agent's
-// pool.
-func (a *Agent) getReplyChan() chan message {
-	if ch, ok := a.replies.Get().(chan message); ok {
-		return ch
-	}
-	return make(chan message, 1)
-}
-
-// putReplyChan returns ch, empty and no longer referenced by any waiter,
-// to the pool.
-func (a *Agent) putReplyChan(ch chan message) { a.replies.Put(ch) }
-
 // located names the call in an *rpc.Error.
 func located(err error, peer, method string) error {
 	var e *rpc.Error
-	if errors.As(err, &e) && e.Peer == "" && e.Method == "" {
-		e.Peer, e.Method = peer, method
+	if errors.As(err, &e) {
+		e.WithCall(peer, method)
 	}
 	return err
 }

@@ -13,7 +13,7 @@
 //
 // Create an agent with its key pair and the platform's address and key:
 //
-//	kp, _ := auth.LoadKeystore("weather.keystore")
+//	kp, _ := keys.Load("weather.keystore")
 //	a, err := agent.New("weather",
 //		agent.WithKeyPair(kp),
 //		agent.WithPlatform("tcp://127.0.0.1:22916", serverKey))

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
@@ -20,8 +20,8 @@ import (
 // "weather"), alice (holds can_read_temp) and bob (holds nothing).
 type demo struct {
 	addr      string
-	serverKey auth.Key
-	keys      map[string]auth.KeyPair
+	serverKey keys.Key
+	keys      map[string]keys.Pair
 	dir       string
 	stop      func()
 }
@@ -31,13 +31,13 @@ func startDemo() *demo {
 	if err != nil {
 		log.Fatal(err)
 	}
-	d := &demo{dir: dir, keys: map[string]auth.KeyPair{}}
+	d := &demo{dir: dir, keys: map[string]keys.Pair{}}
 	var allow []map[string]any
 	for _, u := range []struct {
 		id   string
 		caps []string
 	}{{"weatherman", nil}, {"alice", []string{"can_read_temp"}}, {"bob", nil}} {
-		kp, _ := auth.GenerateKeyPair()
+		kp, _ := keys.Generate()
 		d.keys[u.id] = kp
 		allow = append(allow, map[string]any{"credentials": kp.Public.Z85(), "user_id": u.id, "capabilities": u.caps})
 	}
@@ -46,7 +46,7 @@ func startDemo() *demo {
 	if err := os.WriteFile(authFile, data, 0o600); err != nil {
 		log.Fatal(err)
 	}
-	server, _ := auth.GenerateKeyPair()
+	server, _ := keys.Generate()
 	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(server),
 		platform.WithAuthFile(authFile), platform.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {

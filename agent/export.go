@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
@@ -26,9 +30,10 @@ type export struct {
 // Exporting a name again replaces the previous export. Exports registered
 // before Run are sent with the hello; while the agent is connected, Export
 // also pushes the new declaration to the platform and waits (up to the call
-// timeout) for it to be accepted, returning the platform's refusal if any.
-// While disconnected it returns nil: the export is sent on the next
-// connection.
+// timeout) for it to be accepted, returning the platform's refusal if any
+// (the platform's policy and admission hook judge exports made after hello
+// as they judge those of hello). While disconnected it returns nil: the
+// export is sent on the next connection.
 func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) error {
 	if name == "" || len(name) > vip.MaxMethodName {
 		return fmt.Errorf("agent: Export(%q): a method name has 1 to 256 bytes", name)
@@ -43,6 +48,7 @@ func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) err
 		}
 	}
 	a.mu.Lock()
+	prev := a.exports[name]
 	a.exports[name] = &export{decl: decl, h: h}
 	a.exportsV++
 	s := a.sess
@@ -50,42 +56,51 @@ func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) err
 	if s == nil {
 		return nil
 	}
-	return a.pushExports(s, []rpc.Export{decl})
+	if err := a.pushExports(s, []rpc.Export{decl}); err != nil {
+		// The platform refused it: the agent does not serve it either.
+		a.mu.Lock()
+		if prev != nil {
+			a.exports[name] = prev
+		} else {
+			delete(a.exports, name)
+		}
+		a.exportsV++
+		a.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
-// exportTable returns the declarations of all exports, sorted by name.
-// a.mu must be held.
-func (a *Agent) exportTable() []rpc.Export {
-	t := make([]rpc.Export, 0, len(a.exports))
+// exportTable returns the wire declarations of all exports, sorted by
+// name. a.mu must be held.
+func (a *Agent) exportTable() []vip.Export {
+	t := make([]vip.Export, 0, len(a.exports))
 	for _, e := range a.exports {
-		t = append(t, e.decl)
+		t = append(t, vip.ExportOf(e.decl))
 	}
-	slices.SortFunc(t, func(x, y rpc.Export) int {
-		switch {
-		case x.Name < y.Name:
-			return -1
-		case x.Name > y.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(t, func(x, y vip.Export) int { return strings.Compare(x.Name, y.Name) })
 	return t
 }
 
 // pushExports sends decls (all exports when nil) on s with RPC "export".
 func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
+	var wire []vip.Export
 	if decls == nil {
 		a.mu.Lock()
-		decls = a.exportTable()
+		wire = a.exportTable()
 		a.mu.Unlock()
+	} else {
+		for _, d := range decls {
+			wire = append(wire, vip.ExportOf(d))
+		}
 	}
-	payload, err := rpc.Marshal(decls)
+	payload, err := codec.Marshal(wire)
 	if err != nil {
 		return fmt.Errorf("agent: encode exports: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, a.cfg.callTimeout)
 	defer cancel()
-	_, err = s.request(ctx, &message{Subsys: vip.SubRPC, Args: [][]byte{[]byte(vip.OpExport), payload}})
+	_, err = s.request(ctx, &message{Subsys: vip.SubRPC, Args: [][]byte{[]byte(vip.OpExport), payload}}, 0)
 	if err != nil {
 		a.log.Error("capbus agent: platform refused exports", "err", err)
 		return err
@@ -93,185 +108,242 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 	return nil
 }
 
-// serveCall admits an incoming call or notify, ["call"|"notify", method,
-// ARGS]. If a handler slot is free it returns the call, with run true, for
-// the reader to run (see session.read); otherwise the call goes to a
-// handler goroutine (one waiting for work, or a new one), where it waits
-// for a slot in a bounded queue; beyond the queue the call is refused with
-// CodeOverloaded. It never blocks.
-func (a *Agent) serveCall(s *session, m message) (j callJob, run bool) {
-	if len(m.Args) <= vip.RPCArgMethod {
-		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
-		return callJob{}, false
-	}
-	notify := m.arg(vip.RPCArgOp) == vip.OpNotify
-	method := m.arg(vip.RPCArgMethod)
-	var payload []byte
-	if len(m.Args) > vip.RPCArgPayload {
-		payload = m.Args[vip.RPCArgPayload]
-	}
-	caller := rpc.Caller{UserID: m.User, Identity: m.Peer}
-
-	// Counted under callsMu, so that drain's Wait never races an Add.
-	s.callsMu.Lock()
-	draining := s.draining.Load()
-	if !draining {
-		s.calls.Add(1)
-	}
-	s.callsMu.Unlock()
-	if draining {
-		if !notify {
-			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
-		}
-		return callJob{}, false
-	}
-	if !a.gate.admit() {
-		s.calls.Done()
-		a.log.Warn("capbus agent: handler queue full; refusing call", "method", method, "caller", caller.Identity)
-		if !notify {
-			a.sendReply(s, m, method, nil, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
-		}
-		return callJob{}, false
-	}
-	// Counted from now, not from when a goroutine runs it: handlers that
-	// are ready to run together then send their replies together.
-	s.busy.Add(1)
-	j = callJob{s: s, m: m, method: method, notify: notify, caller: caller, payload: payload}
-	if a.gate.tryAcquire() {
-		return j, true // the reader runs it
-	}
-	handed := false
-	s.workMu.Lock()
-	if !s.workShut {
-		select {
-		case s.work <- j: // a waiting handler goroutine took it
-			handed = true
-		default:
-		}
-	}
-	s.workMu.Unlock()
-	if !handed {
-		a.handlers.Add(1) // the reader calling holds a count
-		go a.worker(j)
-	}
-	return callJob{}, false
-}
-
-// callJob is a call admitted for a handler.
-type callJob struct {
-	s       *session
+// call is an incoming call admitted for a worker.
+type call struct {
 	m       message
 	method  string
 	notify  bool
-	caller  rpc.Caller
 	payload []byte
+	ctx     context.Context // the call's own: ends at its deadline, on cancel, with the session
+	cancel  context.CancelFunc
+	key     callKey
 }
 
-// worker runs j, then, while fewer than the concurrency limit of handler
-// goroutines are waiting, waits for the next call of j's session until the
-// session ends (session.close closes its work channel). A waiting goroutine
-// keeps the stack that handlers grew, which a new goroutine would have to
-// grow again (runtime.newstack was 7% of a busy callee's CPU). It waits on
-// that one channel only: a select that also watched the session's context
-// cost the callee about 6% of its CPU in lock contention.
-func (a *Agent) worker(j callJob) {
-	defer a.handlers.Done()
-	a.runCall(j)
-	a.waitForCalls(j.s)
+// serve admits an incoming call or notify, ["call"|"notify", method, ARGS,
+// TIMEOUT]: it gives it a context of its own and hands it to an idle
+// worker, starts a worker (up to the concurrency limit), or queues it (up
+// to the queue limit); beyond, the call is refused with CodeOverloaded. It
+// never blocks.
+func (s *session) serve(m message) {
+	a := s.a
+	if len(m.Args) <= vip.RPCArgMethod {
+		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
+		return
+	}
+	c := &call{m: m, method: m.arg(vip.RPCArgMethod), notify: m.arg(vip.RPCArgOp) == vip.OpNotify}
+	if len(m.Args) > vip.RPCArgPayload {
+		c.payload = m.Args[vip.RPCArgPayload]
+	}
+	if ms, err := strconv.ParseInt(m.arg(vip.RPCArgTimeout), 10, 64); err == nil {
+		c.ctx, c.cancel = context.WithTimeout(s.ctx, time.Duration(ms)*time.Millisecond)
+	} else {
+		c.ctx, c.cancel = context.WithCancel(s.ctx)
+	}
+	c.ctx = rpc.WithCaller(c.ctx, rpc.Principal{UserID: m.User, Identity: m.Peer})
+
+	if s.inline(c) {
+		return
+	}
+	s.qmu.Lock()
+	switch {
+	case s.draining || s.shut:
+		s.qmu.Unlock()
+		c.cancel()
+		s.refuse(c, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
+		return
+	case s.idle == 0 && s.workers >= a.cfg.concurrency && len(s.queue) >= a.cfg.queue:
+		s.qmu.Unlock()
+		c.cancel()
+		a.log.Warn("capbus agent: handler queue full; refusing call", "method", c.method, "caller", m.Peer)
+		s.refuse(c, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
+		return
+	}
+	s.inflight.Add(1)
+	if !c.notify && len(m.ID) > 0 {
+		c.key = callKey{m.Peer, string(m.ID)}
+		s.mu.Lock()
+		s.calls[c.key] = c.cancel
+		s.mu.Unlock()
+	}
+	switch {
+	case s.idle > 0:
+		s.idle--
+		s.work <- c // buffered to the limit: an idle worker takes it
+	case s.workers < a.cfg.concurrency:
+		s.workers++
+		a.handlers.Add(1)
+		go s.worker(c)
+	default:
+		s.queue = append(s.queue, c)
+	}
+	s.qmu.Unlock()
 }
 
-// waitForCalls runs the calls of s handed to it, while fewer than the
-// concurrency limit of handler goroutines wait, until s ends.
-func (a *Agent) waitForCalls(s *session) {
+// inline runs c on the reader when its method was exported Inline, and
+// holds its reply for the reader to write with the others of the burst. It
+// reports whether it did.
+func (s *session) inline(c *call) bool {
+	s.a.mu.RLock()
+	e := s.a.exports[c.method]
+	s.a.mu.RUnlock()
+	if e == nil || !e.decl.Inline {
+		return false
+	}
+	s.qmu.Lock()
+	stopping := s.draining || s.shut
+	s.qmu.Unlock()
+	if stopping {
+		c.cancel()
+		s.refuse(c, rpc.NewError(rpc.CodeUnavailable, "agent "+s.a.identity+" is shutting down"))
+		return true
+	}
+	s.busy.Add(1)
+	result, err := s.a.invoke(c)
+	s.busy.Add(-1)
+	c.cancel()
+	if !c.notify {
+		s.held = append(s.held, s.replyOf(c, result, err).frames())
+	}
+	return true
+}
+
+// refuse answers c with err, unless it is a notify.
+func (s *session) refuse(c *call, err error) {
+	if !c.notify {
+		s.answer(c, nil, err)
+	}
+}
+
+// worker runs c, then the calls queued or handed to it, until the session
+// ends. Workers are kept while the session lives, so that a busy agent does
+// not start a goroutine (and grow its stack) for every call.
+func (s *session) worker(c *call) {
+	defer s.a.handlers.Done()
 	for {
-		if a.idleWorkers.Add(1) > int64(a.cfg.concurrency) {
-			a.idleWorkers.Add(-1)
+		s.run(c)
+		s.qmu.Lock()
+		if len(s.queue) > 0 {
+			c = s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			s.qmu.Unlock()
+			continue
+		}
+		if s.shut {
+			s.qmu.Unlock()
 			return
 		}
-		j, ok := <-s.work
-		a.idleWorkers.Add(-1)
-		if !ok {
+		s.idle++
+		s.qmu.Unlock()
+		var ok bool
+		if c, ok = <-s.work; !ok {
 			return
 		}
-		a.runCall(j)
 	}
 }
 
-// runCall runs the handler of an admitted call, once a slot is free, and
-// sends its reply.
-func (a *Agent) runCall(j callJob) {
-	a.gate.acquire()
-	a.runHolding(j.s.ctx, j)
+// shutWorkers ends the workers when the session ends: idle ones return,
+// queued calls are dropped (their session is gone).
+func (s *session) shutWorkers() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.shut = true
+	for _, c := range s.queue {
+		c.cancel()
+		s.inflight.Done()
+	}
+	s.queue = nil
+	close(s.work)
 }
 
-// runHolding is runCall once the call holds a slot; the handler's context
-// derives from ctx (the session's, or the reader's mark of it).
-func (a *Agent) runHolding(ctx context.Context, j callJob) {
-	s := j.s
+// run runs the handler of c and sends its reply.
+func (s *session) run(c *call) {
+	s.busy.Add(1)
 	defer s.busy.Add(-1)
-	defer s.calls.Done()
-	defer a.gate.leave()
-	defer a.gate.release()
-	if s.ctx.Err() != nil {
-		return // the session ended while the call waited for a slot
+	defer s.inflight.Done()
+	defer c.cancel()
+	if c.key != (callKey{}) {
+		defer func() {
+			s.mu.Lock()
+			delete(s.calls, c.key)
+			s.mu.Unlock()
+		}()
 	}
-
-	result, err := a.invoke(ctx, j.method, j.caller, j.payload)
-	if j.notify {
+	if c.ctx.Err() != nil && s.ctx.Err() != nil {
+		return // the session ended while the call waited
+	}
+	result, err := s.a.invoke(c)
+	if c.notify {
 		if err != nil {
-			a.log.Warn("capbus agent: notify handler failed", "method", j.method, "caller", j.caller.Identity, "err", err)
+			s.a.log.Warn("capbus agent: notify handler failed", "method", c.method, "caller", c.m.Peer, "err", err)
 		}
 		return
 	}
-	a.sendReply(s, j.m, j.method, result, err)
+	s.answer(c, result, err)
 }
 
-// invoke decodes the arguments and runs the handler of method, turning a
-// panic into a CodeInternal error. The result is msgpack-encoded.
-func (a *Agent) invoke(ctx context.Context, method string, caller rpc.Caller, payload []byte) (result []byte, err error) {
+// invoke decodes the arguments and runs the handler of c's method, turning
+// a panic into a CodeInternal error. The result is encoded.
+func (a *Agent) invoke(c *call) (result []byte, err error) {
 	a.mu.RLock()
-	e := a.exports[method]
+	e := a.exports[c.method]
 	a.mu.RUnlock()
 	if e == nil {
-		return nil, rpc.Errorf(rpc.CodeNotFound, "agent %s does not export %q", a.identity, method)
+		return nil, rpc.Errorf(rpc.CodeNotFound, "agent %s does not export %q", a.identity, c.method)
 	}
-	req, err := rpc.DecodeCall(method, payload)
+	if err := c.ctx.Err(); err != nil {
+		return nil, rpc.FromError(err) // expired or cancelled before it ran
+	}
+	args, err := codec.DecodeCall(c.payload)
 	if err != nil {
-		return nil, err
+		return nil, rpc.Errorf(rpc.CodeInvalidArgs, "%s: %v", c.method, err)
 	}
-	req.Caller = caller
+	caller, _ := rpc.CallerFrom(c.ctx)
+	req := &rpc.Request{Method: c.method, Caller: caller, Params: e.decl.Params}
+	if len(args.Args) > 0 {
+		req.Args = make([]rpc.Raw, len(args.Args))
+		for i, v := range args.Args {
+			req.Args[i] = v
+		}
+	}
+	if len(args.Kwargs) > 0 {
+		req.Kwargs = make(map[string]rpc.Raw, len(args.Kwargs))
+		for k, v := range args.Kwargs {
+			req.Kwargs[k] = v
+		}
+	}
 	defer func() {
 		if p := recover(); p != nil {
-			a.log.Error("capbus agent: handler panicked", "method", method,
+			a.log.Error("capbus agent: handler panicked", "method", c.method,
 				"caller", caller.Identity, "user_id", caller.UserID,
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			result, err = nil, rpc.Errorf(rpc.CodeInternal, "handler of %q panicked", method)
+			result, err = nil, rpc.Errorf(rpc.CodeInternal, "handler of %q panicked", c.method)
 		}
 	}()
-	v, err := e.h.ServeRPC(rpc.WithCaller(ctx, caller), req)
+	v, err := e.h.ServeRPC(c.ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if result, err = rpc.Marshal(v); err != nil {
-		return nil, rpc.Errorf(rpc.CodeInternal, "cannot encode the result of %q (%T): %v", method, v, err)
+	if result, err = codec.Marshal(v); err != nil {
+		return nil, rpc.Errorf(rpc.CodeInternal, "cannot encode the result of %q (%T): %v", c.method, v, err)
 	}
 	return result, nil
 }
 
-// sendReply answers call m with result or err.
-func (a *Agent) sendReply(s *session, m message, method string, result []byte, err error) {
-	r := message{Peer: m.Peer, RawID: m.RawID, Subsys: vip.SubRPC}
+// replyOf builds the reply of call c: result, or err.
+func (s *session) replyOf(c *call, result []byte, err error) *message {
+	r := &message{Peer: c.m.Peer, ID: c.m.ID, Subsys: vip.SubRPC}
 	if err != nil {
-		payload, encErr := rpc.EncodeError(rpc.FromError(err))
-		if encErr != nil {
-			a.log.Error("capbus agent: cannot encode error reply", "method", method, "err", encErr)
-			return
-		}
-		r.Args = [][]byte{frameError, m.Args[vip.RPCArgMethod], payload}
+		r.Args = [][]byte{frameError, c.m.Args[vip.RPCArgMethod], errorPayload(err)}
 	} else {
-		r.Args = [][]byte{frameResult, m.Args[vip.RPCArgMethod], result}
+		r.Args = [][]byte{frameResult, c.m.Args[vip.RPCArgMethod], result}
 	}
-	if err := s.send(s.ctx, &r); err != nil {
-		a.log.Debug("capbus agent: reply not sent", "method", method, "caller", m.Peer, "err", err)
+	return r
+}
+
+// answer sends the reply of call c: result, or err.
+func (s *session) answer(c *call, result []byte, err error) {
+	if err := s.send(s.ctx, s.replyOf(c, result, err)); err != nil {
+		s.a.log.Debug("capbus agent: reply not sent", "method", c.method, "caller", c.m.Peer, "err", err)
 	}
 }

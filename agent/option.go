@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // Defaults of the options.
@@ -48,10 +48,10 @@ type optionFunc func(*config) error
 func (f optionFunc) apply(c *config) error { return f(c) }
 
 type config struct {
-	keyPair        auth.KeyPair
+	keyPair        keys.Pair
 	haveKeyPair    bool
 	address        string
-	serverKey      auth.Key
+	serverKey      keys.Key
 	knownHosts     string
 	logger         *slog.Logger
 	callTimeout    time.Duration
@@ -64,6 +64,10 @@ type config struct {
 	heartbeat      time.Duration
 	shutdownGrace  time.Duration
 	dial           dialFunc // nil: CURVE over TCP
+
+	waitForConnection bool
+	onConnect         func(Welcome)
+	onDisconnect      func(error)
 }
 
 func defaultConfig() config {
@@ -83,7 +87,7 @@ func defaultConfig() config {
 
 // WithKeyPair sets the agent's CURVE key pair. Its public key must be in
 // the platform's auth.json.
-func WithKeyPair(kp auth.KeyPair) Option {
+func WithKeyPair(kp keys.Pair) Option {
 	return optionFunc(func(c *config) error {
 		c.keyPair, c.haveKeyPair = kp, true
 		return nil
@@ -91,10 +95,10 @@ func WithKeyPair(kp auth.KeyPair) Option {
 }
 
 // WithKeystore loads the agent's key pair from a keystore file (see
-// auth.LoadKeystore).
+// keys.Load).
 func WithKeystore(path string) Option {
 	return optionFunc(func(c *config) error {
-		kp, err := auth.LoadKeystore(path)
+		kp, err := keys.Load(path)
 		if err != nil {
 			return fmt.Errorf("agent: keystore: %w", err)
 		}
@@ -117,7 +121,7 @@ func WithAddress(addr string) Option {
 
 // WithServerKey pins the platform's public key: the agent talks only to a
 // platform that proves it holds the matching secret key.
-func WithServerKey(k auth.Key) Option {
+func WithServerKey(k keys.Key) Option {
 	return optionFunc(func(c *config) error {
 		if k.IsZero() {
 			return errors.New("agent: WithServerKey: zero key")
@@ -128,7 +132,7 @@ func WithServerKey(k auth.Key) Option {
 }
 
 // WithPlatform is WithAddress and WithServerKey in one.
-func WithPlatform(addr string, serverKey auth.Key) Option {
+func WithPlatform(addr string, serverKey keys.Key) Option {
 	return optionFunc(func(c *config) error {
 		if err := WithAddress(addr).apply(c); err != nil {
 			return err
@@ -139,7 +143,8 @@ func WithPlatform(addr string, serverKey auth.Key) Option {
 
 // WithKnownHosts reads the platform's key from a known-hosts file when no
 // WithServerKey is given: a text file of "address serverkey" lines, blank
-// lines and lines starting with # ignored, keys in Z85 or base64url. The
+// lines and lines starting with # ignored, keys in Z85 or base64url (see
+// keys.LookupKnownHost: a malformed line is skipped with a warning). The
 // line whose address matches the agent's address ("tcp://" optional on
 // either side) is used; New fails when there is none.
 func WithKnownHosts(path string) Option {
@@ -189,11 +194,9 @@ func WithConnectTimeout(d time.Duration) Option {
 // call arriving when the queue is full is refused at once with
 // rpc.CodeOverloaded. Defaults: DefaultConcurrency and DefaultQueue.
 // (Subscriptions are not counted: each handles its messages one at a time.)
-// Handlers start on the goroutine that receives the calls (see the
-// package documentation); when it is busy with a slow one, up to n handler
-// goroutines stay waiting for the next call while the agent is connected,
-// so that a busy agent does not start a goroutine and grow its stack for
-// every call.
+// Handlers run on worker goroutines, started as calls need them, up to n;
+// they stay while the agent is connected, so that a busy agent does not
+// start a goroutine and grow its stack for every call.
 func WithConcurrency(n, queue int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || queue < 0 {
@@ -251,6 +254,36 @@ func WithShutdownGrace(d time.Duration) Option {
 			return fmt.Errorf("agent: WithShutdownGrace(%v): must not be negative", d)
 		}
 		c.shutdownGrace = d
+		return nil
+	})
+}
+
+// WithWaitForConnection makes calls, notifies, publishes and queries made
+// while the agent is disconnected (before the first welcome, or while it
+// reconnects) wait for the connection until their context ends, instead
+// of failing at once with rpc.ErrUnavailable.
+func WithWaitForConnection() Option {
+	return optionFunc(func(c *config) error {
+		c.waitForConnection = true
+		return nil
+	})
+}
+
+// WithOnConnect calls fn, on its own goroutine, each time the platform
+// welcomes the agent: at the first connection and after each reconnection.
+func WithOnConnect(fn func(Welcome)) Option {
+	return optionFunc(func(c *config) error {
+		c.onConnect = fn
+		return nil
+	})
+}
+
+// WithOnDisconnect calls fn, on its own goroutine, each time a welcomed
+// connection ends, with the reason. Run reconnects unless its context
+// ended.
+func WithOnDisconnect(fn func(error)) Option {
+	return optionFunc(func(c *config) error {
+		c.onDisconnect = fn
 		return nil
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 )
@@ -57,18 +58,18 @@ func (a *Agent) Publish(ctx context.Context, topic string, value any) error {
 	if err := checkTopic(topic, false); err != nil {
 		return err
 	}
-	payload, err := rpc.Marshal(value)
+	payload, err := codec.Marshal(value)
 	if err != nil {
 		return rpc.Errorf(rpc.CodeInvalidArgs, "publish %s: cannot encode %T: %v", topic, value, err)
 	}
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
-	s, err := a.current()
+	s, err := a.current(ctx)
 	if err != nil {
 		return topicError(err, topic)
 	}
 	_, err = s.request(ctx, &message{Subsys: vip.SubPubsub,
-		Args: [][]byte{[]byte(vip.OpPublish), []byte(topic), payload}})
+		Args: [][]byte{[]byte(vip.OpPublish), []byte(topic), payload}}, 0)
 	return topicError(err, topic)
 }
 
@@ -140,14 +141,14 @@ func (sub *Subscription) Unsubscribe(ctx context.Context) error {
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
 	_, err := s.request(ctx, &message{Subsys: vip.SubPubsub,
-		Args: [][]byte{[]byte(vip.OpUnsubscribe), []byte(sub.pattern)}})
+		Args: [][]byte{[]byte(vip.OpUnsubscribe), []byte(sub.pattern)}}, 0)
 	return topicError(err, sub.pattern)
 }
 
 // subscribe asks the platform for the messages matching pattern.
 func (s *session) subscribe(ctx context.Context, pattern string) error {
 	_, err := s.request(ctx, &message{Subsys: vip.SubPubsub,
-		Args: [][]byte{[]byte(vip.OpSubscribe), []byte(pattern)}})
+		Args: [][]byte{[]byte(vip.OpSubscribe), []byte(pattern)}}, 0)
 	return err
 }
 
@@ -248,7 +249,7 @@ func (sub *Subscription) handle(ctx context.Context, msg *Message) {
 				"topic", msg.Topic, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		}
 	}()
-	sub.fn(rpc.WithCaller(ctx, rpc.Caller{UserID: msg.UserID, Identity: msg.Sender}), msg)
+	sub.fn(rpc.WithCaller(ctx, rpc.Principal{UserID: msg.UserID, Identity: msg.Sender}), msg)
 }
 
 // checkTopic validates a topic, or a pattern when wildcards are allowed, as

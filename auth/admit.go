@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/capbus/capbus/keys"
 )
 
 // Authenticate decides admission at the CURVE handshake: which user is this
@@ -12,7 +14,7 @@ import (
 // address does not match) or ErrDisabled, and says why. remoteAddr ("host",
 // "host:port" or "tcp://host:port") is checked against the entry's address
 // when the entry sets one.
-func (p *Policy) Authenticate(key Key, remoteAddr string) (string, error) {
+func (p *Policy) Authenticate(key keys.Key, remoteAddr string) (string, error) {
 	if p.closed {
 		return "", fmt.Errorf("%w: no policy in force (%w); nobody is admitted", ErrUnknownKey, ErrNoPolicy)
 	}
@@ -50,7 +52,7 @@ func (p *Policy) Authenticate(key Key, remoteAddr string) (string, error) {
 	return u.id, nil
 }
 
-func credMatch(m matcher, k Key) bool { return m.match(k.Base64URL()) || m.match(k.Z85()) }
+func credMatch(m matcher, k keys.Key) bool { return m.match(k.Base64URL()) || m.match(k.Z85()) }
 
 // hostOf extracts the host from "tcp://host:port", "host:port" or "host".
 func hostOf(addr string) string {

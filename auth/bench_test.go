@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
+	"github.com/capbus/capbus/rpc"
 )
 
 // genPolicy writes an auth.json with users allow entries, 100 roles of 5
@@ -41,7 +43,7 @@ func genPolicy(users int) []byte {
 	}
 	b.WriteString("  },\n  \"allow\": [\n")
 	for u := 0; u < users; u++ {
-		var k auth.Key
+		var k keys.Key
 		binary.BigEndian.PutUint64(k[:], uint64(u)+1)
 		fmt.Fprintf(&b, "    {\"user_id\": \"user%d\", \"credentials\": %q, \"roles\": [\"role%d\", \"role%d\"], \"groups\": [\"group%d\"], \"capabilities\": [\"cap%d\", \"cap%d\"]}",
 			u, k.Base64URL(), u%100, (u+50)%100, u%20, u%300, (u+150)%300)
@@ -64,10 +66,10 @@ func newDecisionFixture(tb testing.TB, users int) decisionFixture {
 	p, err := auth.Parse("bench.json", genPolicy(users))
 	require.NoError(tb, err)
 	u := users / 2
-	s, err := p.Subject(auth.Principal{UserID: fmt.Sprintf("user%d", u), Identity: "agent"})
+	s, err := p.Subject(rpc.Principal{UserID: fmt.Sprintf("user%d", u), Identity: "agent"})
 	require.NoError(tb, err)
 	// Require a direct capability and one from the user's first role.
-	r := p.Requirement(auth.Principal{UserID: "user0", Identity: "callee"}, "method",
+	r := p.Requirement(rpc.Principal{UserID: "user0", Identity: "callee"}, "method",
 		auth.Declared{Capabilities: []string{fmt.Sprintf("cap%d", u%300), fmt.Sprintf("cap%d", ((u%100)*7)%300)}})
 	return decisionFixture{p, s, r}
 }
@@ -133,7 +135,7 @@ func BenchmarkSubject(b *testing.B) {
 	f := newDecisionFixture(b, 10000)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, err := f.p.Subject(auth.Principal{UserID: "user42", Identity: "x"}); err != nil {
+		if _, err := f.p.Subject(rpc.Principal{UserID: "user42", Identity: "x"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/capbus/capbus/keys"
 )
 
 // compiler holds the state of one Compile call.
@@ -316,16 +318,16 @@ func (c *compiler) compileSite() {
 // accepts, optionally prefixed "CURVE:" (VOLTTRON before 1.0), or a /regex/.
 // Text that is a valid key is a key even when it starts and ends with "/"
 // (the Z85 alphabet contains "/": about one key in 7,000 looks like a regex).
-func parseCredentials(s string) (k Key, m matcher, err error) {
+func parseCredentials(s string) (k keys.Key, m matcher, err error) {
 	s = strings.TrimPrefix(s, "CURVE:")
-	if k, err = ParseKey(s); err == nil {
+	if k, err = keys.Parse(s); err == nil {
 		return k, matcher{}, nil
 	}
 	if isRegex(s) {
 		m, err = compileMatcher(s)
 		return k, m, err
 	}
-	k, err = ParseKey(s)
+	k, err = keys.Parse(s)
 	return k, matcher{}, err
 }
 
@@ -333,9 +335,9 @@ func (c *compiler) compileEntries() {
 	f, p := c.f, c.p
 	order := make([]*user, 0, len(f.Allow))
 	userPath := make(map[string]string, len(f.Allow))
-	keyPath := make(map[Key]string, len(f.Allow))
+	keyPath := make(map[keys.Key]string, len(f.Allow))
 	p.users = make(map[string]*user, len(f.Allow))
-	p.byKey = make(map[Key]*user, len(f.Allow))
+	p.byKey = make(map[keys.Key]*user, len(f.Allow))
 	for i := range f.Allow {
 		if c.err != nil {
 			return

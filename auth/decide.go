@@ -2,18 +2,11 @@ package auth
 
 import (
 	"fmt"
+	"maps"
 	"sort"
-)
 
-// Principal is who is acting: the authenticated user, the agent identity it
-// claimed, its key, and attributes supplied by the platform (attributes in
-// the user's allow entry take precedence over these).
-type Principal struct {
-	UserID     string            // the authenticated user (from Authenticate)
-	Identity   string            // the agent identity claimed (checked by CheckIdentity)
-	Key        Key               // the peer's key; when set, Subject checks it still belongs to UserID
-	Attributes map[string]string // extra caller attributes; the entry's "attributes" win
-}
+	"github.com/capbus/capbus/rpc"
+)
 
 // Subject is a principal compiled against one policy: its effective
 // capabilities and roles as bitsets, with agent narrowing applied. Resolve
@@ -37,6 +30,10 @@ func (s *Subject) UserID() string { return s.userID }
 // Identity returns the subject's agent identity.
 func (s *Subject) Identity() string { return s.identity }
 
+// Attributes returns a copy of the caller attributes of the subject's
+// entry (for example "org").
+func (s *Subject) Attributes() map[string]string { return maps.Clone(s.attrs) }
+
 // Generation returns the generation of the policy the subject was compiled
 // against.
 func (s *Subject) Generation() uint64 { return s.p.gen }
@@ -45,10 +42,10 @@ func (s *Subject) Generation() uint64 { return s.p.gen }
 // capabilities and roles, narrowed when the entry lists the identity under
 // "agents". It fails when the user is not in the policy or the policy is
 // closed (wrapping ErrUnknownUser), when the entry is disabled (ErrDisabled)
-// when a deny entry names the user (ErrDenied), and when Principal.Key is
+// when a deny entry names the user (ErrDenied), and when the principal's Key is
 // set but is no longer the user's key (ErrUnknownKey), so re-resolving live
 // peers after a reload finds the ones to disconnect.
-func (p *Policy) Subject(pr Principal) (*Subject, error) {
+func (p *Policy) Subject(pr rpc.Principal) (*Subject, error) {
 	if p.closed {
 		return nil, fmt.Errorf("%w: %w: no policy in force", ErrUnknownUser, ErrNoPolicy)
 	}
@@ -77,23 +74,8 @@ func (p *Policy) Subject(pr Principal) (*Subject, error) {
 		s.restr = u.restrictedOnly.clone()
 		s.restr.and(s.caps)
 	}
-	s.attrs = mergeAttrs(pr.Attributes, u.attrs)
+	s.attrs = u.attrs
 	return s, nil
-}
-
-// mergeAttrs returns the principal's attributes overridden by the entry's.
-func mergeAttrs(given, fromFile map[string]string) map[string]string {
-	if len(given) == 0 {
-		return fromFile
-	}
-	out := make(map[string]string, len(given)+len(fromFile))
-	for k, v := range given {
-		out[k] = v
-	}
-	for k, v := range fromFile {
-		out[k] = v
-	}
-	return out
 }
 
 // Declared is what a callee agent declared for a method when it exported it.
@@ -142,7 +124,7 @@ type attrCond struct {
 // Requirement compiles what calling method on callee needs. It never fails:
 // a requirement naming a capability or role that nobody holds is simply
 // unsatisfiable.
-func (p *Policy) Requirement(callee Principal, method string, declared Declared) *Requirement {
+func (p *Policy) Requirement(callee rpc.Principal, method string, declared Declared) *Requirement {
 	r := &Requirement{p: p, target: callee.Identity + "." + method, method: method, calleeUser: callee.UserID,
 		params: declared.Params, self: declared.Self}
 	caps := map[string]bool{}
@@ -176,9 +158,7 @@ func (p *Policy) Requirement(callee Principal, method string, declared Declared)
 		}
 		var calleeAttrs map[string]string
 		if cu := p.users[callee.UserID]; cu != nil {
-			calleeAttrs = mergeAttrs(callee.Attributes, cu.attrs)
-		} else {
-			calleeAttrs = callee.Attributes
+			calleeAttrs = cu.attrs
 		}
 		for _, k := range sortedKeys(m.callerAttrs) {
 			r.callerAttrs = append(r.callerAttrs, attrCond{name: k, value: m.callerAttrs[k]})

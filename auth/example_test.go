@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/rpc"
 )
 
 // Parse an auth.json, resolve the caller once per connection, compile the
@@ -22,11 +23,11 @@ func ExampleParse() {
 		return
 	}
 	// What the weather agent declared when it exported "temperature".
-	req := policy.Requirement(auth.Principal{UserID: "weather", Identity: "weather"}, "temperature",
+	req := policy.Requirement(rpc.Principal{UserID: "weather", Identity: "weather"}, "temperature",
 		auth.Declared{Capabilities: []string{"can_read_temp"}})
 
 	for _, user := range []string{"Alice", "Bobby"} {
-		subject, err := policy.Subject(auth.Principal{UserID: user, Identity: user + ".agent"})
+		subject, err := policy.Subject(rpc.Principal{UserID: user, Identity: user + ".agent"})
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -63,7 +64,7 @@ func ExamplePolicy_DecideTopic() {
 		fmt.Println(err)
 		return
 	}
-	bobby, _ := policy.Subject(auth.Principal{UserID: "Bobby", Identity: "bobby"})
+	bobby, _ := policy.Subject(rpc.Principal{UserID: "Bobby", Identity: "bobby"})
 	for _, topic := range []string{"devicesX/a", "devices/a"} {
 		d := policy.DecideTopic(bobby, auth.Publish, topic)
 		fmt.Println(d.Allowed, d.Reason())
@@ -105,7 +106,7 @@ func ExamplePolicy_Permissions() {
 	    {"user_id": "*", "capabilities": ["delete", "ping"]}
 	  ]
 	}`))
-	alice, _ := policy.Subject(auth.Principal{UserID: "Alice", Identity: "alice.agent"})
+	alice, _ := policy.Subject(rpc.Principal{UserID: "Alice", Identity: "alice.agent"})
 	perm := policy.Permissions(alice)
 	for _, g := range perm.Capabilities {
 		fmt.Println("holds", g.Name, "from", g.Sources[0])

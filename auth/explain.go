@@ -1,15 +1,13 @@
 package auth
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
-)
 
-// ErrUnauthorized is wrapped by Decision.Err for a denied decision.
-var ErrUnauthorized = errors.New("unauthorized")
+	"github.com/capbus/capbus/rpc"
+)
 
 // Decision is the result of Decide or DecideTopic. Allowed and Generation
 // are plain fields; Reason, Missing and Explanation compute the details on
@@ -34,13 +32,15 @@ type Decision struct {
 	rule     *topicRule
 }
 
-// Err returns nil when allowed, otherwise an error wrapping ErrUnauthorized
-// whose text is Reason.
+// Err returns nil when allowed, otherwise an *rpc.Error with
+// rpc.CodeUnauthorized (it matches rpc.ErrUnauthorized) whose message is
+// Reason and whose data holds "missing" and "generation".
 func (d Decision) Err() error {
 	if d.Allowed {
 		return nil
 	}
-	return fmt.Errorf("%w: %s", ErrUnauthorized, d.Reason())
+	return rpc.NewError(rpc.CodeUnauthorized, d.Reason()).
+		WithData("missing", d.Missing()).WithData("generation", d.Generation)
 }
 
 // target names what was judged: `method "temperature"` or `publish to "a/b"`.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/rpc"
 )
 
 // FuzzParse checks that the loader never panics and that every rejection is
@@ -41,14 +42,14 @@ func FuzzParse(f *testing.F) {
 		}
 		// Exercise the compiled policy.
 		for _, u := range p.Users() {
-			s, err := p.Subject(auth.Principal{UserID: u, Identity: u})
+			s, err := p.Subject(rpc.Principal{UserID: u, Identity: u})
 			if errors.Is(err, auth.ErrDisabled) || errors.Is(err, auth.ErrDenied) {
 				continue
 			}
 			if err != nil {
 				t.Fatalf("user %q listed but no subject: %v", u, err)
 			}
-			d := p.Decide(s, p.Requirement(auth.Principal{UserID: u, Identity: u}, "m", auth.Declared{Capabilities: []string{"x"}}), map[string]any{"identity": "x"})
+			d := p.Decide(s, p.Requirement(rpc.Principal{UserID: u, Identity: u}, "m", auth.Declared{Capabilities: []string{"x"}}), map[string]any{"identity": "x"})
 			_ = d.Explanation().String()
 			_ = p.DecideTopic(s, auth.Subscribe, "#").Reason()
 			_ = p.CheckIdentity(u, "some.identity")

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+
+	"github.com/capbus/capbus/keys"
 )
 
 // Policy is a compiled auth.json: every decision is a lookup in tables built
@@ -22,7 +24,7 @@ type Policy struct {
 	groups    map[string][]string  // group -> roles
 
 	users     map[string]*user
-	byKey     map[Key]*user
+	byKey     map[keys.Key]*user
 	byPattern []*user // users whose credentials are a /regex/
 	star      *Entry  // the "*" entry, or nil
 	starIndex int
@@ -106,7 +108,7 @@ type user struct {
 	path      string // allow[i]
 	entry     *Entry
 	enabled   bool
-	key       Key
+	key       keys.Key
 	hasKey    bool
 	cred      matcher // for /regex/ credentials
 	domain    matcher
@@ -144,7 +146,7 @@ type paramCond struct {
 type denyRule struct {
 	path    string
 	userID  string
-	key     Key
+	key     keys.Key
 	hasKey  bool
 	cred    matcher
 	domain  matcher
@@ -173,7 +175,7 @@ func closedPolicy(name string) *Policy {
 	return &Policy{
 		name: name, gen: 1, closed: true,
 		capIndex: map[string]int{}, roleIndex: map[string]int{},
-		users: map[string]*user{}, byKey: map[Key]*user{}, boundExact: map[string]*user{},
+		users: map[string]*user{}, byKey: map[keys.Key]*user{}, boundExact: map[string]*user{},
 		methods: map[string]*methodReq{}, topics: &topicNode{}, site: map[string]*siteRule{},
 	}
 }

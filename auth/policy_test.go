@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
+	"github.com/capbus/capbus/rpc"
 )
 
 // Keys used by the test documents (public keys only).
@@ -23,7 +25,7 @@ const (
 	keyLab     = "1SqcVyfANKveyZiqAFkyTlpKuJOki3gTlL3UjCJYIUI"
 )
 
-var weatherAgent = auth.Principal{UserID: "weather", Identity: "weather"}
+var weatherAgent = rpc.Principal{UserID: "weather", Identity: "weather"}
 
 func mustParse(t testing.TB, doc string) *auth.Policy {
 	t.Helper()
@@ -43,14 +45,14 @@ func mustLoad(t testing.TB, path string) *auth.Policy {
 
 func subject(t testing.TB, p *auth.Policy, user, identity string) *auth.Subject {
 	t.Helper()
-	s, err := p.Subject(auth.Principal{UserID: user, Identity: identity})
+	s, err := p.Subject(rpc.Principal{UserID: user, Identity: identity})
 	require.NoError(t, err)
 	return s
 }
 
-func key(t testing.TB, s string) auth.Key {
+func key(t testing.TB, s string) keys.Key {
 	t.Helper()
-	k, err := auth.ParseKey(s)
+	k, err := keys.Parse(s)
 	require.NoError(t, err)
 	return k
 }
@@ -114,7 +116,7 @@ func TestVolttron14_DecidesAsVolttron(t *testing.T) {
 
 func TestVolttron14_ParameterRestriction(t *testing.T) {
 	p := mustLoad(t, "testdata/volttron-1.4.json")
-	store := auth.Principal{UserID: "config.store", Identity: "config.store"}
+	store := rpc.Principal{UserID: "config.store", Identity: "config.store"}
 	req := p.Requirement(store, "manage_store", auth.Declared{Capabilities: []string{"edit_config_store"}, Params: []string{"identity", "config_name", "raw_contents"}})
 	require.True(t, req.NeedsArgs())
 	control := subject(t, p, "control", "control")
@@ -166,7 +168,7 @@ func TestPolicy_BobbyIsRefusedTemperatureAndTheDecisionNamesTheMissingCapability
 	assert.False(t, d.Allowed)
 	assert.Equal(t, []string{"can_read_temp"}, d.Missing())
 	assert.Equal(t, `method "temperature" requires capabilities [can_read_temp], but capabilities [] were provided; missing [can_read_temp]`, d.Reason())
-	require.ErrorIs(t, d.Err(), auth.ErrUnauthorized)
+	require.ErrorIs(t, d.Err(), rpc.ErrUnauthorized)
 
 	e := d.Explanation()
 	assert.Equal(t, []string{"can_read_temp"}, e.RequiredCapabilities)
@@ -366,7 +368,7 @@ const paramDoc = `{"allow": [
 func TestPolicy_ParameterRestrictionAllowsMatchingAndRefusesOtherValues(t *testing.T) {
 	p := mustParse(t, paramDoc)
 	s := subject(t, p, "ctl", "ctl")
-	req := p.Requirement(auth.Principal{UserID: "cs", Identity: "config.store"}, "edit_config_store",
+	req := p.Requirement(rpc.Principal{UserID: "cs", Identity: "config.store"}, "edit_config_store",
 		auth.Declared{Capabilities: []string{"edit_config_store"}, Params: []string{"identity"}})
 	require.True(t, req.NeedsArgs())
 	assert.True(t, p.Decide(s, req, map[string]any{"identity": "platform.driver"}).Allowed)
@@ -526,7 +528,7 @@ func TestPolicy_ClosedPolicyAdmitsNobodyAndAllowsNothing(t *testing.T) {
 	_, err := p.Authenticate(key(t, keyAlice), "")
 	require.ErrorIs(t, err, auth.ErrUnknownKey)
 	require.ErrorIs(t, err, auth.ErrNoPolicy)
-	_, err = p.Subject(auth.Principal{UserID: "Alice"})
+	_, err = p.Subject(rpc.Principal{UserID: "Alice"})
 	require.ErrorIs(t, err, auth.ErrNoPolicy)
 	d := p.Decide(nil, p.Requirement(weatherAgent, "m", auth.Declared{}), nil)
 	assert.False(t, d.Allowed)
@@ -540,7 +542,7 @@ func TestPolicy_SubjectFromAnotherPolicyIsRefused(t *testing.T) {
 	d := p2.Decide(s, p2.Requirement(weatherAgent, "temperature", temperature), nil)
 	assert.False(t, d.Allowed)
 	assert.Contains(t, d.Reason(), "resolve it again")
-	_, err := p1.Subject(auth.Principal{UserID: "Mallory"})
+	_, err := p1.Subject(rpc.Principal{UserID: "Mallory"})
 	require.ErrorIs(t, err, auth.ErrUnknownUser)
 }
 
@@ -580,17 +582,17 @@ func TestPolicy_SubjectRefusesDisabledAndDeniedUsers(t *testing.T) {
 	  {"user_id": "off", "credentials": "`+keyAlice+`", "enabled": false},
 	  {"user_id": "banned", "credentials": "`+keyBobby+`"}],
 	  "deny": [{"user_id": "banned"}]}`)
-	_, err := p.Subject(auth.Principal{UserID: "off"})
+	_, err := p.Subject(rpc.Principal{UserID: "off"})
 	require.ErrorIs(t, err, auth.ErrDisabled)
-	_, err = p.Subject(auth.Principal{UserID: "banned"})
+	_, err = p.Subject(rpc.Principal{UserID: "banned"})
 	require.ErrorIs(t, err, auth.ErrDenied)
 }
 
 func TestPolicy_SubjectChecksThatTheKeyStillBelongsToTheUser(t *testing.T) {
 	p := mustParse(t, weatherDoc)
-	_, err := p.Subject(auth.Principal{UserID: "Alice", Key: key(t, keyAlice)})
+	_, err := p.Subject(rpc.Principal{UserID: "Alice", Key: key(t, keyAlice)})
 	require.NoError(t, err)
-	_, err = p.Subject(auth.Principal{UserID: "Alice", Key: key(t, keyBobby)})
+	_, err = p.Subject(rpc.Principal{UserID: "Alice", Key: key(t, keyBobby)})
 	require.ErrorIs(t, err, auth.ErrUnknownKey)
 }
 
@@ -669,10 +671,10 @@ func TestPolicy_NegationFromAnySourceBeatsGrantFromEveryOtherSource(t *testing.T
 
 func TestPolicy_Z85KeyThatLooksLikeARegexIsAKey(t *testing.T) {
 	// Find a key whose Z85 text starts and ends with "/".
-	var kp auth.KeyPair
+	var kp keys.Pair
 	for i := 0; ; i++ {
 		var err error
-		kp, err = auth.GenerateKeyPair()
+		kp, err = keys.Generate()
 		require.NoError(t, err)
 		z := kp.Public.Z85()
 		if z[0] == '/' && z[len(z)-1] == '/' {

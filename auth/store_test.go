@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/rpc"
 )
 
 // logBuffer collects log output safely across goroutines.
@@ -83,7 +85,7 @@ func (f *storeFixture) await(what string, ok func(auth.ReloadEvent) bool) auth.R
 
 func (f *storeFixture) allowed(user string) bool {
 	p := f.store.Policy()
-	s, err := p.Subject(auth.Principal{UserID: user, Identity: user})
+	s, err := p.Subject(rpc.Principal{UserID: user, Identity: user})
 	if err != nil {
 		return false
 	}
@@ -101,7 +103,7 @@ func hasUser(user string) func(auth.ReloadEvent) bool {
 		if ev.Err != nil {
 			return false
 		}
-		_, err := ev.Policy.Subject(auth.Principal{UserID: user})
+		_, err := ev.Policy.Subject(rpc.Principal{UserID: user})
 		return err == nil
 	}
 }
@@ -110,7 +112,7 @@ func bobbyMay(ev auth.ReloadEvent) bool {
 	if ev.Err != nil {
 		return false
 	}
-	s, err := ev.Policy.Subject(auth.Principal{UserID: "Bobby"})
+	s, err := ev.Policy.Subject(rpc.Principal{UserID: "Bobby"})
 	return err == nil && ev.Policy.Decide(s, ev.Policy.Requirement(weatherAgent, "temperature", temperature), nil).Allowed
 }
 
@@ -129,7 +131,7 @@ func TestStore_EditTakesEffectWithinOneSecond(t *testing.T) {
 func TestStore_RenameOverTheFileWorks(t *testing.T) {
 	f := openStore(t, weatherPolicy(""))
 	// What editors do: write a temporary file, then rename it over the original.
-	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	require.NoError(t, atomicfile.Write(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
 	f.await("Bobby granted after rename", bobbyMay)
 	assert.True(t, f.allowed("Bobby"))
 }
@@ -139,7 +141,7 @@ func TestStore_BrokenEditKeepsTheOldPolicyAndReportsTheError_FixTakesEffect(t *t
 	old := f.store.Policy()
 
 	broken := strings.Replace(weatherPolicy(`"can_read_temp"`), `"capabilities": ["can_read_temp"]},`, `"capabilites": ["can_read_temp"]},`, 1)
-	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(broken), 0o600))
+	require.NoError(t, atomicfile.Write(f.path, []byte(broken), 0o600))
 	ev := f.await("rejected edit", func(ev auth.ReloadEvent) bool { return ev.Err != nil })
 	var ve *auth.ValidationError
 	require.ErrorAs(t, ev.Err, &ve)
@@ -150,7 +152,7 @@ func TestStore_BrokenEditKeepsTheOldPolicyAndReportsTheError_FixTakesEffect(t *t
 	assert.True(t, f.allowed("Alice"))
 	assert.Contains(t, f.logs.String(), "keeping the previous policy")
 
-	require.NoError(t, auth.WriteFileAtomic(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	require.NoError(t, atomicfile.Write(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
 	ev = f.await("fixed edit", bobbyMay)
 	assert.Greater(t, ev.Generation, old.Generation())
 }

@@ -21,6 +21,8 @@ const (
 	actDisconnect = "disconnect" // a connection ended
 	actRevoke     = "revoke"     // a reload closed a connection
 	actReload     = "reload"     // the policy was reloaded (or a reload failed)
+	actExport     = "export"     // an export change after hello refused
+	actReply      = "reply"      // a reply that answers no call, dropped
 )
 
 // Decisions: the "decision" field.

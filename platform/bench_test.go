@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
@@ -21,9 +23,9 @@ func benchPlatform(b *testing.B, n int) (p *Platform, caller, callee *peer) {
 	require.NoError(b, err)
 	p, err = New(WithPolicy(pol), WithKeyPair(c.server))
 	require.NoError(b, err)
-	mk := func(kp auth.KeyPair, user, identity string, exports ...rpc.Export) *peer {
+	mk := func(kp keys.Pair, user, identity string, exports ...rpc.Export) *peer {
 		pe := &peer{p: p, key: kp.Public, userID: user, userBytes: []byte(user),
-			out: make(chan outMsg, 16), done: make(chan struct{}), flushed: make(chan struct{})}
+			wake: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{})}
 		table := exportTable{}
 		for _, e := range exports {
 			table[e.Name] = newExport(e)
@@ -45,24 +47,41 @@ func benchPlatform(b *testing.B, n int) (p *Platform, caller, callee *peer) {
 
 // BenchmarkRouter_AuthorizeAndRouteCall is one allowed call through the
 // platform: parse frames, look up the callee, check the export, decide,
-// stamp, enqueue. Allocations per call are the platform's own.
+// stamp, track, enqueue, and its reply: match the call, stamp, enqueue.
+// Allocations per call are the platform's own.
 func BenchmarkRouter_AuthorizeAndRouteCall(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			p, caller, callee := benchPlatform(b, n)
-			payload, _ := rpc.EncodeCall(map[string]any{"units": "C"})
+			payload, _ := codec.EncodeCall([]any{map[string]any{"units": "C"}}, nil)
 			frames := [][]byte{nil, []byte("VIP1"), nil, []byte("m1"), []byte("RPC"), []byte("call"), []byte("temperature"), payload}
-			recipient := []byte("weather")
+			reply := [][]byte{nil, []byte("VIP1"), nil, []byte("m1"), []byte("RPC"), []byte("result"), []byte("temperature"), payload}
+			recipient, back := []byte("weather"), caller.identityBytes
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				frames[0], frames[2] = recipient, vip.Empty
 				p.handle(caller, frames)
-				m := <-callee.out
-				callee.queued.Add(-m.size)
+				take(b, callee)
+				reply[0], reply[2] = back, vip.Empty
+				p.handle(callee, reply)
+				take(b, caller)
 			}
 		})
 	}
+}
+
+// take removes the first message queued towards pe.
+func take(b *testing.B, pe *peer) outMsg {
+	pe.qmu.Lock()
+	defer pe.qmu.Unlock()
+	if len(pe.queue) == 0 {
+		b.Fatal("nothing queued")
+	}
+	m := pe.queue[0]
+	pe.queue = append(pe.queue[:0], pe.queue[1:]...)
+	pe.qbytes -= m.size
+	return m
 }
 
 // BenchmarkRouter_DenyCall is one call refused by the policy (errno 13,
@@ -83,8 +102,7 @@ func BenchmarkRouter_DenyCall(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		frames[0] = []byte("weather")
 		p.handle(bobby, frames)
-		m := <-bobby.out
-		bobby.queued.Add(-m.size)
+		take(b, bobby)
 	}
 }
 
@@ -99,7 +117,7 @@ func startBenchPair(b *testing.B) *client {
 		for f := range w.in {
 			if len(f) > fMethod && string(f[vip.FrameArgs]) == "call" {
 				w.wmu.Lock()
-				_ = w.zc.SendMsg(zmqMsg([][]byte{f[0], vip.SignatureFrame, vip.Empty, f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res}))
+				_ = w.conn.WriteMsg([][]byte{f[0], vip.SignatureFrame, vip.Empty, f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res})
 				w.wmu.Unlock()
 			}
 		}
@@ -119,7 +137,7 @@ func BenchmarkPlatform_CallPipelined64(b *testing.B) {
 	b.ResetTimer()
 	sent, got := 0, 0
 	for ; sent < 64 && sent < b.N; sent++ {
-		require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
+		require.NoError(b, alice.conn.WriteMsg(frames))
 	}
 	for got < b.N {
 		f := <-alice.in
@@ -128,7 +146,7 @@ func BenchmarkPlatform_CallPipelined64(b *testing.B) {
 		}
 		got++
 		if sent < b.N {
-			require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
+			require.NoError(b, alice.conn.WriteMsg(frames))
 			sent++
 		}
 	}
@@ -145,7 +163,7 @@ func BenchmarkPlatform_CallRoundTrip(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		require.NoError(b, alice.zc.SendMsg(zmqMsg(frames)))
+		require.NoError(b, alice.conn.WriteMsg(frames))
 		for f := range alice.in {
 			if string(f[vip.FrameSubsystem]) == "RPC" {
 				break

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
 	"github.com/stretchr/testify/assert"
@@ -64,7 +65,7 @@ func TestPlatform_StampsRealUserOverForgedUserFrame(t *testing.T) {
 	bobby.mustHello("bobby")
 
 	id := bobby.nextID()
-	payload, _ := rpc.EncodeCall()
+	payload, _ := codec.EncodeCall(nil, nil)
 	bobby.sendStrings("weather", "VIP1", "alice", id, "RPC", "call", "hello", string(payload))
 	reply := bobby.expect(byMsgID(id))
 	require.Equal(t, "result", string(reply[vip.FrameArgs]), "%q", reply)
@@ -202,7 +203,7 @@ func TestPlatform_RefusesProtectedPublishAndSubscribeWithoutCapability(t *testin
 
 func TestPlatform_ParameterRestrictionDecodesOnlyRestrictedCalls(t *testing.T) {
 	tp := startPlatform(t)
-	require.NoError(t, auth.WriteFileAtomic(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]",
+	require.NoError(t, atomicfile.Write(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]",
 		GWCaps: `{"can_read_temp": null, "can_configure": {"units": "/C|K/"}}`}), 0o600))
 	w := tp.startWeather(t)
 	gw := tp.dial(t, tp.cast.gw)

@@ -2,10 +2,11 @@ package platform
 
 import (
 	"errors"
+	"strconv"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Version is the platform version reported by welcome and query "version".
@@ -41,9 +42,9 @@ func errorFrames(msgID []byte, e *wireError, recipient, subsystem []byte) [][]by
 	// The args follow vip.ErrArgErrno, vip.ErrArgText, vip.ErrArgRecipient,
 	// vip.ErrArgSubsystem and vip.ErrArgData.
 	out := [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, clone(msgID), []byte(vip.SubError),
-		[]byte(e.code.Wire()), []byte(e.text), clone(recipient), clone(subsystem)}
+		[]byte(strconv.Itoa(int(e.code))), []byte(e.text), clone(recipient), clone(subsystem)}
 	if len(e.data) > 0 {
-		if data, err := msgpack.Marshal(e.data); err == nil {
+		if data, err := codec.Marshal(e.data); err == nil {
 			out = append(out, data)
 		}
 	}

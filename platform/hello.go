@@ -6,9 +6,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // hello handles ["", "VIP1", "", msg-id, "hello", HELLO]: identity binding,
@@ -30,7 +30,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 		return
 	}
 	var h vip.Hello
-	if err := msgpack.Unmarshal(frames[vip.FrameArgs], &h); err != nil {
+	if err := codec.Unmarshal(frames[vip.FrameArgs], &h); err != nil {
 		refuse(errorf(rpc.CodeInvalidArgs, "HELLO must be a msgpack map with identity, exports and meta: "+err.Error()), "")
 		return
 	}
@@ -38,33 +38,25 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 		refuse(errorf(rpc.CodeInvalidArgs, msg), "")
 		return
 	}
-	if e := validExports(h.Exports); e != nil {
+	exports := make([]rpc.Export, len(h.Exports))
+	for i, e := range h.Exports {
+		exports[i] = e.Decl()
+	}
+	if e := validExports(exports); e != nil {
 		refuse(e, h.Identity)
 		return
 	}
 	pol := p.policy()
-	if err := pol.CheckIdentity(pe.userID, h.Identity); err != nil {
-		refuse(errorf(rpc.CodePermission, err.Error()), h.Identity)
+	if e := p.admit(pe, h.Identity, exports, h.Meta, false); e != nil {
+		refuse(e, h.Identity)
 		return
 	}
-	if p.cfg.admission != nil {
-		a := &Admission{
-			Principal:  Principal{UserID: pe.userID, Identity: h.Identity, Key: pe.key},
-			RemoteAddr: pe.remoteAddr,
-			Exports:    h.Exports,
-			Meta:       h.Meta,
-		}
-		if err := p.runAdmissionHook(a); err != nil {
-			refuse(errorf(rpc.CodePermission, "identity "+strconv.Quote(h.Identity)+" refused by the platform's admission hook: "+err.Error()), h.Identity)
-			return
-		}
-	}
 
-	table := make(exportTable, len(h.Exports))
-	for _, e := range h.Exports {
+	table := make(exportTable, len(exports))
+	for _, e := range exports {
 		table[e.Name] = newExport(e)
 	}
-	w, _ := msgpack.Marshal(vip.Welcome{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
+	w, _ := codec.Marshal(vip.Welcome{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
 		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})
 	p.mu.Lock()
 	old := p.byIdentity[h.Identity]
@@ -75,6 +67,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	}
 	pe.identity = h.Identity
 	pe.identityBytes = []byte(h.Identity)
+	pe.meta = h.Meta
 	pe.exports.Store(&table)
 	pe.welcomed.Store(true)
 	// Queue the welcome before the identity becomes routable, so that it
@@ -99,6 +92,34 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	if cur := p.policy(); cur != pol {
 		p.revokeIfDenied(cur, pe)
 	}
+}
+
+// admit runs the checks of an identity claim with its exports, at hello
+// and at every export change after it: the policy must allow the claim,
+// then the admission hook, which sees the principal as the policy does,
+// must accept it.
+func (p *Platform) admit(pe *peer, identity string, exports []rpc.Export, meta map[string]string, afterHello bool) *wireError {
+	pol := p.policy()
+	if err := pol.CheckIdentity(pe.userID, identity); err != nil {
+		return errorf(rpc.CodePermission, err.Error())
+	}
+	if p.cfg.admission == nil {
+		return nil
+	}
+	pr := rpc.Principal{UserID: pe.userID, Identity: identity, Key: pe.key}
+	a := &Admission{Principal: pr, RemoteAddr: pe.remoteAddr, Exports: exports, Meta: meta, AfterHello: afterHello}
+	if subj, err := pol.Subject(pr); err == nil {
+		a.Permissions = pol.Permissions(subj)
+		a.Attributes = subj.Attributes()
+	}
+	if err := p.runAdmissionHook(a); err != nil {
+		what := "identity " + strconv.Quote(identity)
+		if afterHello {
+			what = "exports of " + strconv.Quote(identity)
+		}
+		return errorf(rpc.CodePermission, what+" refused by the platform's admission hook: "+err.Error())
+	}
+	return nil
 }
 
 // checkIdentity validates an identity claim's form.

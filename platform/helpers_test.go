@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,12 +14,12 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
-	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -27,13 +28,13 @@ const testTimeout = 10 * time.Second
 
 // keys of the test cast.
 type cast struct {
-	server, weather, alice, bobby, mallory, fl, gw, free1, free2 auth.KeyPair
+	server, weather, alice, bobby, mallory, fl, gw, free1, free2 keys.Pair
 }
 
 func newCast(t testing.TB) cast {
 	t.Helper()
-	gen := func() auth.KeyPair {
-		kp, err := auth.GenerateKeyPair()
+	gen := func() keys.Pair {
+		kp, err := keys.Generate()
 		require.NoError(t, err)
 		return kp
 	}
@@ -86,7 +87,7 @@ func (c cast) policyWith(v policyVars) []byte {
 // z85Cred writes k in Z85 for auth.json, except a key whose Z85 form starts
 // and ends with "/" (1 in 7,225): auth.json reads that as a /regex/, so it
 // is written in base64url instead.
-func z85Cred(k auth.Key) string {
+func z85Cred(k keys.Key) string {
 	if z := k.Z85(); !(strings.HasPrefix(z, "/") && strings.HasSuffix(z, "/")) {
 		return z
 	}
@@ -162,14 +163,13 @@ func startPlatform(t testing.TB, opts ...Option) *testPlatform {
 // writePolicy replaces auth.json atomically.
 func (tp *testPlatform) writePolicy(t testing.TB, withBobby bool, bobbyCaps string) {
 	t.Helper()
-	require.NoError(t, auth.WriteFileAtomic(tp.authFile, tp.cast.policy(withBobby, bobbyCaps), 0o600))
+	require.NoError(t, atomicfile.Write(tp.authFile, tp.cast.policy(withBobby, bobbyCaps), 0o600))
 }
 
-// client is a minimal frame-level VIP client: curve.Dial + a zmq4 DEALER.
+// client is a minimal frame-level VIP client over curve.Dial.
 type client struct {
 	t     testing.TB
 	conn  *curve.Conn
-	zc    *zmq4.Conn
 	in    chan [][]byte
 	done  chan struct{}
 	seq   atomic.Int64
@@ -179,7 +179,7 @@ type client struct {
 }
 
 // dial connects kp to the platform; it fails the test on error.
-func (tp *testPlatform) dial(t testing.TB, kp auth.KeyPair) *client {
+func (tp *testPlatform) dial(t testing.TB, kp keys.Pair) *client {
 	t.Helper()
 	c, err := tp.tryDial(t, kp)
 	if err != nil && tp.audit != nil {
@@ -189,7 +189,7 @@ func (tp *testPlatform) dial(t testing.TB, kp auth.KeyPair) *client {
 	return c
 }
 
-func (tp *testPlatform) tryDial(t testing.TB, kp auth.KeyPair) (*client, error) {
+func (tp *testPlatform) tryDial(t testing.TB, kp keys.Pair) (*client, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -197,12 +197,7 @@ func (tp *testPlatform) tryDial(t testing.TB, kp auth.KeyPair) (*client, error) 
 	if err != nil {
 		return nil, err
 	}
-	zc, err := zmq4.Open(conn, null.Security(), zmq4.Dealer, zmq4.SocketIdentity(""), false, nil)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	c := &client{t: t, conn: conn, zc: zc, in: make(chan [][]byte, 4096), done: make(chan struct{})}
+	c := &client{t: t, conn: conn, in: make(chan [][]byte, 4096), done: make(chan struct{})}
 	go c.readLoop()
 	t.Cleanup(c.close)
 	return c, nil
@@ -212,15 +207,12 @@ func (c *client) readLoop() {
 	defer close(c.done)
 	defer close(c.in)
 	for {
-		msg, err := c.zc.RecvMsg()
+		frames, err := c.conn.ReadMsg()
 		if err != nil {
 			c.err.Store(&err)
 			return
 		}
-		if msg.Type == zmq4.CmdMsg {
-			continue
-		}
-		c.in <- msg.Frames
+		c.in <- frames
 	}
 }
 
@@ -233,7 +225,7 @@ func (c *client) send(frames ...[]byte) {
 	c.t.Helper()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	require.NoError(c.t, c.zc.SendMsg(zmq4.NewMsgFrom(frames...)))
+	require.NoError(c.t, c.conn.WriteMsg(frames))
 }
 
 func (c *client) sendStrings(frames ...string) {
@@ -300,7 +292,11 @@ func (c *client) waitClosed(within time.Duration) bool {
 // error).
 func (c *client) hello(identity string, exports ...rpc.Export) [][]byte {
 	c.t.Helper()
-	h, err := msgpack.Marshal(map[string]any{"identity": identity, "exports": exports, "meta": map[string]string{"version": "test"}})
+	wire := make([]vip.Export, len(exports))
+	for i, e := range exports {
+		wire[i] = vip.ExportOf(e)
+	}
+	h, err := msgpack.Marshal(map[string]any{"identity": identity, "exports": wire, "meta": map[string]string{"version": "test"}})
 	require.NoError(c.t, err)
 	id := c.nextID()
 	c.send([]byte(""), []byte("VIP1"), []byte(""), []byte(id), []byte("hello"), h)
@@ -318,7 +314,13 @@ func (c *client) mustHello(identity string, exports ...rpc.Export) {
 // error).
 func (c *client) call(peer, method string, args ...any) [][]byte {
 	c.t.Helper()
-	payload, err := rpc.EncodeCall(args...)
+	var kw map[string]any
+	if n := len(args); n > 0 {
+		if k, ok := args[n-1].(rpc.Kwargs); ok {
+			kw, args = k, args[:n-1]
+		}
+	}
+	payload, err := codec.EncodeCall(args, kw)
 	require.NoError(c.t, err)
 	id := c.nextID()
 	c.send([]byte(peer), []byte("VIP1"), []byte(""), []byte(id), []byte("RPC"), []byte("call"), []byte(method), payload)
@@ -329,13 +331,13 @@ func (c *client) call(peer, method string, args ...any) [][]byte {
 func (c *client) trySend(frames ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.zc.SendMsg(zmq4.NewMsgFrom(frames...))
+	return c.conn.WriteMsg(frames)
 }
 
 // tryCall is call for goroutines other than the test's: it reports failures
 // instead of failing the test. Replies to other msg-ids are skipped.
 func (c *client) tryCall(peer, method string) ([][]byte, error) {
-	payload, _ := rpc.EncodeCall()
+	payload, _ := codec.EncodeCall(nil, nil)
 	id := c.nextID()
 	if err := c.trySend([]byte(peer), []byte("VIP1"), nil, []byte(id), []byte("RPC"), []byte("call"), []byte(method), payload); err != nil {
 		return nil, err
@@ -372,7 +374,7 @@ func (c *client) serve(handler func(method string, caller, user string, payload 
 			}
 			res, _ := msgpack.Marshal(handler(string(f[fMethod]), string(f[0]), string(f[vip.FrameUser]), payload))
 			c.wmu.Lock()
-			_ = c.zc.SendMsg(zmq4.NewMsgFrom(f[0], []byte("VIP1"), []byte(""), f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res))
+			_ = c.conn.WriteMsg([][]byte{f[0], []byte("VIP1"), []byte(""), f[vip.FrameMsgID], []byte("RPC"), []byte("result"), f[fMethod], res})
 			c.wmu.Unlock()
 		}
 	}()
@@ -383,7 +385,9 @@ func errnoOf(t testing.TB, f [][]byte) (rpc.Code, string) {
 	t.Helper()
 	require.GreaterOrEqual(t, len(f), 7, "not an error reply: %q", f)
 	require.Equal(t, "error", string(f[vip.FrameSubsystem]), "not an error reply: %q", f)
-	return rpc.ParseCode(string(f[5])), string(f[6])
+	n, err := strconv.Atoi(string(f[5]))
+	require.NoError(t, err, "errno frame %q", f[5])
+	return rpc.Code(n), string(f[6])
 }
 
 // errorData decodes the DATA frame of a platform error.
@@ -429,5 +433,3 @@ func (tp *testPlatform) startWeather(t testing.TB) *client {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
-func zmqMsg(frames [][]byte) zmq4.Msg { return zmq4.NewMsgFrom(frames...) }

@@ -10,34 +10,36 @@ import (
 	"github.com/capbus/capbus/rpc"
 )
 
-// Principal is an authenticated peer as the platform knows it.
-type Principal struct {
-	// UserID is the user id of the peer's auth.json entry.
-	UserID string
-	// Identity is the agent identity the peer claimed (empty before hello).
-	Identity string
-	// Key is the peer's CURVE public key.
-	Key auth.Key
-}
-
 // Admission is what an AdmissionHook decides about: an authenticated peer
-// whose identity claim the policy allows.
+// whose identity claim the policy allows, with the exports it declares,
+// at its hello or when it adds exports later.
 type Admission struct {
 	// Principal is the peer, with the identity it claims.
-	Principal
+	Principal rpc.Principal
+	// Permissions are the peer's capabilities and roles as the policy sees
+	// them, each with where it comes from.
+	Permissions auth.Permissions
+	// Attributes are the caller attributes of the peer's auth.json entry
+	// (for example "org").
+	Attributes map[string]string
 	// RemoteAddr is the peer's network address.
 	RemoteAddr string
-	// Exports are the methods the peer declared in hello.
+	// Exports are every method the peer would export if admitted: those of
+	// hello, or after an export change, all of its exports with the change
+	// applied.
 	Exports []rpc.Export
 	// Meta is the free metadata of hello (for example "version").
 	Meta map[string]string
+	// AfterHello is true when the peer changes its exports after hello.
+	AfterHello bool
 }
 
 // AdmissionHook runs before an agent is admitted (after the policy allowed
-// its identity claim), like NVFlare's unsafe-component check. An error
-// refuses the agent: its text reaches the agent (errno 1) and the audit log.
-// A panic refuses too. Hooks run on the connection's reader goroutine: they
-// should return promptly.
+// its identity claim), like NVFlare's unsafe-component check, and again
+// whenever the agent adds or replaces exports after hello. An error refuses
+// the agent (or the export change, which then changes nothing): its text
+// reaches the agent (errno 1) and the audit log. A panic refuses too. Hooks
+// run on the connection's reader goroutine: they should return promptly.
 type AdmissionHook interface {
 	Admit(ctx context.Context, a *Admission) error
 }
@@ -51,7 +53,7 @@ func (f AdmissionHookFunc) Admit(ctx context.Context, a *Admission) error { retu
 // Call is what a CallHook decides about: a call the policy allowed.
 type Call struct {
 	// Caller and Callee are the authenticated peers.
-	Caller, Callee Principal
+	Caller, Callee rpc.Principal
 	// Method is the method called.
 	Method string
 	// Notify is true for a notify (no reply expected).

@@ -21,7 +21,7 @@ func TestAdmissionHook_RefusesOnlyFLDemoJob2WithItsReason(t *testing.T) {
 		mu.Lock()
 		seen = append(seen, *a)
 		mu.Unlock()
-		if a.Identity == "FL-Demo-Job2" {
+		if a.Principal.Identity == "FL-Demo-Job2" {
 			return errors.New("job FL-Demo-Job2 uses the unsafe component custom_trainer")
 		}
 		return nil
@@ -50,8 +50,8 @@ func TestAdmissionHook_RefusesOnlyFLDemoJob2WithItsReason(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, seen, 3)
-	assert.Equal(t, "flare", seen[1].UserID)
-	assert.Equal(t, tp.cast.fl.Public, seen[1].Key)
+	assert.Equal(t, "flare", seen[1].Principal.UserID)
+	assert.Equal(t, tp.cast.fl.Public, seen[1].Principal.Key)
 	assert.Equal(t, "train", seen[1].Exports[0].Name)
 	assert.Equal(t, "test", seen[1].Meta["version"])
 	assert.Contains(t, tp.audit.String(), `"action":"refuse","decision":"deny","user_id":"flare","identity":"FL-Demo-Job2"`)

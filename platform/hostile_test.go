@@ -84,7 +84,7 @@ func TestPlatform_SurvivesHostileInputWhileOthersKeepCalling(t *testing.T) {
 	}
 	frames[0], frames[1] = []byte("weather"), []byte("VIP1")
 	b3.wmu.Lock()
-	_ = b3.zc.SendMsg(zmqMsg(frames))
+	_ = b3.conn.WriteMsg(frames)
 	b3.wmu.Unlock()
 	assert.True(t, b3.waitClosed(testTimeout), "a message over the frame limit closes the connection")
 
@@ -136,7 +136,7 @@ func TestPlatform_OversizedFrameClosesOnlyThatConnection(t *testing.T) {
 	bobby := tp.dial(t, tp.cast.bobby)
 	bobby.mustHello("bobby")
 	bobby.wmu.Lock()
-	_ = bobby.zc.SendMsg(zmqMsg([][]byte{[]byte("weather"), []byte("VIP1"), {}, []byte("x"), []byte("RPC"), []byte("call"), []byte("hello"), make([]byte, 8192)}))
+	_ = bobby.conn.WriteMsg([][]byte{[]byte("weather"), []byte("VIP1"), {}, []byte("x"), []byte("RPC"), []byte("call"), []byte("hello"), make([]byte, 8192)})
 	bobby.wmu.Unlock()
 	require.True(t, bobby.waitClosed(testTimeout))
 	reply := alice.call("weather", "temperature")

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // Defaults of the options.
@@ -25,6 +26,12 @@ const (
 	// DefaultShutdownTimeout bounds how long Run waits for connections to
 	// flush their last message at shutdown before closing them.
 	DefaultShutdownTimeout = 2 * time.Second
+	// DefaultMaxCallTime bounds how long the platform keeps a call awaiting
+	// its reply (a call's own deadline, when shorter, wins).
+	DefaultMaxCallTime = 10 * time.Minute
+	// DefaultMaxCallsInFlight bounds the calls of one connection awaiting
+	// replies.
+	DefaultMaxCallsInFlight = 1024
 )
 
 // Option configures a Platform. Options are applied in order by New.
@@ -38,7 +45,7 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
 	address          string
-	keyPair          *auth.KeyPair
+	keyPair          *keys.Pair
 	keystore         string
 	authFile         string
 	store            *auth.Store
@@ -54,6 +61,8 @@ type config struct {
 	queueBytes       int64
 	handshakeTimeout time.Duration
 	shutdownTimeout  time.Duration
+	maxCallTime      time.Duration
+	maxCallsInFlight int
 	version          string
 }
 
@@ -65,7 +74,7 @@ func WithAddress(addr string) Option {
 }
 
 // WithKeyPair sets the platform's CURVE server key pair.
-func WithKeyPair(kp auth.KeyPair) Option {
+func WithKeyPair(kp keys.Pair) Option {
 	return optionFunc(func(c *config) { k := kp; c.keyPair = &k })
 }
 
@@ -156,6 +165,21 @@ func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownTimeout = d })
 }
 
+// WithMaxCallTime bounds how long the platform keeps a call awaiting its
+// reply; a call whose own deadline (its TIMEOUT frame) is shorter expires
+// at that deadline. An expired call is answered with errno 110 and its late
+// reply is dropped. The default is DefaultMaxCallTime.
+func WithMaxCallTime(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.maxCallTime = d })
+}
+
+// WithMaxCallsInFlight bounds the calls of one connection that await
+// replies; beyond it a call is refused with errno 105. The default is
+// DefaultMaxCallsInFlight.
+func WithMaxCallsInFlight(n int) Option {
+	return optionFunc(func(c *config) { c.maxCallsInFlight = n })
+}
+
 func newConfig(opts []Option) config {
 	c := config{
 		address:          DefaultAddress,
@@ -165,6 +189,8 @@ func newConfig(opts []Option) config {
 		queueBytes:       DefaultQueueBytes,
 		handshakeTimeout: DefaultHandshakeTimeout,
 		shutdownTimeout:  DefaultShutdownTimeout,
+		maxCallTime:      DefaultMaxCallTime,
+		maxCallsInFlight: DefaultMaxCallsInFlight,
 		version:          Version,
 	}
 	for _, o := range opts {
@@ -189,6 +215,12 @@ func newConfig(opts []Option) config {
 	}
 	if c.shutdownTimeout <= 0 {
 		c.shutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.maxCallTime <= 0 {
+		c.maxCallTime = DefaultMaxCallTime
+	}
+	if c.maxCallsInFlight <= 0 {
+		c.maxCallsInFlight = DefaultMaxCallsInFlight
 	}
 	return c
 }

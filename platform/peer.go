@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/capbus/capbus/auth"
-	"github.com/go-zeromq/zmq4"
+	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/keys"
+	"github.com/capbus/capbus/rpc"
 )
 
 // errQueueFull is returned by peer.send when the peer's queue is full.
@@ -21,32 +22,35 @@ type outMsg struct {
 	frames [][]byte
 	size   int64
 	final  bool // close the connection once written
-	flush  bool // nothing to write: write what the conn holds
 }
 
 // peer is one authenticated connection.
 //
-// The fields set at accept (key, userID, remoteAddr, routingID) never
-// change. identity, exports and welcomed are set once by hello (under the
-// platform's lock for the routing table). The reader goroutine owns the
-// remaining unguarded fields.
+// Goroutines: the connection's reader (serve, readLoop) handles everything
+// the peer sends; its writer (writeLoop) is the only goroutine that writes
+// to conn. Any goroutine may queue a message for the peer (send).
+//
+// The fields set at accept (key, userID, remoteAddr, since) never change.
+// identity, exports and welcomed are set by hello (under the platform's
+// lock for the routing table). The reader owns the fields marked so.
 type peer struct {
 	p          *Platform
 	id         uint64
-	routingID  string
-	key        auth.Key
+	key        keys.Key
 	userID     string
 	userBytes  []byte
 	remoteAddr string
-	conn       msgConn
-	zc         *zmq4.Conn // opened the ZMTP session; messages go through conn
+	since      time.Time
+	conn       *curve.Conn
 
-	out        chan outMsg
-	queued     atomic.Int64 // bytes queued
-	pending    atomic.Int64 // messages in out or being written by the writer
-	wmu        sync.Mutex   // held by the writer, or by a reader sealing inline
-	inline     bool         // conn can hold sealed messages (set at accept)
-	held       []*peer      // reader-owned: peers holding messages this reader sealed
+	// The queue towards the peer, taken whole by its writer.
+	qmu     sync.Mutex
+	queue   []outMsg
+	qbytes  int64
+	qclosed bool
+	wake    chan struct{} // capacity 1: the writer has messages to write
+	touched []*peer       // reader-owned: peers whose writer it must wake
+
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeErr   atomic.Pointer[string] // why the platform closed it, for the audit record
@@ -58,22 +62,33 @@ type peer struct {
 	welcomed      atomic.Bool
 	identity      string
 	identityBytes []byte
+	meta          map[string]string
 
 	exports atomic.Pointer[exportTable]
+
+	// Counters, for operators.
+	callsIn, callsOut atomic.Uint64
 
 	// Owned by the reader goroutine.
 	subj      *auth.Subject
 	subjPol   *auth.Policy
 	protoErrs int
 	subs      map[string]struct{} // guarded by p.subMu
+
+	// Calls forwarded to this peer that await its reply (see calls.go),
+	// guarded by pmu; outstanding counts the calls this peer made that
+	// await a reply.
+	pmu         sync.Mutex
+	inbound     map[callKey]pendingCall
+	outstanding atomic.Int64
 }
 
 // exportTable is an immutable map of method name to export, replaced whole
 // on every export update.
 type exportTable map[string]*export
 
-func (pe *peer) principal() auth.Principal {
-	return auth.Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key}
+func (pe *peer) principal() rpc.Principal {
+	return rpc.Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key}
 }
 
 // ident returns the admitted identity, "" before hello. Safe from any
@@ -99,9 +114,41 @@ func (pe *peer) subject(pol *auth.Policy) (*auth.Subject, error) {
 	return s, nil
 }
 
-// send queues frames towards the peer without blocking. It fails with
-// errQueueFull, or net.ErrClosed once the connection is being closed.
+// send queues frames towards the peer and wakes its writer, without
+// blocking. It fails with errQueueFull, or net.ErrClosed once the
+// connection is being closed.
 func (pe *peer) send(frames [][]byte) error {
+	return pe.push(frames, true)
+}
+
+// sendFrom is send for a message that src's reader queues while it handles
+// a burst of input: the writer is woken when src's reader has handled all
+// the input it received (flushTouched), so that the messages of a burst
+// for one peer go out with one write.
+func (pe *peer) sendFrom(src *peer, frames [][]byte) error {
+	if err := pe.push(frames, false); err != nil {
+		return err
+	}
+	for _, t := range src.touched {
+		if t == pe {
+			return nil
+		}
+	}
+	src.touched = append(src.touched, pe)
+	return nil
+}
+
+// flushTouched wakes the writers of the peers src's reader queued messages
+// for. Only src's reader calls it.
+func (src *peer) flushTouched() {
+	for i, pe := range src.touched {
+		pe.wakeWriter()
+		src.touched[i] = nil
+	}
+	src.touched = src.touched[:0]
+}
+
+func (pe *peer) push(frames [][]byte, wake bool) error {
 	if pe.closing.Load() {
 		return net.ErrClosed
 	}
@@ -109,91 +156,36 @@ func (pe *peer) send(frames [][]byte) error {
 	for _, f := range frames {
 		n += int64(len(f))
 	}
-	if pe.queued.Add(n) > pe.p.cfg.queueBytes {
-		pe.queued.Add(-n)
-		return errQueueFull
-	}
-	select {
-	case <-pe.done:
-		pe.queued.Add(-n)
+	pe.qmu.Lock()
+	switch {
+	case pe.qclosed:
+		pe.qmu.Unlock()
 		return net.ErrClosed
-	default:
-	}
-	pe.pending.Add(1)
-	select {
-	case pe.out <- outMsg{frames: frames, size: n}:
-		return nil
-	default:
-		pe.pending.Add(-1)
-		pe.queued.Add(-n)
+	case len(pe.queue) >= pe.p.cfg.queueSize || pe.qbytes+n > pe.p.cfg.queueBytes:
+		pe.qmu.Unlock()
 		return errQueueFull
 	}
-}
-
-// holdLimit bounds the sealed bytes readers hold for a peer before its
-// writer must write them.
-const holdLimit = 256 << 10
-
-// sendFrom is send for a message that src's reader goroutine forwards. When
-// the peer's writer is idle and nothing is queued for it, the reader seals
-// the message into the peer's conn itself and notes the peer in src.held:
-// the reader writes everything it held, with one non-blocking write per
-// peer, when it has handled all the input it received (flushHeld). This
-// saves waking the writer goroutine for each message, and a burst of
-// messages read together goes out together. A peer whose socket does not
-// take it all is left to its writer, so a slow peer never blocks src.
-func (pe *peer) sendFrom(src *peer, frames [][]byte) error {
-	if src.inline && pe.inline && pe.pending.Load() == 0 && !pe.closing.Load() && pe.wmu.TryLock() {
-		if pe.pending.Load() == 0 && pe.conn.Held() < holdLimit {
-			err := pe.conn.QueueMsg(frames)
-			pe.wmu.Unlock()
-			if err != nil {
-				pe.close(fmt.Sprintf("write: %v", err))
-				return net.ErrClosed
-			}
-			if !slices.Contains(src.held, pe) {
-				src.held = append(src.held, pe)
-			}
-			return nil
-		}
-		pe.wmu.Unlock()
+	pe.queue = append(pe.queue, outMsg{frames: frames, size: n})
+	pe.qbytes += n
+	pe.qmu.Unlock()
+	if wake {
+		pe.wakeWriter()
 	}
-	return pe.send(frames)
+	return nil
 }
 
-// flushHeld writes what src's reader sealed for other peers. A peer whose
-// lock is taken needs nothing from us: its writer writes everything the
-// conn holds before it lets go, and another reader that holds it either
-// seals a message of its own (and will flush the conn at the end of its
-// burst) or queues one for the writer. Only src's reader goroutine calls
-// it.
-func (src *peer) flushHeld() {
-	for i, pe := range src.held {
-		src.held[i] = nil
-		if !pe.wmu.TryLock() {
-			continue
-		}
-		done, err := pe.conn.TryFlush()
-		pe.wmu.Unlock()
-		switch {
-		case err != nil:
-			pe.close(fmt.Sprintf("write: %v", err))
-		case !done:
-			pe.kick()
-		}
-	}
-	src.held = src.held[:0]
-}
-
-// kick asks the writer to write what the conn holds. If the queue is full
-// the writer is busy and writes it anyway.
-func (pe *peer) kick() {
-	pe.pending.Add(1)
+func (pe *peer) wakeWriter() {
 	select {
-	case pe.out <- outMsg{flush: true}:
-	default:
-		pe.pending.Add(-1)
+	case pe.wake <- struct{}{}:
+	default: // already woken
 	}
+}
+
+// queued returns the messages and bytes queued towards the peer.
+func (pe *peer) queued() (int, int64) {
+	pe.qmu.Lock()
+	defer pe.qmu.Unlock()
+	return len(pe.queue), pe.qbytes
 }
 
 // finalGrace bounds how long a connection being closed by the platform may
@@ -210,14 +202,16 @@ func (pe *peer) sendFinal(frames [][]byte, reason string) {
 	if !pe.closing.CompareAndSwap(false, true) {
 		return
 	}
-	pe.pending.Add(1)
-	select {
-	case pe.out <- outMsg{frames: frames, final: true}:
-		pe.finalTimer.Store(time.AfterFunc(finalGrace, func() { pe.close(reason) }))
-	default:
-		pe.pending.Add(-1)
-		pe.close(reason)
+	pe.qmu.Lock()
+	if pe.qclosed {
+		pe.qmu.Unlock()
+		return
 	}
+	// The final message goes last, beyond the bounds: it is small.
+	pe.queue = append(pe.queue, outMsg{frames: frames, final: true})
+	pe.qmu.Unlock()
+	pe.finalTimer.Store(time.AfterFunc(finalGrace, func() { pe.close(reason) }))
+	pe.wakeWriter()
 }
 
 func (pe *peer) setReason(reason string) {
@@ -228,6 +222,9 @@ func (pe *peer) setReason(reason string) {
 func (pe *peer) close(reason string) {
 	pe.setReason(reason)
 	pe.closeOnce.Do(func() {
+		pe.qmu.Lock()
+		pe.qclosed = true
+		pe.qmu.Unlock()
 		close(pe.done)
 		_ = pe.conn.Close()
 	})
@@ -244,70 +241,48 @@ func (pe *peer) reason() string {
 	return ""
 }
 
-// msgConn is the connection (a *curve.Conn): once zmq4 has opened the
-// ZMTP session on it, messages are read and written whole, and it can hold
-// complete messages and write them together.
-type msgConn interface {
-	net.Conn
-	ReadMsg() ([][]byte, error)
-	WriteMsg(frames [][]byte) error
-	QueueMsg(frames [][]byte) error
-	Held() int
-	TryFlush() (bool, error)
-	Cork()
-	Uncork() error
-}
-
-// writeLoop is the connection's writer: it writes what is queued, and
-// what readers held for the conn (sendFrom) when they ask it to.
+// writeLoop is the connection's writer: it takes everything queued and
+// writes it with one write.
 func (pe *peer) writeLoop() {
 	defer close(pe.flushed)
+	var batch []outMsg
+	var frames [][][]byte
 	for {
 		select {
 		case <-pe.done:
 			return
-		case m := <-pe.out:
-			pe.wmu.Lock()
-			if !pe.writeQueued(m) {
-				pe.wmu.Unlock()
-				return
-			}
-			pe.wmu.Unlock()
+		case <-pe.wake:
 		}
-	}
-}
-
-// writeQueued writes m and the messages queued behind it (held by the CURVE
-// conn until Uncork, so that they go out in one write), then everything
-// the conn holds. It reports false when the writer must stop.
-func (pe *peer) writeQueued(m outMsg) bool {
-	corked := len(pe.out) > 0
-	if corked {
-		pe.conn.Cork()
-	}
-	for {
-		pe.queued.Add(-m.size)
-		if !m.flush {
-			if err := pe.conn.WriteMsg(m.frames); err != nil {
-				pe.close(fmt.Sprintf("write: %v", err))
-				return false
+		pe.qmu.Lock()
+		batch, pe.queue = pe.queue, batch[:0]
+		pe.qmu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		final := false
+		var size int64
+		frames = frames[:0]
+		for _, m := range batch {
+			frames = append(frames, m.frames)
+			size += m.size
+			if m.final {
+				final = true
+				break
 			}
 		}
-		pe.pending.Add(-1)
-		if m.final {
-			_ = pe.conn.Uncork()
+		err := pe.conn.WriteMsgs(frames)
+		pe.qmu.Lock()
+		pe.qbytes -= size
+		pe.qmu.Unlock()
+		clear(batch) // keep no payload alive
+		clear(frames)
+		switch {
+		case err != nil:
+			pe.close(fmt.Sprintf("write: %v", err))
+			return
+		case final:
 			pe.close(pe.reason())
-			return false
+			return
 		}
-		if !corked || len(pe.out) == 0 {
-			break
-		}
-		m = <-pe.out
 	}
-	// Uncork also writes what readers held, even when not corked.
-	if err := pe.conn.Uncork(); err != nil {
-		pe.close(fmt.Sprintf("write: %v", err))
-		return false
-	}
-	return true
 }

@@ -15,9 +15,8 @@ import (
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
-	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
 )
 
 // Platform is a capbus platform: a CURVE-secured ROUTER that authenticates,
@@ -25,7 +24,7 @@ import (
 // with New and serve with Run.
 type Platform struct {
 	cfg   config
-	kp    auth.KeyPair
+	kp    keys.Pair
 	log   *slog.Logger
 	audit *auditor
 
@@ -46,6 +45,8 @@ type Platform struct {
 
 	subMu sync.RWMutex
 	subs  map[string]map[*peer]struct{} // pattern -> subscribers
+
+	stats stats
 
 	wg sync.WaitGroup // connection goroutines
 }
@@ -72,7 +73,7 @@ func New(opts ...Option) (*Platform, error) {
 	case cfg.keyPair != nil:
 		p.kp = *cfg.keyPair
 	case cfg.keystore != "":
-		kp, created, err := auth.LoadOrCreateKeystore(cfg.keystore)
+		kp, created, err := keys.LoadOrCreate(cfg.keystore)
 		if err != nil {
 			return nil, fmt.Errorf("platform: %w", err)
 		}
@@ -81,7 +82,7 @@ func New(opts ...Option) (*Platform, error) {
 		}
 		p.kp = kp
 	default:
-		kp, err := auth.GenerateKeyPair()
+		kp, err := keys.Generate()
 		if err != nil {
 			return nil, fmt.Errorf("platform: %w", err)
 		}
@@ -95,7 +96,7 @@ func New(opts ...Option) (*Platform, error) {
 
 // ServerKey returns the platform's CURVE public key, which clients must know
 // to connect.
-func (p *Platform) ServerKey() auth.Key { return p.kp.Public }
+func (p *Platform) ServerKey() keys.Key { return p.kp.Public }
 
 // Ready returns a channel closed once Run listens (or has failed to).
 func (p *Platform) Ready() <-chan struct{} { return p.ready }
@@ -203,7 +204,7 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 
 func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {
 	for {
-		c, err := ln.AcceptConn()
+		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
@@ -240,30 +241,20 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 	return user, nil
 }
 
-// serve runs one connection: zmq4 on top of the CURVE conn, a writer
-// goroutine, and the read loop in this goroutine.
+// serve runs one connection: a writer goroutine, and the read loop in
+// this goroutine.
 func (p *Platform) serve(c *curve.Conn) {
 	info := c.Peer()
-	_ = c.SetDeadline(time.Now().Add(p.cfg.handshakeTimeout))
-	zc, err := zmq4.Open(c, null.Security(), zmq4.Router, zmq4.SocketIdentity("platform"), true, nil)
-	if err != nil {
-		_ = c.Close()
-		p.log.Debug("zmtp open", "remote", info.RemoteAddr, "error", err)
-		return
-	}
-	_ = c.SetDeadline(time.Time{})
 	pe := &peer{
 		p:          p,
 		id:         p.nextID.Add(1),
-		routingID:  info.RoutingID,
 		key:        info.PublicKey,
 		userID:     info.UserID,
 		userBytes:  []byte(info.UserID),
 		remoteAddr: info.RemoteAddr,
+		since:      time.Now(),
 		conn:       c,
-		zc:         zc,
-		inline:     true,
-		out:        make(chan outMsg, p.cfg.queueSize),
+		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		flushed:    make(chan struct{}),
 	}
@@ -283,10 +274,9 @@ func (p *Platform) serve(c *curve.Conn) {
 		pe.close(reason)
 	}
 
-	c.OnReadWait(pe.flushHeld)
 	go pe.writeLoop()
 	p.readLoop(pe)
-	pe.flushHeld()
+	pe.flushTouched()
 	pe.close("")
 	<-pe.flushed
 	p.drop(pe)
@@ -302,10 +292,15 @@ func (p *Platform) readLoop(pe *peer) {
 			}
 			return
 		}
-		if pe.closing.Load() {
-			continue
+		if !pe.closing.Load() {
+			p.handle(pe, frames)
 		}
-		p.handle(pe, frames)
+		if pe.conn.Buffered() == 0 {
+			// The burst of input received is handled: the next read
+			// waits for the socket. Wake the writers of the peers the
+			// burst queued messages for.
+			pe.flushTouched()
+		}
 	}
 }
 
@@ -320,6 +315,7 @@ func (p *Platform) drop(pe *peer) {
 	}
 	p.mu.Unlock()
 	p.unsubscribeAll(pe)
+	p.callsGone(pe)
 	if dropped {
 		p.broadcastPeer(vip.OpDrop, pe)
 	}

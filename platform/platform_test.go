@@ -12,10 +12,10 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/atomicfile"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
-	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
@@ -64,7 +64,7 @@ func TestRun_ShutdownTellsPeersAndLeavesNothingRunning(t *testing.T) {
 	}
 
 	// The keystore was created 0600 and is reused.
-	kp, err := auth.LoadKeystore(filepath.Join(dir, "keystore.json"))
+	kp, err := keys.Load(filepath.Join(dir, "keystore.json"))
 	require.NoError(t, err)
 	assert.Equal(t, kp.Public, p.ServerKey())
 
@@ -80,7 +80,7 @@ func TestRun_ShutdownTellsPeersAndLeavesNothingRunning(t *testing.T) {
 	}
 	assert.Contains(t, actions, "admit")
 	assert.Contains(t, actions, "disconnect")
-	for _, kp := range []auth.KeyPair{kp, c.alice, c.bobby} {
+	for _, kp := range []keys.Pair{kp, c.alice, c.bobby} {
 		assert.NotContains(t, string(data), kp.Secret.Z85())
 	}
 	// goleak in TestMain checks that no goroutine is left.
@@ -91,7 +91,7 @@ func TestReload_BadEditKeepsPolicyAndIsAudited(t *testing.T) {
 	w := tp.startWeather(t)
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")
-	require.NoError(t, auth.WriteFileAtomic(tp.authFile, []byte(`{"allow": [`), 0o600))
+	require.NoError(t, atomicfile.Write(tp.authFile, []byte(`{"allow": [`), 0o600))
 	require.Eventually(t, func() bool {
 		return strings.Contains(tp.audit.String(), `"action":"reload","decision":"deny"`)
 	}, 3*time.Second, 10*time.Millisecond)
@@ -143,7 +143,7 @@ func TestReload_DropsIdentityClaimsNoLongerAllowed(t *testing.T) {
 	other.mustHello("notes")
 
 	// The new policy binds "scratch" to free2: free1 may no longer hold it.
-	require.NoError(t, auth.WriteFileAtomic(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]", Free2Identity: "scratch"}), 0o600))
+	require.NoError(t, atomicfile.Write(tp.authFile, tp.cast.policyWith(policyVars{WithBobby: true, BobbyCaps: "[]", Free2Identity: "scratch"}), 0o600))
 	f := free1.expect(func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == "error" })
 	code, text := errnoOf(t, f)
 	assert.Equal(t, rpc.CodePermission, code)
@@ -165,13 +165,15 @@ func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
 	conn, err := curve.Dial(ctx, tp.Addr(), tp.cast.weather, tp.ServerKey())
 	require.NoError(t, err)
 	defer conn.Close()
-	zc, err := zmq4.Open(conn, null.Security(), zmq4.Dealer, zmq4.SocketIdentity(""), false, nil)
+	wire := make([]vip.Export, len(weatherExports))
+	for i, e := range weatherExports {
+		wire[i] = vip.ExportOf(e)
+	}
+	h, _ := msgpack.Marshal(map[string]any{"identity": "weather", "exports": wire})
+	require.NoError(t, conn.WriteMsg([][]byte{{}, vip.SignatureFrame, {}, []byte("h"), []byte("hello"), h}))
+	welcome, err := conn.ReadMsg()
 	require.NoError(t, err)
-	h, _ := msgpack.Marshal(map[string]any{"identity": "weather", "exports": weatherExports})
-	require.NoError(t, zc.SendMsg(zmqMsg([][]byte{{}, vip.SignatureFrame, {}, []byte("h"), []byte("hello"), h})))
-	welcome, err := zc.RecvMsg()
-	require.NoError(t, err)
-	require.Equal(t, "welcome", string(welcome.Frames[vip.FrameSubsystem]))
+	require.Equal(t, "welcome", string(welcome[vip.FrameSubsystem]))
 
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")

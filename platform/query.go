@@ -3,9 +3,9 @@ package platform
 import (
 	"sort"
 
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // query handles ["", "VIP1", "", msg-id, "query", what].
@@ -84,7 +84,7 @@ func (p *Platform) query(pe *peer, frames [][]byte) {
 		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, "unknown query "+quote(frames[vip.FrameArgs])), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
-	b, err := msgpack.Marshal(v)
+	b, err := codec.Marshal(v)
 	if err != nil {
 		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInternal, err.Error()), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return

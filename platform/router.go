@@ -79,37 +79,34 @@ func (p *Platform) routeRPC(pe *peer, frames [][]byte) {
 	case vip.OpCall, vip.OpNotify:
 		p.call(pe, frames, string(op) == vip.OpNotify)
 	case vip.OpResult, vip.OpError:
-		p.mu.RLock()
-		to := p.byIdentity[string(frames[vip.FramePeer])]
-		p.mu.RUnlock()
-		if to == nil {
-			p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeNoRoute, "no route to "+quote(frames[vip.FramePeer])), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
-			return
-		}
-		p.forward(pe, to, frames)
+		p.replyTo(pe, frames)
+	case vip.OpCancel:
+		p.cancelCall(pe, frames)
 	default:
 		p.protocolError(pe, frames, "unknown RPC operation "+quote(op))
 	}
 }
 
 // forward stamps the sender's identity and user on frames and queues them
-// towards to. A full queue is reported to the sender with errno 105.
-func (p *Platform) forward(from, to *peer, frames [][]byte) {
+// towards to, and reports whether it did. A full queue is reported to the
+// sender with errno 105.
+func (p *Platform) forward(from, to *peer, frames [][]byte) bool {
+	recipient := frames[vip.FramePeer]
 	frames[vip.FramePeer] = from.identityBytes
 	frames[vip.FrameUser] = from.userBytes
-	if err := to.sendFrom(from, frames); err != nil && len(frames[vip.FrameMsgID]) > 0 {
+	err := to.sendFrom(from, frames)
+	if err != nil && len(frames[vip.FrameMsgID]) > 0 {
 		e := errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
 		if err != errQueueFull {
 			e = errorf(rpc.CodeNoRoute, quote(to.identityBytes)+" is disconnecting")
 		}
-		p.reply(from, errorFrames(frames[vip.FrameMsgID], e, to.identityBytes, frames[vip.FrameSubsystem]))
+		p.reply(from, errorFrames(frames[vip.FrameMsgID], e, recipient, frames[vip.FrameSubsystem]))
 	}
+	return err == nil
 }
 
-// reply sends a message from the platform to pe, whose reader is handling
-// the message it answers (so the reply goes out with the others of the
-// burst, see sendFrom). If pe's queue is full the message is dropped: the
-// platform never blocks on a slow peer.
+// reply sends a message from the platform to pe. If pe's queue is full the
+// message is dropped: the platform never blocks on a slow peer.
 func (p *Platform) reply(pe *peer, frames [][]byte) {
 	if err := pe.sendFrom(pe, frames); err == errQueueFull {
 		p.log.Debug("dropped reply to a full queue", "identity", pe.identity, "user_id", pe.userID)

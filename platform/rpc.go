@@ -1,14 +1,16 @@
 package platform
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Frame indexes of an RPC call: [recipient, "VIP1", user, msg-id, "RPC",
@@ -16,6 +18,7 @@ import (
 const (
 	fMethod  = vip.FrameArgs + vip.RPCArgMethod
 	fPayload = vip.FrameArgs + vip.RPCArgPayload
+	fTimeout = vip.FrameArgs + vip.RPCArgTimeout
 )
 
 // export is one method a peer exports, with its requirement compiled
@@ -38,6 +41,9 @@ func newExport(e rpc.Export) *export {
 // requirement returns the export's requirement under pol, the callee's
 // declaration plus what auth.json adds for "callee.method".
 func (e *export) requirement(pol *auth.Policy, callee *peer) *auth.Requirement {
+	if e == nil {
+		return nil
+	}
 	if c := e.cache.Load(); c != nil && c.pol == pol {
 		return c.req
 	}
@@ -47,7 +53,8 @@ func (e *export) requirement(pol *auth.Policy, callee *peer) *auth.Requirement {
 }
 
 // call enforces a call or notify and forwards it to the callee. Checks, in
-// order: callee connected, method exported, policy decision, call hook.
+// order: callee connected, method exported, policy decision, call hook,
+// deadline, calls in flight, the callee's queue.
 func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	if len(frames) <= fMethod || len(frames[fMethod]) == 0 {
 		p.protocolError(pe, frames, "RPC call needs a method frame")
@@ -79,12 +86,12 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 		if len(frames) > fPayload {
 			payload = frames[fPayload]
 		}
-		r, err := rpc.DecodeCall(exp.decl.Name, payload)
+		c, err := codec.DecodeCall(payload)
 		if err == nil {
-			args, err = r.NamedArgs(exp.decl.Params)
+			args, err = codec.NamedArgs(c, exp.decl.Params)
 		}
 		if err != nil {
-			p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, err.Error()))
+			p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, exp.decl.Name+": "+err.Error()))
 			return
 		}
 	}
@@ -104,8 +111,8 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	}
 	if p.cfg.callHook != nil {
 		c := &Call{
-			Caller:   Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key},
-			Callee:   Principal{UserID: callee.userID, Identity: callee.identity, Key: callee.key},
+			Caller:   pe.principal(),
+			Callee:   callee.principal(),
 			Method:   exp.decl.Name,
 			Notify:   notify,
 			Payload:  payloadOf(frames),
@@ -118,7 +125,35 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 			return
 		}
 	}
-	p.forward(pe, callee, frames)
+	msgID := frames[vip.FrameMsgID]
+	if notify || len(msgID) == 0 {
+		// No reply is expected: nothing to track.
+		if p.forward(pe, callee, frames) {
+			pe.callsOut.Add(1)
+			callee.callsIn.Add(1)
+		}
+		return
+	}
+	deadline, expired, ok := p.callDeadline(frames, time.Now())
+	switch {
+	case !ok:
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, "the TIMEOUT frame must be decimal milliseconds"))
+		return
+	case expired:
+		p.refuseCall(pe, frames, notify, errorf(rpc.CodeTimeout, "the deadline of the call of "+
+			strconv.Quote(exp.decl.Name)+" passed before it reached the platform"))
+		return
+	}
+	if e := p.track(pe, callee, msgID, exp.decl.Name, deadline); e != nil {
+		p.refuseCall(pe, frames, notify, e)
+		return
+	}
+	if !p.forward(pe, callee, frames) {
+		p.untrack(pe, callee, msgID)
+		return
+	}
+	pe.callsOut.Add(1)
+	callee.callsIn.Add(1)
 }
 
 func payloadOf(frames [][]byte) []byte {
@@ -227,22 +262,32 @@ func nonNil(s []string) []string {
 }
 
 // export handles ["", "VIP1", "", msg-id, "RPC", "export", EXPORTS]: it
-// adds or replaces methods of the sender.
+// adds or replaces methods of the sender. The change is judged as hello's
+// exports are (the identity claim still allowed, the admission hook with
+// every export the agent would have); a refused change changes nothing.
 func (p *Platform) export(pe *peer, frames [][]byte) {
 	if len(frames) < vip.FrameArgs+2 || string(frames[vip.FrameArgs]) != vip.OpExport {
 		p.protocolError(pe, frames, "platform RPC accepts only [\"export\", EXPORTS]")
 		return
 	}
-	var list []rpc.Export
-	if err := msgpack.Unmarshal(frames[vip.FrameArgs+1], &list); err != nil {
-		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, "EXPORTS must be a msgpack array of export maps: "+err.Error()), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+	refuse := func(e *wireError) {
+		p.audit.record(auditRecord{Action: actExport, Decision: decDeny, UserID: pe.userID, Identity: pe.identity,
+			Key: pe.key.Z85(), Remote: pe.remoteAddr, Reason: e.text, Errno: int(e.code), Generation: p.policy().Generation()})
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+	}
+	var wire []vip.Export
+	if err := codec.Unmarshal(frames[vip.FrameArgs+1], &wire); err != nil {
+		refuse(errorf(rpc.CodeInvalidArgs, "EXPORTS must be a msgpack array of export maps: "+err.Error()))
 		return
+	}
+	list := make([]rpc.Export, len(wire))
+	for i, w := range wire {
+		list[i] = w.Decl()
 	}
 	if e := validExports(list); e != nil {
-		p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+		refuse(e)
 		return
 	}
-	p.mu.Lock()
 	old := *pe.exports.Load()
 	next := make(exportTable, len(old)+len(list))
 	for k, v := range old {
@@ -251,8 +296,16 @@ func (p *Platform) export(pe *peer, frames [][]byte) {
 	for _, e := range list {
 		next[e.Name] = newExport(e)
 	}
-	pe.exports.Store(&next)
-	p.mu.Unlock()
+	all := make([]rpc.Export, 0, len(next))
+	for _, e := range next {
+		all = append(all, e.decl)
+	}
+	slices.SortFunc(all, func(x, y rpc.Export) int { return strings.Compare(x.Name, y.Name) })
+	if e := p.admit(pe, pe.identity, all, pe.meta, true); e != nil {
+		refuse(e)
+		return
+	}
+	pe.exports.Store(&next) // only pe's reader changes pe's exports
 	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, frames[vip.FrameMsgID], []byte(vip.SubRPC), []byte(vip.OpExported)})
 }
 

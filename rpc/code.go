@@ -3,7 +3,7 @@ package rpc
 import "strconv"
 
 // Code classifies an RPC failure. On the wire it travels as the decimal
-// errno-style number of the error subsystem (see docs/PROTOCOL.md).
+// errno of the error subsystem (docs/PROTOCOL.md section 5).
 type Code int
 
 // The codes of capbus. Their numbers follow Linux errno values where one fits,
@@ -20,10 +20,10 @@ const (
 	CodeUnauthorized Code = 13
 	// CodeIdentityInUse: another live connection holds the claimed identity.
 	CodeIdentityInUse Code = 16
-	// CodeInvalidArgs: the arguments could not be decoded for the method, or a
-	// frame was malformed.
+	// CodeInvalidArgs: the arguments do not fit the method, or a frame was
+	// malformed.
 	CodeInvalidArgs Code = 22
-	// CodeInternal: the handler panicked or the callee failed unexpectedly.
+	// CodeInternal: the handler panicked, or a reply could not be decoded.
 	CodeInternal Code = 70
 	// CodeProtocol: the message broke docs/PROTOCOL.md.
 	CodeProtocol Code = 71
@@ -31,14 +31,14 @@ const (
 	CodeApplication Code = 74
 	// CodeOverloaded: a queue or limit of the platform or callee is full.
 	CodeOverloaded Code = 105
-	// CodeUnavailable: the connection to the platform was lost or closed.
+	// CodeUnavailable: the connection to the platform, or the callee's, was
+	// lost or closed.
 	CodeUnavailable Code = 107
 	// CodeTimeout: the deadline passed before a reply arrived.
 	CodeTimeout Code = 110
 	// CodeNoRoute: no peer with that identity is connected (VOLTTRON's 113).
 	CodeNoRoute Code = 113
-	// CodeCanceled: the caller's context was cancelled before a reply
-	// arrived. Client side only: it never travels on the wire.
+	// CodeCanceled: the caller cancelled the call.
 	CodeCanceled Code = 125
 )
 
@@ -66,16 +66,3 @@ func (c Code) String() string {
 	}
 	return "code_" + strconv.Itoa(int(c))
 }
-
-// ParseCode parses the decimal wire form of a code. Unknown numbers are kept
-// as they are, so a newer platform's codes survive a round trip.
-func ParseCode(s string) Code {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return CodeUnknown
-	}
-	return Code(n)
-}
-
-// Wire returns the decimal wire form of the code.
-func (c Code) Wire() string { return strconv.Itoa(int(c)) }

@@ -1,13 +1,12 @@
 // Package rpc holds what capbus callers and callees share: the declaration
 // of an exported method (Export, with the options Allow, AllowRoles and
-// Params), typed handlers (Handler, Func), the caller the platform stamped
-// on a call (Caller, CallerFrom), the error model (Code, *Error and one
-// sentinel per code such as ErrUnauthorized) and the msgpack codec of calls
-// (EncodeCall, DecodeCall, Raw, Kwargs).
+// Params), typed handlers (Handler, Func), who a peer is (Principal, and
+// CallerFrom for the caller of a handler), the error model (Code, *Error
+// and one sentinel per code such as ErrUnauthorized), and the values that
+// travel still encoded (Raw, Kwargs).
 //
 // The agent SDK, github.com/capbus/capbus/agent, uses it on both sides of a
-// call; the platform uses its codes and, for parameter restrictions only,
-// its decoder.
+// call; the platform uses its codes and errors.
 //
 // # Exporting
 //
@@ -29,8 +28,11 @@
 // names the method's parameters for auth.json parameter restrictions); a
 // slice takes all positional arguments (variadic); a map with string keys,
 // such as Kwargs, takes all keyword arguments; struct{} takes none; any
-// other type takes exactly one argument. Arguments that do not fit are an
-// *Error with CodeInvalidArgs before the function runs.
+// other type takes exactly one argument. Binding is strict: a missing or
+// null argument (unless optional: a pointer, or a msgpack tag with
+// omitempty), an unknown keyword or a value of the wrong type is an *Error
+// with CodeInvalidArgs naming the parameter, what was expected and what
+// came, before the function runs.
 //
 // # Calling and errors
 //
@@ -47,7 +49,7 @@
 //	case errors.Is(err, rpc.ErrUnauthorized):
 //		var e *rpc.Error
 //		errors.As(err, &e)
-//		fmt.Println("missing:", e.Missing())
+//		fmt.Println("missing:", e.Missing(), "code:", e.Code())
 //	case errors.Is(err, rpc.ErrNoRoute):
 //		fmt.Println("weather is not connected")
 //	}

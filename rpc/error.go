@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 )
 
-// Sentinel errors, one per Code that callers commonly branch on. An *Error
-// matches the sentinel of its code with errors.Is:
+// Sentinel errors, one per Code that callers branch on. An *Error matches
+// the sentinel of its code with errors.Is:
 //
 //	if errors.Is(err, rpc.ErrUnauthorized) { ... }
 var (
@@ -20,14 +21,16 @@ var (
 	// ErrNoRoute: no connected peer has the identity called (CodeNoRoute).
 	ErrNoRoute = errors.New("rpc: no route to peer")
 	// ErrTimeout: the call's deadline passed before a reply (CodeTimeout).
-	// Such an error also matches context.DeadlineExceeded.
+	// A timeout of the caller's own context also matches
+	// context.DeadlineExceeded.
 	ErrTimeout = errors.New("rpc: timeout")
-	// ErrCanceled: the call's context was cancelled before a reply
-	// (CodeCanceled). Such an error also matches context.Canceled.
+	// ErrCanceled: the call was cancelled (CodeCanceled). A cancellation of
+	// the caller's own context also matches context.Canceled.
 	ErrCanceled = errors.New("rpc: canceled")
 	// ErrInvalidArgs: the arguments did not fit the method (CodeInvalidArgs).
 	ErrInvalidArgs = errors.New("rpc: invalid arguments")
-	// ErrInternal: the handler panicked or failed unexpectedly (CodeInternal).
+	// ErrInternal: the handler panicked, or the reply could not be decoded
+	// (CodeInternal).
 	ErrInternal = errors.New("rpc: internal error")
 	// ErrApplication: the handler returned an error (CodeApplication); the
 	// *Error's Message is the handler's error text.
@@ -46,73 +49,106 @@ var (
 	// connection was lost while the call was in flight, the callee left
 	// while it was in flight, or the callee is shutting down
 	// (CodeUnavailable). A call in flight may or may not have run.
-	ErrUnavailable = errors.New("rpc: platform unavailable")
+	ErrUnavailable = errors.New("rpc: unavailable")
+	// ErrResultType is in the chain of the error of a typed call whose
+	// result does not decode into the type asked for (an *Error with
+	// CodeInternal): the call ran, its result is of another type.
+	ErrResultType = errors.New("rpc: result of another type")
 )
 
-var sentinelOf = map[Code]error{
-	CodeUnauthorized:  ErrUnauthorized,
-	CodeNotFound:      ErrNotFound,
-	CodeNoRoute:       ErrNoRoute,
-	CodeTimeout:       ErrTimeout,
-	CodeCanceled:      ErrCanceled,
-	CodeInvalidArgs:   ErrInvalidArgs,
-	CodeInternal:      ErrInternal,
-	CodeApplication:   ErrApplication,
-	CodePermission:    ErrPermission,
-	CodeIdentityInUse: ErrIdentityInUse,
-	CodeProtocol:      ErrProtocol,
-	CodeOverloaded:    ErrOverloaded,
-	CodeUnavailable:   ErrUnavailable,
+// sentinels lists the code of every sentinel, in the order CodeOf tries
+// them.
+var sentinels = []struct {
+	code Code
+	err  error
+}{
+	{CodeUnauthorized, ErrUnauthorized},
+	{CodePermission, ErrPermission},
+	{CodeNotFound, ErrNotFound},
+	{CodeNoRoute, ErrNoRoute},
+	{CodeInvalidArgs, ErrInvalidArgs},
+	{CodeIdentityInUse, ErrIdentityInUse},
+	{CodeOverloaded, ErrOverloaded},
+	{CodeUnavailable, ErrUnavailable},
+	{CodeTimeout, ErrTimeout},
+	{CodeCanceled, ErrCanceled},
+	{CodeProtocol, ErrProtocol},
+	{CodeApplication, ErrApplication},
+	{CodeInternal, ErrInternal},
 }
 
 // Error is a failed call as the caller sees it: a code, a message meant for
-// people, and structured data. For CodeUnauthorized on a call, Data holds
-// "method", "peer", "required" and "missing" (capability names, and role
-// names prefixed "role:"; read them with Required and Missing), "reason"
-// (the policy's one-line reason) and "generation" (of the policy); on a
-// publish or subscribe, "topic", "operation", "reason" and "generation".
+// people, structured data, and the call it belongs to. Build one with
+// NewError or Errorf; read it with its methods. Errors returned by the SDK
+// are never shared: a caller may add data to one before passing it on.
+//
+// For CodeUnauthorized on a call, Data holds "method", "peer", "required"
+// and "missing" (capability names, and role names prefixed "role:"; read
+// them with Required and Missing), "reason" (the policy's one-line reason)
+// and "generation" (of the policy); on a publish or subscribe, "topic",
+// "operation", "reason" and "generation".
 //
 // A handler may return an *Error to choose the code and data its caller
 // sees; any other error reaches the caller as CodeApplication with the
 // error's text.
 type Error struct {
-	// Code classifies the failure.
-	Code Code `msgpack:"code"`
-	// Message explains the failure to people.
-	Message string `msgpack:"message"`
-	// Data is optional structured detail.
-	Data map[string]any `msgpack:"data,omitempty"`
-	// Peer and Method name the call that failed, when known. They are filled
-	// in by the caller's side and never travel on the wire.
-	Peer   string `msgpack:"-"`
-	Method string `msgpack:"-"`
-	cause  error
+	code         Code
+	message      string
+	data         map[string]any
+	peer, method string
+	cause        error
 }
 
 // NewError returns an *Error with the given code and message.
-func NewError(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }
+func NewError(code Code, message string) *Error { return &Error{code: code, message: message} }
 
 // Errorf returns an *Error with the given code and a formatted message. A %w
 // verb records its operand as the cause (see WithCause).
 func Errorf(code Code, format string, args ...any) *Error {
 	err := fmt.Errorf(format, args...)
-	e := &Error{Code: code, Message: err.Error()}
-	if u := errors.Unwrap(err); u != nil {
-		e.cause = u
+	return &Error{code: code, message: err.Error(), cause: errors.Unwrap(err)}
+}
+
+// Code returns the error's code.
+func (e *Error) Code() Code { return e.code }
+
+// Message returns the text meant for people, without the call's name.
+func (e *Error) Message() string { return e.message }
+
+// Data returns a copy of the structured detail (nil when there is none).
+func (e *Error) Data() map[string]any {
+	if e.data == nil {
+		return nil
 	}
+	return maps.Clone(e.data)
+}
+
+// Peer returns the identity of the agent called, when known.
+func (e *Error) Peer() string { return e.peer }
+
+// Method returns the method called (or "topic T" for a publish or
+// subscribe), when known.
+func (e *Error) Method() string { return e.method }
+
+// WithData sets the detail key to value and returns e.
+func (e *Error) WithData(key string, value any) *Error {
+	if e.data == nil {
+		e.data = make(map[string]any)
+	}
+	e.data[key] = value
 	return e
 }
 
-// WithCause records the local error behind e (for example a context error),
-// so errors.Is finds it too. It returns e.
+// WithCause records the local error behind e (for example a context
+// error), so that errors.Is finds it too, and returns e.
 func (e *Error) WithCause(err error) *Error { e.cause = err; return e }
 
-// WithData sets Data[key] = value and returns e.
-func (e *Error) WithData(key string, value any) *Error {
-	if e.Data == nil {
-		e.Data = make(map[string]any)
+// WithCall names the call that failed, unless e already names one, and
+// returns e. The SDK names every error a call returns.
+func (e *Error) WithCall(peer, method string) *Error {
+	if e.peer == "" && e.method == "" {
+		e.peer, e.method = peer, method
 	}
-	e.Data[key] = value
 	return e
 }
 
@@ -120,32 +156,36 @@ func (e *Error) WithData(key string, value any) *Error {
 func (e *Error) Error() string {
 	where := ""
 	switch {
-	case e.Peer != "" && e.Method != "":
-		where = e.Peer + "." + e.Method + ": "
-	case e.Peer != "":
-		where = e.Peer + ": "
-	case e.Method != "":
-		where = e.Method + ": "
+	case e.peer != "" && e.method != "":
+		where = e.peer + "." + e.method + ": "
+	case e.peer != "":
+		where = e.peer + ": "
+	case e.method != "":
+		where = e.method + ": "
 	}
-	return "rpc: " + where + e.Code.String() + ": " + e.Message
+	return "rpc: " + where + e.code.String() + ": " + e.message
 }
 
 // Is reports whether target is the sentinel of e's code.
 func (e *Error) Is(target error) bool {
-	s, ok := sentinelOf[e.Code]
-	return ok && s == target
+	for _, s := range sentinels {
+		if s.code == e.code {
+			return s.err == target
+		}
+	}
+	return false
 }
 
 // Unwrap returns the local cause, if any.
 func (e *Error) Unwrap() error { return e.cause }
 
 // Missing returns the capabilities and roles (written "role:name") an
-// unauthorized call lacked, from Data["missing"].
-func (e *Error) Missing() []string { return stringList(e.Data["missing"]) }
+// unauthorized call lacked.
+func (e *Error) Missing() []string { return stringList(e.data["missing"]) }
 
 // Required returns the capabilities and roles (written "role:name") an
-// unauthorized call required, from Data["required"].
-func (e *Error) Required() []string { return stringList(e.Data["required"]) }
+// unauthorized call required.
+func (e *Error) Required() []string { return stringList(e.data["required"]) }
 
 func stringList(v any) []string {
 	switch l := v.(type) {
@@ -163,20 +203,21 @@ func stringList(v any) []string {
 	return nil
 }
 
-// CodeOf returns the code of err: the Code of an *Error in its chain, the
-// code of a sentinel in its chain, CodeTimeout for context.DeadlineExceeded,
-// CodeCanceled for context.Canceled, CodeUnknown otherwise (and for nil).
+// CodeOf returns the code of err: the code of the first *Error in its
+// chain, else the code of the first sentinel it matches (tried in a fixed
+// order), CodeTimeout for context.DeadlineExceeded, CodeCanceled for
+// context.Canceled, and CodeUnknown otherwise (and for nil).
 func CodeOf(err error) Code {
 	if err == nil {
 		return CodeUnknown
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Code
+		return e.code
 	}
-	for c, s := range sentinelOf {
-		if errors.Is(err, s) {
-			return c
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			return s.code
 		}
 	}
 	switch {
@@ -205,5 +246,5 @@ func FromError(err error) *Error {
 	if code == CodeUnknown {
 		code = CodeApplication
 	}
-	return &Error{Code: code, Message: err.Error(), cause: err}
+	return &Error{code: code, message: err.Error(), cause: err}
 }

@@ -20,10 +20,11 @@ func ExampleFunc() {
 		return fmt.Sprintf("%s asked for %d days in %s", caller.UserID, p.Days, p.City), nil
 	})
 
-	// What the agent does with an incoming call:
-	payload, _ := rpc.EncodeCall("Paris", rpc.Kwargs{"days": 3})
-	req, _ := rpc.DecodeCall("forecast", payload)
-	ctx := rpc.WithCaller(context.Background(), rpc.Caller{UserID: "alice", Identity: "alice.ui"})
+	// What the agent does with an incoming call ("Paris", days=3):
+	req := &rpc.Request{Method: "forecast",
+		Args:   []rpc.Raw{{0xa5, 'P', 'a', 'r', 'i', 's'}}, // "Paris" in msgpack
+		Kwargs: map[string]rpc.Raw{"days": {0x03}}}         // 3
+	ctx := rpc.WithCaller(context.Background(), rpc.Principal{UserID: "alice", Identity: "alice.ui"})
 	result, err := forecast.ServeRPC(ctx, req)
 	fmt.Println(result, err)
 	fmt.Println(forecast.(rpc.ParamNamer).ParamNames())
@@ -54,7 +55,7 @@ func ExampleError() {
 	if errors.Is(err, rpc.ErrUnauthorized) {
 		var e *rpc.Error
 		errors.As(err, &e)
-		fmt.Println("code:", e.Code, e.Code.Wire())
+		fmt.Println("code:", e.Code(), int(e.Code()))
 		fmt.Println("missing:", e.Missing())
 	}
 	// Output:
@@ -65,7 +66,7 @@ func ExampleError() {
 // A handler returns an *rpc.Error to choose the code its caller sees; any
 // other error reaches the caller as CodeApplication.
 func ExampleFromError() {
-	fmt.Println(rpc.FromError(errors.New("sensor offline")).Code)
+	fmt.Println(rpc.FromError(errors.New("sensor offline")).Code())
 	fmt.Println(rpc.FromError(rpc.Errorf(rpc.CodeInvalidArgs, "no city %q", "Atlantis")))
 	// Output:
 	// application

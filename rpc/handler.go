@@ -3,13 +3,37 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
+	"time"
+
+	"github.com/capbus/capbus/internal/codec"
 )
 
+// Request is a call as a handler receives it: the arguments still encoded,
+// decoded by the handler into its own types.
+type Request struct {
+	// Method is the method name.
+	Method string
+	// Caller is the authenticated caller, as stamped by the platform.
+	Caller Principal
+	// Params are the parameter names the method was exported with, if any
+	// (Params, or the fields of Func's argument struct).
+	Params []string
+	// Args are the positional arguments, each one value.
+	Args []Raw
+	// Kwargs are the keyword arguments.
+	Kwargs map[string]Raw
+}
+
 // Handler serves one exported method. ServeRPC returns the result value,
-// which the agent encodes in msgpack, or an error: an *Error keeps its code,
-// any other error reaches the caller as CodeApplication with its message.
+// which the agent encodes, or an error: an *Error keeps its code, any other
+// error reaches the caller as CodeApplication with its message.
+//
+// ctx is the call's own context: it carries the caller (CallerFrom), ends
+// at the caller's deadline, and is cancelled when the caller cancels the
+// call or disconnects, or when the agent stops.
 type Handler interface {
 	ServeRPC(ctx context.Context, req *Request) (any, error)
 }
@@ -27,21 +51,29 @@ type HandlerFunc func(ctx context.Context, req *Request) (any, error)
 func (f HandlerFunc) ServeRPC(ctx context.Context, req *Request) (any, error) { return f(ctx, req) }
 
 // Func adapts a typed function to a Handler. A, the argument type, decides
-// how the call's arguments are decoded:
+// how the call's arguments bind, strictly:
 //
 //   - a struct (or pointer to struct): its exported fields are the
-//     parameters, in order. Positional arguments fill fields in order and
-//     keyword arguments fill them by name (the msgpack tag, or the field
-//     name). Unknown keywords and surplus positional arguments are
-//     ErrInvalidArgs. The field names are declared as the method's
-//     parameters, so auth.json parameter restrictions can name them.
+//     parameters, in order, named by their msgpack tag or field name.
+//     Positional arguments fill fields in order, keyword arguments by name.
+//     Every field must be given, except pointer fields and fields whose
+//     msgpack tag says omitempty, which are optional; null counts as
+//     missing. The names are declared as the method's parameters, so
+//     auth.json parameter restrictions can name them.
 //   - a slice: all positional arguments (variadic).
 //   - a map with string keys: all keyword arguments.
 //   - struct{}: no arguments.
-//   - anything else: the single positional argument (or single keyword).
+//   - any other type: exactly one argument, positional (or by keyword under
+//     the one name given with Params); it is optional only when A is a
+//     pointer.
+//
+// A missing argument, an unknown keyword, a surplus argument or a value of
+// the wrong type is an *Error with CodeInvalidArgs that names the method,
+// the parameter, what was expected and what came, such as
+//
+//	set_setpoint: value: want a number, got nothing
 func Func[A, R any](fn func(ctx context.Context, args A) (R, error)) Handler {
-	t := reflect.TypeFor[A]()
-	return &typedHandler[A, R]{fn: fn, binder: newBinder(t)}
+	return &typedHandler[A, R]{fn: fn, binder: newBinder(reflect.TypeFor[A]())}
 }
 
 type typedHandler[A, R any] struct {
@@ -70,11 +102,12 @@ const (
 )
 
 type binder struct {
-	kind   bindKind
-	ptr    bool
-	names  []string
-	fields []int
-	index  map[string]int
+	kind     bindKind
+	ptr      bool // a pointer to the struct
+	names    []string
+	fields   []int
+	optional []bool
+	index    map[string]int
 }
 
 func newBinder(t reflect.Type) *binder {
@@ -85,7 +118,7 @@ func newBinder(t reflect.Type) *binder {
 	switch {
 	case t.Kind() == reflect.Struct && t.NumField() == 0:
 		b.kind = bindNone
-	case t.Kind() == reflect.Struct:
+	case t.Kind() == reflect.Struct && t != reflect.TypeFor[time.Time]():
 		b.kind = bindStruct
 		b.index = map[string]int{}
 		for i := 0; i < t.NumField(); i++ {
@@ -94,7 +127,8 @@ func newBinder(t reflect.Type) *binder {
 				continue
 			}
 			name := f.Name
-			if tag, _, _ := strings.Cut(f.Tag.Get("msgpack"), ","); tag == "-" {
+			tag, opts, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
+			if tag == "-" {
 				continue
 			} else if tag != "" {
 				name = tag
@@ -102,6 +136,7 @@ func newBinder(t reflect.Type) *binder {
 			b.index[name] = len(b.fields)
 			b.names = append(b.names, name)
 			b.fields = append(b.fields, i)
+			b.optional = append(b.optional, f.Type.Kind() == reflect.Pointer || strings.Contains(","+opts+",", ",omitempty,"))
 		}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8:
 		b.kind = bindSlice
@@ -109,12 +144,103 @@ func newBinder(t reflect.Type) *binder {
 		b.kind = bindMap
 	default:
 		b.kind = bindSingle
+		b.optional = []bool{t.Kind() == reflect.Pointer}
 	}
 	return b
 }
 
-func invalid(req *Request, format string, args ...any) error {
+func invalid(req *Request, format string, args ...any) *Error {
 	return Errorf(CodeInvalidArgs, "%s: %s", req.Method, fmt.Sprintf(format, args...))
+}
+
+// decodeArg decodes raw into dst, explaining a mismatch for people: "want
+// a number, got a string".
+func decodeArg(req *Request, what string, raw Raw, dst reflect.Value) error {
+	if err := codec.Unmarshal(raw, dst.Addr().Interface()); err != nil {
+		if convertNumber(raw, dst) {
+			return nil
+		}
+		want, got := wantOf(dst.Type()), codec.Kind(raw)
+		if want != got && want != "any value" {
+			return invalid(req, "%s: want %s, got %s", what, want, got)
+		}
+		return invalid(req, "%s: want %s (%s)", what, want, dst.Type())
+	}
+	return nil
+}
+
+// convertNumber decodes a number the codec would not put into dst as it
+// is: any number into a float32 or float64 (a float64 into a float32 loses
+// precision, as a Go conversion does), and a whole number sent as a float
+// into an integer that holds it. It reports whether it did.
+func convertNumber(raw Raw, dst reflect.Value) bool {
+	var v any
+	if codec.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	var f float64
+	switch n := v.(type) {
+	case float64:
+		f = n
+	case float32:
+		f = float64(n)
+	case int64:
+		f = float64(n)
+	case uint64:
+		f = float64(n)
+	case int8, int16, int32, uint8, uint16, uint32:
+		f = float64(reflect.ValueOf(n).Convert(reflect.TypeFor[float64]()).Float())
+	default:
+		return false
+	}
+	switch dst.Kind() {
+	case reflect.Float32, reflect.Float64:
+		dst.SetFloat(f)
+		return true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if f != math.Trunc(f) || dst.OverflowInt(int64(f)) || f < math.MinInt64 || f >= math.MaxInt64 {
+			return false
+		}
+		dst.SetInt(int64(f))
+		return true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if f != math.Trunc(f) || f < 0 || f >= math.MaxUint64 || dst.OverflowUint(uint64(f)) {
+			return false
+		}
+		dst.SetUint(uint64(f))
+		return true
+	}
+	return false
+}
+
+// wantOf names what a Go type accepts, in the words of codec.Kind.
+func wantOf(t reflect.Type) string {
+	if t == reflect.TypeFor[time.Time]() {
+		return "a timestamp"
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return wantOf(t.Elem())
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "binary data"
+		}
+		return "an array"
+	case reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "a map"
+	}
+	return "any value"
 }
 
 func (b *binder) bind(v reflect.Value, req *Request) error {
@@ -124,103 +250,107 @@ func (b *binder) bind(v reflect.Value, req *Request) error {
 			return invalid(req, "takes no arguments, got %d positional and %d keyword", len(req.Args), len(req.Kwargs))
 		}
 	case bindSingle:
-		raw, err := b.single(req)
-		if err != nil {
-			return err
-		}
-		if raw != nil {
-			if err := Unmarshal(raw, v.Addr().Interface()); err != nil {
-				return invalid(req, "argument: %v", err)
-			}
-		}
+		return b.bindSingle(v, req)
 	case bindSlice:
 		if len(req.Kwargs) > 0 {
-			return invalid(req, "takes positional arguments only")
+			return invalid(req, "takes positional arguments only, got keyword %q", firstKey(req.Kwargs))
 		}
 		s := reflect.MakeSlice(v.Type(), len(req.Args), len(req.Args))
 		for i, raw := range req.Args {
-			if err := Unmarshal(raw, s.Index(i).Addr().Interface()); err != nil {
-				return invalid(req, "argument %d: %v", i, err)
+			if err := decodeArg(req, fmt.Sprintf("argument %d", i+1), raw, s.Index(i)); err != nil {
+				return err
 			}
 		}
 		v.Set(s)
 	case bindMap:
 		if len(req.Args) > 0 {
-			return invalid(req, "takes keyword arguments only")
+			return invalid(req, "takes keyword arguments only, got %d positional", len(req.Args))
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(req.Kwargs))
 		for k, raw := range req.Kwargs {
-			ev := reflect.New(v.Type().Elem())
-			if err := Unmarshal(raw, ev.Interface()); err != nil {
-				return invalid(req, "keyword %q: %v", k, err)
+			ev := reflect.New(v.Type().Elem()).Elem()
+			if err := decodeArg(req, k, raw, ev); err != nil {
+				return err
 			}
-			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev.Elem())
+			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), ev)
 		}
 		v.Set(m)
 	case bindStruct:
-		if b.ptr {
-			v.Set(reflect.New(v.Type().Elem()))
-			v = v.Elem()
+		return b.bindStruct(v, req)
+	}
+	return nil
+}
+
+func (b *binder) bindSingle(v reflect.Value, req *Request) error {
+	name := "argument"
+	if len(req.Params) == 1 {
+		name = req.Params[0]
+	}
+	var raw Raw
+	switch {
+	case len(req.Args) == 1 && len(req.Kwargs) == 0:
+		raw = req.Args[0]
+	case len(req.Args) == 0 && len(req.Kwargs) == 1:
+		k := firstKey(req.Kwargs)
+		if len(req.Params) != 1 || k != req.Params[0] {
+			if len(req.Params) == 1 {
+				return invalid(req, "unknown keyword argument %q (parameter: %s)", k, req.Params[0])
+			}
+			return invalid(req, "takes one positional argument, got keyword %q", k)
 		}
-		if len(req.Args) > len(b.fields) {
-			return invalid(req, "takes %d arguments (%s), got %d", len(b.fields), strings.Join(b.names, ", "), len(req.Args))
+		raw = req.Kwargs[k]
+	case len(req.Args)+len(req.Kwargs) > 1:
+		return invalid(req, "takes one argument, got %d positional and %d keyword", len(req.Args), len(req.Kwargs))
+	}
+	if codec.IsNil(raw) {
+		if b.optional[0] {
+			return nil
 		}
-		for i, raw := range req.Args {
-			if err := Unmarshal(raw, v.Field(b.fields[i]).Addr().Interface()); err != nil {
-				return invalid(req, "argument %d (%s): %v", i, b.names[i], err)
-			}
+		return invalid(req, "%s: want %s, got %s", name, wantOf(v.Type()), codec.Kind(raw))
+	}
+	return decodeArg(req, name, raw, v)
+}
+
+func (b *binder) bindStruct(v reflect.Value, req *Request) error {
+	if b.ptr {
+		v.Set(reflect.New(v.Type().Elem()))
+		v = v.Elem()
+	}
+	if len(req.Args) > len(b.fields) {
+		return invalid(req, "takes %d arguments (%s), got %d", len(b.fields), strings.Join(b.names, ", "), len(req.Args))
+	}
+	given := make([]Raw, len(b.fields))
+	for i, raw := range req.Args {
+		given[i] = raw
+	}
+	for k, raw := range req.Kwargs {
+		j, ok := b.index[k]
+		if !ok {
+			return invalid(req, "unknown keyword argument %q (parameters: %s)", k, strings.Join(b.names, ", "))
 		}
-		for k, raw := range req.Kwargs {
-			j, ok := b.index[k]
-			if !ok {
-				return invalid(req, "unknown keyword argument %q (parameters: %s)", k, strings.Join(b.names, ", "))
+		if j < len(req.Args) {
+			return invalid(req, "argument %q given both by position and by keyword", k)
+		}
+		given[j] = raw
+	}
+	for j, raw := range given {
+		f := v.Field(b.fields[j])
+		if codec.IsNil(raw) {
+			if b.optional[j] {
+				continue
 			}
-			if j < len(req.Args) {
-				return invalid(req, "argument %q given both by position and by keyword", k)
-			}
-			if err := Unmarshal(raw, v.Field(b.fields[j]).Addr().Interface()); err != nil {
-				return invalid(req, "keyword %q: %v", k, err)
-			}
+			return invalid(req, "%s: want %s, got %s", b.names[j], wantOf(f.Type()), codec.Kind(raw))
+		}
+		if err := decodeArg(req, b.names[j], raw, f); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (b *binder) single(req *Request) (Raw, error) {
-	switch {
-	case len(req.Args) == 1 && len(req.Kwargs) == 0:
-		return req.Args[0], nil
-	case len(req.Args) == 0 && len(req.Kwargs) == 1:
-		for _, raw := range req.Kwargs {
-			return raw, nil
-		}
-	case len(req.Args) == 0 && len(req.Kwargs) == 0:
-		return nil, nil
+func firstKey(m map[string]Raw) string {
+	for k := range m {
+		return k
 	}
-	return nil, invalid(req, "takes one argument, got %d positional and %d keyword", len(req.Args), len(req.Kwargs))
-}
-
-// NamedArgs returns the call's arguments by parameter name (positional ones
-// named by params), decoded to plain Go values. The platform uses it only for
-// methods that auth.json restricts by parameter.
-func (req *Request) NamedArgs(params []string) (map[string]any, error) {
-	out := make(map[string]any, len(req.Args)+len(req.Kwargs))
-	for i, raw := range req.Args {
-		if i >= len(params) {
-			break
-		}
-		var v any
-		if err := Unmarshal(raw, &v); err != nil {
-			return nil, invalid(req, "argument %d: %v", i, err)
-		}
-		out[params[i]] = v
-	}
-	for k, raw := range req.Kwargs {
-		var v any
-		if err := Unmarshal(raw, &v); err != nil {
-			return nil, invalid(req, "keyword %q: %v", k, err)
-		}
-		out[k] = v
-	}
-	return out, nil
+	return ""
 }

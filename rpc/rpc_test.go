@@ -4,102 +4,49 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/capbus/capbus/internal/codec"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 )
 
-func mustDecode(t *testing.T, method string, args ...any) *rpc.Request {
+// request builds the Request a handler receives for a call with args, as
+// the agent SDK does: encoded as on the wire, then decoded. A trailing
+// rpc.Kwargs holds the keyword arguments.
+func request(t testing.TB, method string, args ...any) *rpc.Request {
 	t.Helper()
-	payload, err := rpc.EncodeCall(args...)
-	if err != nil {
-		t.Fatal(err)
+	var kw map[string]any
+	if n := len(args); n > 0 {
+		if k, ok := args[n-1].(rpc.Kwargs); ok {
+			kw, args = k, args[:n-1]
+		}
 	}
-	req, err := rpc.DecodeCall(method, payload)
-	if err != nil {
-		t.Fatal(err)
+	payload, err := codec.EncodeCall(args, kw)
+	require.NoError(t, err)
+	c, err := codec.DecodeCall(payload)
+	require.NoError(t, err)
+	req := &rpc.Request{Method: method}
+	for _, a := range c.Args {
+		req.Args = append(req.Args, rpc.Raw(a))
+	}
+	if c.Kwargs != nil {
+		req.Kwargs = map[string]rpc.Raw{}
+		for k, v := range c.Kwargs {
+			req.Kwargs[k] = rpc.Raw(v)
+		}
 	}
 	return req
 }
 
-func TestCodec_CallRoundTrip(t *testing.T) {
-	req := mustDecode(t, "m", "Paris", 3, []string{"a", "b"}, rpc.Kwargs{"unit": "C", "n": 2.5})
-	if req.Method != "m" || len(req.Args) != 3 || len(req.Kwargs) != 2 {
-		t.Fatalf("decoded %+v", req)
-	}
-	var city string
-	var n int
-	var l []string
-	var unit string
-	var f float64
-	for _, err := range []error{req.Args[0].Decode(&city), req.Args[1].Decode(&n), req.Args[2].Decode(&l),
-		req.Kwargs["unit"].Decode(&unit), req.Kwargs["n"].Decode(&f)} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if city != "Paris" || n != 3 || !reflect.DeepEqual(l, []string{"a", "b"}) || unit != "C" || f != 2.5 {
-		t.Fatalf("values: %q %d %v %q %v", city, n, l, unit, f)
-	}
-}
-
-func TestCodec_EmptyPayloadIsNoArguments(t *testing.T) {
-	req, err := rpc.DecodeCall("m", nil)
-	if err != nil || len(req.Args) != 0 || len(req.Kwargs) != 0 {
-		t.Fatalf("%+v, %v", req, err)
-	}
-	req = mustDecode(t, "m")
-	if len(req.Args) != 0 || len(req.Kwargs) != 0 {
-		t.Fatalf("%+v", req)
-	}
-}
-
-func TestCodec_MalformedPayloadIsInvalidArgs(t *testing.T) {
-	for _, payload := range [][]byte{{0xc0}, {0x91, 0x90}, {0x92, 0x01, 0x80}, {0x92, 0x90, 0x01}} {
-		_, err := rpc.DecodeCall("m", payload)
-		if !errors.Is(err, rpc.ErrInvalidArgs) {
-			t.Errorf("payload %x: %v, want ErrInvalidArgs", payload, err)
-		}
-	}
-	if _, err := rpc.EncodeCall(make(chan int)); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Errorf("unencodable argument: %v", err)
-	}
-}
-
-func TestCodec_ErrorRoundTrip(t *testing.T) {
-	in := rpc.NewError(rpc.CodeUnauthorized, "method \"t\" requires [a b]").
-		WithData("required", []string{"a", "b"}).WithData("missing", []string{"b"})
-	payload, err := rpc.EncodeError(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := rpc.DecodeError(payload)
-	if out.Code != in.Code || out.Message != in.Message ||
-		!reflect.DeepEqual(out.Required(), []string{"a", "b"}) || !reflect.DeepEqual(out.Missing(), []string{"b"}) {
-		t.Fatalf("round trip: %+v", out)
-	}
-	if e := rpc.DecodeError([]byte{0xc1}); e.Code != rpc.CodeProtocol {
-		t.Fatalf("garbage error payload: %+v", e)
-	}
-}
-
-func TestRaw_EmbedsUnchanged(t *testing.T) {
-	inner, _ := rpc.Marshal(map[string]int{"x": 1})
-	outer, err := rpc.Marshal([]any{rpc.Raw(inner), "y"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back []rpc.Raw
-	if err := rpc.Unmarshal(outer, &back); err != nil || len(back) != 2 {
-		t.Fatalf("%v %v", back, err)
-	}
-	var m map[string]int
-	if err := back[0].Decode(&m); err != nil || m["x"] != 1 {
-		t.Fatalf("%v %v", m, err)
-	}
+func serve(t *testing.T, h rpc.Handler, args ...any) (any, error) {
+	t.Helper()
+	return h.ServeRPC(context.Background(), request(t, "m", args...))
 }
 
 type forecastArgs struct {
@@ -110,37 +57,103 @@ type forecastArgs struct {
 	Skip  string `msgpack:"-"`
 }
 
-func serve(t *testing.T, h rpc.Handler, args ...any) (any, error) {
-	t.Helper()
-	return h.ServeRPC(context.Background(), mustDecode(t, "m", args...))
-}
-
 func TestFunc_BindsStructByPositionAndKeyword(t *testing.T) {
 	h := rpc.Func(func(ctx context.Context, a forecastArgs) (forecastArgs, error) { return a, nil })
-	if got := h.(rpc.ParamNamer).ParamNames(); !reflect.DeepEqual(got, []string{"city", "days", "Units"}) {
-		t.Fatalf("ParamNames = %v", got)
-	}
+	assert.Equal(t, []string{"city", "days", "Units"}, h.(rpc.ParamNamer).ParamNames())
 	v, err := serve(t, h, "Paris", rpc.Kwargs{"days": 3, "Units": "C"})
-	if err != nil || v.(forecastArgs) != (forecastArgs{City: "Paris", Days: 3, Units: "C"}) {
-		t.Fatalf("%+v, %v", v, err)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, forecastArgs{City: "Paris", Days: 3, Units: "C"}, v)
 	for _, bad := range [][]any{
 		{"Paris", 1, "C", "extra"},
 		{rpc.Kwargs{"nope": 1}},
 		{"Paris", rpc.Kwargs{"city": "Rome"}},
 		{1},
 	} {
-		if _, err := serve(t, h, bad...); !errors.Is(err, rpc.ErrInvalidArgs) {
-			t.Errorf("args %v: %v, want ErrInvalidArgs", bad, err)
-		}
+		_, err := serve(t, h, bad...)
+		assert.ErrorIs(t, err, rpc.ErrInvalidArgs, "args %v", bad)
 	}
+}
+
+func TestFunc_RefusesAMissingOrNullArgumentNamingIt(t *testing.T) {
+	type setpoint struct {
+		Value float64 `msgpack:"value"`
+	}
+	h := rpc.Func(func(ctx context.Context, a setpoint) (float64, error) { return a.Value, nil })
+	req := request(t, "set_setpoint")
+	_, err := h.ServeRPC(context.Background(), req)
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Equal(t, "rpc: invalid_args: set_setpoint: value: want a number, got nothing", err.Error())
+
+	_, err = h.ServeRPC(context.Background(), request(t, "set_setpoint", nil))
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Contains(t, err.Error(), "set_setpoint: value: want a number, got null")
+
+	_, err = h.ServeRPC(context.Background(), request(t, "set_setpoint", rpc.Kwargs{"value": nil}))
+	assert.ErrorContains(t, err, "value: want a number, got null")
+}
+
+func TestFunc_OptionalParametersArePointersOrOmitempty(t *testing.T) {
+	type args struct {
+		City  string  `msgpack:"city"`
+		Days  *int    `msgpack:"days"`
+		Units string  `msgpack:"units,omitempty"`
+		Scale float64 `msgpack:"scale,omitempty"`
+	}
+	h := rpc.Func(func(ctx context.Context, a args) (string, error) {
+		return fmt.Sprintf("%s %v %q %v", a.City, a.Days, a.Units, a.Scale), nil
+	})
+	v, err := serve(t, h, "oslo")
+	require.NoError(t, err)
+	assert.Equal(t, `oslo <nil> "" 0`, v)
+	_, err = serve(t, h, rpc.Kwargs{"days": 2})
+	assert.ErrorContains(t, err, "m: city: want a string, got nothing")
+}
+
+func TestFunc_WrongTypeSaysWhatWasExpectedWithoutCodecInternals(t *testing.T) {
+	type setpoint struct {
+		Value float32 `msgpack:"value"`
+		Zone  int     `msgpack:"zone"`
+	}
+	h := rpc.Func(func(ctx context.Context, a setpoint) (float32, error) { return a.Value, nil })
+	_, err := h.ServeRPC(context.Background(), request(t, "set_setpoint", "warm", 1))
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.Equal(t, "rpc: invalid_args: set_setpoint: value: want a number, got a string", err.Error())
+	assert.NotContains(t, err.Error(), "code=")
+
+	_, err = h.ServeRPC(context.Background(), request(t, "set_setpoint", 1.5, 2.5))
+	assert.ErrorContains(t, err, "zone: want an integer, got a number")
+
+	single := rpc.Func(func(ctx context.Context, on bool) (bool, error) { return on, nil })
+	_, err = single.ServeRPC(context.Background(), request(t, "switch", "yes"))
+	assert.ErrorContains(t, err, "switch: argument: want a boolean, got a string")
+}
+
+func TestFunc_SingleParameterTakesItsDeclaredKeywordOnly(t *testing.T) {
+	h := rpc.Func(func(ctx context.Context, s string) (string, error) { return s + "!", nil })
+	req := request(t, "greet", rpc.Kwargs{"name": "kw"})
+	_, err := h.ServeRPC(context.Background(), req)
+	assert.ErrorContains(t, err, `greet: takes one positional argument, got keyword "name"`)
+
+	req = request(t, "greet", rpc.Kwargs{"name": "kw"})
+	req.Params = []string{"name"}
+	v, err := h.ServeRPC(context.Background(), req)
+	require.NoError(t, err)
+	assert.Equal(t, "kw!", v)
+
+	req = request(t, "greet", rpc.Kwargs{"nmae": "kw"})
+	req.Params = []string{"name"}
+	_, err = h.ServeRPC(context.Background(), req)
+	assert.ErrorContains(t, err, `greet: unknown keyword argument "nmae" (parameter: name)`)
+
+	_, err = h.ServeRPC(context.Background(), request(t, "greet"))
+	assert.ErrorContains(t, err, "greet: argument: want a string, got nothing")
 }
 
 func TestFunc_BindsPointerToStruct(t *testing.T) {
 	h := rpc.Func(func(ctx context.Context, a *forecastArgs) (string, error) { return a.City, nil })
-	if v, err := serve(t, h, rpc.Kwargs{"city": "Oslo"}); err != nil || v != "Oslo" {
-		t.Fatalf("%v, %v", v, err)
-	}
+	v, err := serve(t, h, rpc.Kwargs{"city": "Oslo", "days": 1, "Units": "C"})
+	require.NoError(t, err)
+	assert.Equal(t, "Oslo", v)
 }
 
 func TestFunc_BindsSliceMapSingleAndNone(t *testing.T) {
@@ -151,44 +164,44 @@ func TestFunc_BindsSliceMapSingleAndNone(t *testing.T) {
 		}
 		return s, nil
 	})
-	if v, err := serve(t, sum, 1, 2.5, 3); err != nil || v != 6.5 {
-		t.Fatalf("slice: %v, %v", v, err)
-	}
-	if _, err := serve(t, sum, rpc.Kwargs{"x": 1}); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("slice with keywords: %v", err)
-	}
+	v, err := serve(t, sum, 1, 2.5, 3)
+	require.NoError(t, err)
+	assert.Equal(t, 6.5, v)
+	_, err = serve(t, sum, rpc.Kwargs{"x": 1})
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	_, err = serve(t, sum, 1, "two")
+	assert.ErrorContains(t, err, "argument 2: want a number, got a string")
 
 	kw := rpc.Func(func(ctx context.Context, m map[string]int) (int, error) { return m["a"] + m["b"], nil })
-	if v, err := serve(t, kw, rpc.Kwargs{"a": 1, "b": 2}); err != nil || v != 3 {
-		t.Fatalf("map: %v, %v", v, err)
-	}
-	if _, err := serve(t, kw, 1); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("map with positional: %v", err)
-	}
+	v, err = serve(t, kw, rpc.Kwargs{"a": 1, "b": 2})
+	require.NoError(t, err)
+	assert.Equal(t, 3, v)
+	_, err = serve(t, kw, 1)
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
 
 	kwargs := rpc.Func(func(ctx context.Context, m rpc.Kwargs) (int, error) { return len(m), nil })
-	if v, err := serve(t, kwargs, rpc.Kwargs{"a": 1, "b": "x"}); err != nil || v != 2 {
-		t.Fatalf("rpc.Kwargs: %v, %v", v, err)
-	}
+	v, err = serve(t, kwargs, rpc.Kwargs{"a": 1, "b": "x"})
+	require.NoError(t, err)
+	assert.Equal(t, 2, v)
 
 	single := rpc.Func(func(ctx context.Context, s string) (string, error) { return s + "!", nil })
-	if v, err := serve(t, single, "hi"); err != nil || v != "hi!" {
-		t.Fatalf("single: %v, %v", v, err)
-	}
-	if v, err := serve(t, single, rpc.Kwargs{"s": "kw"}); err != nil || v != "kw!" {
-		t.Fatalf("single by keyword: %v, %v", v, err)
-	}
-	if _, err := serve(t, single, "a", "b"); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("single with two: %v", err)
-	}
+	v, err = serve(t, single, "hi")
+	require.NoError(t, err)
+	assert.Equal(t, "hi!", v)
+	_, err = serve(t, single, "a", "b")
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
+
+	optional := rpc.Func(func(ctx context.Context, s *string) (bool, error) { return s == nil, nil })
+	v, err = serve(t, optional)
+	require.NoError(t, err)
+	assert.Equal(t, true, v)
 
 	none := rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil })
-	if v, err := serve(t, none); err != nil || v != "ok" {
-		t.Fatalf("none: %v, %v", v, err)
-	}
-	if _, err := serve(t, none, 1); !errors.Is(err, rpc.ErrInvalidArgs) {
-		t.Fatalf("none with one: %v", err)
-	}
+	v, err = serve(t, none)
+	require.NoError(t, err)
+	assert.Equal(t, "ok", v)
+	_, err = serve(t, none, 1)
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
 }
 
 func TestFunc_HandlerSeesCaller(t *testing.T) {
@@ -199,14 +212,12 @@ func TestFunc_HandlerSeesCaller(t *testing.T) {
 		}
 		return c.UserID + "/" + c.Identity, nil
 	})
-	ctx := rpc.WithCaller(context.Background(), rpc.Caller{UserID: "alice", Identity: "a1"})
+	ctx := rpc.WithCaller(context.Background(), rpc.Principal{UserID: "alice", Identity: "a1"})
 	v, err := h.ServeRPC(ctx, &rpc.Request{Method: "m"})
-	if err != nil || v != "alice/a1" {
-		t.Fatalf("%v, %v", v, err)
-	}
-	if _, ok := rpc.CallerFrom(context.Background()); ok {
-		t.Fatal("caller outside a handler")
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "alice/a1", v)
+	_, ok := rpc.CallerFrom(context.Background())
+	assert.False(t, ok, "caller outside a handler")
 }
 
 // TestWithCaller_BehavesAsAContextValue checks the caller context under
@@ -215,51 +226,53 @@ func TestFunc_HandlerSeesCaller(t *testing.T) {
 func TestWithCaller_BehavesAsAContextValue(t *testing.T) {
 	type key struct{}
 	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "below"))
-	ctx := rpc.WithCaller(parent, rpc.Caller{UserID: "alice", Identity: "a1"})
+	ctx := rpc.WithCaller(parent, rpc.Principal{UserID: "alice", Identity: "a1"})
 	derived, stop := context.WithCancel(context.WithValue(ctx, key{}, "above"))
 	defer stop()
-	if c, ok := rpc.CallerFrom(derived); !ok || c != (rpc.Caller{UserID: "alice", Identity: "a1"}) {
-		t.Fatalf("CallerFrom(derived) = %v, %v", c, ok)
-	}
-	if v := ctx.Value(key{}); v != "below" {
-		t.Fatalf("a value of the parent: %v", v)
-	}
-	inner := rpc.WithCaller(derived, rpc.Caller{UserID: "bobby", Identity: "b1"})
-	if c, _ := rpc.CallerFrom(inner); c.UserID != "bobby" {
-		t.Fatalf("the innermost caller wins: %v", c)
-	}
+	c, ok := rpc.CallerFrom(derived)
+	require.True(t, ok)
+	assert.Equal(t, rpc.Principal{UserID: "alice", Identity: "a1"}, c)
+	assert.Equal(t, "below", ctx.Value(key{}))
+	inner := rpc.WithCaller(derived, rpc.Principal{UserID: "bobby", Identity: "b1"})
+	c, _ = rpc.CallerFrom(inner)
+	assert.Equal(t, "bobby", c.UserID, "the innermost caller wins")
 	cancel()
 	select {
 	case <-derived.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancelling the parent did not reach through the caller context")
 	}
-	if !strings.Contains(fmt.Sprint(ctx), "WithCaller(a1 as alice)") {
-		t.Fatalf("String: %v", ctx)
-	}
+	assert.True(t, strings.Contains(fmt.Sprint(ctx), "WithCaller(a1 (alice))"), fmt.Sprint(ctx))
 }
 
-func TestError_IsAndAs(t *testing.T) {
-	e := rpc.NewError(rpc.CodeUnauthorized, "nope").WithData("missing", []any{"can_read_temp"})
-	e.Peer, e.Method = "weather", "temperature"
+func TestError_IsAndAsWithAccessors(t *testing.T) {
+	e := rpc.NewError(rpc.CodeUnauthorized, "nope").WithData("missing", []any{"can_read_temp"}).WithCall("weather", "temperature")
 	wrapped := fmt.Errorf("checking weather: %w", e)
-	if !errors.Is(wrapped, rpc.ErrUnauthorized) || errors.Is(wrapped, rpc.ErrNotFound) {
-		t.Fatal("errors.Is on the sentinel of the code")
-	}
+	assert.ErrorIs(t, wrapped, rpc.ErrUnauthorized)
+	assert.NotErrorIs(t, wrapped, rpc.ErrNotFound)
 	var got *rpc.Error
-	if !errors.As(wrapped, &got) || got.Code != rpc.CodeUnauthorized || got.Missing()[0] != "can_read_temp" {
-		t.Fatalf("errors.As: %+v", got)
-	}
-	if got.Error() != "rpc: weather.temperature: unauthorized: nope" {
-		t.Fatalf("Error() = %q", got.Error())
-	}
+	require.ErrorAs(t, wrapped, &got)
+	assert.Equal(t, rpc.CodeUnauthorized, got.Code())
+	assert.Equal(t, []string{"can_read_temp"}, got.Missing())
+	assert.Equal(t, "weather", got.Peer())
+	assert.Equal(t, "temperature", got.Method())
+	assert.Equal(t, "nope", got.Message())
+	assert.Equal(t, "rpc: weather.temperature: unauthorized: nope", got.Error())
+	got.WithCall("other", "m")
+	assert.Equal(t, "weather", got.Peer(), "WithCall keeps the first call named")
+	d := got.Data()
+	d["missing"] = "changed"
+	assert.Equal(t, []string{"can_read_temp"}, got.Missing(), "Data returns a copy")
+
 	timeout := rpc.NewError(rpc.CodeTimeout, "late").WithCause(context.DeadlineExceeded)
-	if !errors.Is(timeout, rpc.ErrTimeout) || !errors.Is(timeout, context.DeadlineExceeded) {
-		t.Fatal("cause not found")
-	}
+	assert.ErrorIs(t, timeout, rpc.ErrTimeout)
+	assert.ErrorIs(t, timeout, context.DeadlineExceeded)
+	wrappedCause := rpc.Errorf(rpc.CodeInternal, "result: %w", rpc.ErrResultType)
+	assert.ErrorIs(t, wrappedCause, rpc.ErrInternal)
+	assert.ErrorIs(t, wrappedCause, rpc.ErrResultType)
 }
 
-func TestCodeOf(t *testing.T) {
+func TestCodeOf_IsDeterministic(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want rpc.Code
@@ -271,97 +284,66 @@ func TestCodeOf(t *testing.T) {
 		{context.DeadlineExceeded, rpc.CodeTimeout},
 		{context.Canceled, rpc.CodeCanceled},
 	} {
-		if got := rpc.CodeOf(tc.err); got != tc.want {
-			t.Errorf("CodeOf(%v) = %v, want %v", tc.err, got, tc.want)
-		}
+		assert.Equal(t, tc.want, rpc.CodeOf(tc.err), "CodeOf(%v)", tc.err)
+	}
+	// An error that matches two sentinels gets the same code every time.
+	both := errors.Join(rpc.ErrTimeout, rpc.ErrUnauthorized)
+	for range 100 {
+		require.Equal(t, rpc.CodeUnauthorized, rpc.CodeOf(both))
 	}
 }
 
 func TestFromError(t *testing.T) {
-	if rpc.FromError(nil) != nil {
-		t.Fatal("FromError(nil)")
-	}
-	if e := rpc.FromError(errors.New("disk full")); e.Code != rpc.CodeApplication || e.Message != "disk full" {
-		t.Fatalf("plain error: %+v", e)
-	}
+	assert.Nil(t, rpc.FromError(nil))
+	e := rpc.FromError(errors.New("disk full"))
+	assert.Equal(t, rpc.CodeApplication, e.Code())
+	assert.Equal(t, "disk full", e.Message())
 	own := rpc.NewError(rpc.CodeInvalidArgs, "bad city")
-	if e := rpc.FromError(fmt.Errorf("x: %w", own)); e != own {
-		t.Fatalf("own *Error: %+v", e)
-	}
-	if e := rpc.FromError(fmt.Errorf("lookup: %w", rpc.ErrNotFound)); e.Code != rpc.CodeNotFound {
-		t.Fatalf("sentinel: %+v", e)
-	}
+	assert.Same(t, own, rpc.FromError(fmt.Errorf("x: %w", own)))
+	assert.Equal(t, rpc.CodeNotFound, rpc.FromError(fmt.Errorf("lookup: %w", rpc.ErrNotFound)).Code())
 }
 
-func TestCode_StringAndWire(t *testing.T) {
-	if rpc.CodeUnauthorized.String() != "unauthorized" || rpc.CodeUnauthorized.Wire() != "13" {
-		t.Fatal(rpc.CodeUnauthorized)
-	}
-	if rpc.ParseCode("113") != rpc.CodeNoRoute || rpc.ParseCode("x") != rpc.CodeUnknown {
-		t.Fatal("ParseCode")
-	}
-	if rpc.Code(999).String() != "code_999" {
-		t.Fatal(rpc.Code(999).String())
-	}
+func TestCode_String(t *testing.T) {
+	assert.Equal(t, "unauthorized", rpc.CodeUnauthorized.String())
+	assert.Equal(t, "code_999", rpc.Code(999).String())
 }
 
 func TestNewExport_AllOfOptions(t *testing.T) {
 	e := rpc.NewExport("temperature", rpc.Allow("can_read_temp"), rpc.Allow("can_read_weather", "can_read_temp"),
 		rpc.AllowRoles("admin"), rpc.Params("city"))
-	want := rpc.Export{Name: "temperature", Capabilities: []string{"can_read_temp", "can_read_weather"},
-		Roles: []string{"admin"}, Params: []string{"city"}}
-	if !reflect.DeepEqual(e, want) {
-		t.Fatalf("%+v", e)
-	}
-	if e := rpc.NewExport("open"); e.Capabilities == nil || e.Roles == nil || e.Params == nil {
-		t.Fatalf("lists must be empty, not nil, on the wire: %+v", e)
-	}
+	assert.Equal(t, rpc.Export{Name: "temperature", Capabilities: []string{"can_read_temp", "can_read_weather"},
+		Roles: []string{"admin"}, Params: []string{"city"}}, e)
+	e = rpc.NewExport("open")
+	assert.NotNil(t, e.Capabilities)
+	assert.NotNil(t, e.Roles)
+	assert.NotNil(t, e.Params)
 }
 
-func TestRequest_NamedArgs(t *testing.T) {
-	req := mustDecode(t, "set", "platform.a", rpc.Kwargs{"value": 3})
-	m, err := req.NamedArgs([]string{"identity", "value"})
-	if err != nil || m["identity"] != "platform.a" || fmt.Sprint(m["value"]) != "3" {
-		t.Fatalf("%v, %v", m, err)
-	}
+func TestRaw_DecodesAndPassesThrough(t *testing.T) {
+	inner, err := codec.Marshal(map[string]int{"x": 1})
+	require.NoError(t, err)
+	outer, err := codec.Marshal([]any{rpc.Raw(inner), "y"})
+	require.NoError(t, err)
+	var back []rpc.Raw
+	require.NoError(t, codec.Unmarshal(outer, &back))
+	require.Len(t, back, 2)
+	var m map[string]int
+	require.NoError(t, back[0].Decode(&m))
+	assert.Equal(t, 1, m["x"])
 }
 
-func BenchmarkCodec_EncodeDecodeCall(b *testing.B) {
+func TestPrincipal_String(t *testing.T) {
+	assert.Equal(t, "weather (wx)", rpc.Principal{UserID: "wx", Identity: "weather", Key: keys.Key{1}}.String())
+}
+
+func BenchmarkFunc_BindStruct(b *testing.B) {
 	h := rpc.Func(func(ctx context.Context, a forecastArgs) (string, error) { return a.City, nil })
+	req := request(b, "forecast", "Paris", 3, rpc.Kwargs{"Units": "C"})
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		p, err := rpc.EncodeCall("Paris", 3, rpc.Kwargs{"Units": "C"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		req, err := rpc.DecodeCall("forecast", p)
-		if err != nil {
-			b.Fatal(err)
-		}
 		if _, err := h.ServeRPC(ctx, req); err != nil {
 			b.Fatal(err)
-		}
-	}
-}
-
-func TestEncodeCall_SingleStructTravelsAsKeywords(t *testing.T) {
-	type args struct {
-		City string `msgpack:"city"`
-		Days int    `msgpack:"days"`
-	}
-	for _, in := range []any{args{City: "oslo", Days: 2}, &args{City: "oslo", Days: 2}} {
-		req := mustDecode(t, "forecast", in)
-		if len(req.Args) != 0 || len(req.Kwargs) != 2 {
-			t.Fatalf("%T: want 0 positional and 2 keyword arguments, got %d and %d", in, len(req.Args), len(req.Kwargs))
-		}
-		var got args
-		h := rpc.Func(func(ctx context.Context, a args) (args, error) { got = a; return a, nil })
-		if _, err := h.ServeRPC(context.Background(), req); err != nil {
-			t.Fatal(err)
-		}
-		if got != (args{City: "oslo", Days: 2}) {
-			t.Fatalf("%T: handler got %+v", in, got)
 		}
 	}
 }

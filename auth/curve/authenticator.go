@@ -3,13 +3,13 @@ package curve
 import (
 	"context"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // AuthRequest is what an Authenticator is asked to decide about: a client
 // whose possession of the secret key of PublicKey has been proven.
 type AuthRequest struct {
-	PublicKey  auth.Key
+	PublicKey  keys.Key
 	RemoteAddr string
 	Identity   string
 	SocketType string

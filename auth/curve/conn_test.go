@@ -8,33 +8,31 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
-func TestConn_RoundTripsMultipartMessagesBetweenZmq4Peers(t *testing.T) {
+func TestConn_RoundTripsMultipartMessages(t *testing.T) {
 	client := newKeyPair(t)
-	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "alice"})))
-	c, zc := dealer(t, s.endpoint(), client, s.kp.Public, WithIdentity("agent-1"))
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public, WithIdentity("agent-1"))
 
 	big := make([]byte, 1<<20)
 	_, _ = rand.Read(big)
-	msgs := []zmq4.Msg{
-		zmq4.NewMsgFrom([]byte("a"), nil, []byte("c")),
-		zmq4.NewMsg(big),
-		zmq4.NewMsg(nil),
+	msgs := [][][]byte{
+		{[]byte("a"), nil, []byte("c")},
+		{big},
+		{nil},
 	}
 	for _, m := range msgs {
-		require.NoError(t, zc.SendMsg(m))
-		got, err := zc.RecvMsg()
+		require.NoError(t, c.WriteMsg(m))
+		got, err := c.ReadMsg()
 		require.NoError(t, err)
-		require.Equal(t, len(m.Frames), len(got.Frames))
-		for i := range m.Frames {
-			assert.True(t, bytes.Equal(m.Frames[i], got.Frames[i]), "frame %d", i)
+		require.Equal(t, len(m), len(got))
+		for i := range m {
+			assert.True(t, bytes.Equal(m[i], got[i]), "frame %d", i)
 		}
 	}
 
@@ -44,51 +42,35 @@ func TestConn_RoundTripsMultipartMessagesBetweenZmq4Peers(t *testing.T) {
 	assert.Equal(t, "alice", peer.UserID)
 	assert.Equal(t, "agent-1", peer.Identity)
 	assert.Equal(t, "DEALER", peer.SocketType)
-	assert.NotEmpty(t, peer.RoutingID)
 	assert.Equal(t, c.LocalAddr().String(), peer.RemoteAddr)
-	got, ok := s.l.Lookup(peer.RoutingID)
-	require.True(t, ok)
-	assert.Equal(t, peer, got)
 
 	assert.Equal(t, s.kp.Public, c.Peer().PublicKey)
 	assert.Equal(t, "ROUTER", c.Peer().SocketType)
 
 	require.NoError(t, sc.Close())
 	require.NoError(t, sc.Close(), "Close is idempotent")
-	_, ok = s.l.Lookup(peer.RoutingID)
-	assert.False(t, ok, "Lookup entry removed when the conn closes")
 }
 
-func TestListener_GivesZmq4ItsRoutingIDNotTheClaimedIdentity(t *testing.T) {
-	a, b := newKeyPair(t), newKeyPair(t)
-	srv := newKeyPair(t)
-	l, err := Listen(context.Background(), "127.0.0.1:0", srv,
-		WithAuthenticator(allowKeys(map[auth.Key]string{a.Public: "a", b.Public: "b"})))
-	require.NoError(t, err)
-	defer l.Close()
+func TestConn_WriteMsgsSendsSeveralMessagesWithOneWrite(t *testing.T) {
+	client := newKeyPair(t)
+	var reads, writes atomic.Int64
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public, withCounters(&reads, &writes))
 
-	var ids []string
-	for _, kp := range []auth.KeyPair{a, b} {
-		done := make(chan error, 1)
-		go func() {
-			c, err := Dial(context.Background(), l.Addr().String(), kp, srv.Public, WithIdentity("admin"))
-			if err == nil {
-				defer c.Close()
-				_, err = zmq4.Open(c, null.Security(), zmq4.Dealer, nil, false, nil)
-			}
-			done <- err
-		}()
-		c, err := l.AcceptConn()
-		require.NoError(t, err)
-		defer c.Close()
-		zc, err := zmq4.Open(c, null.Security(), zmq4.Router, nil, true, nil)
-		require.NoError(t, err)
-		require.NoError(t, <-done)
-		assert.Equal(t, "admin", c.Peer().Identity, "the claimed identity is recorded")
-		assert.Equal(t, c.Peer().RoutingID, zc.Peer.Meta["Identity"], "zmq4 routes by the listener's id")
-		ids = append(ids, c.Peer().RoutingID)
+	before := writes.Load()
+	const n = 10
+	batch := make([][][]byte, n)
+	for i := range batch {
+		batch[i] = msgOf("batched", i)
 	}
-	assert.NotEqual(t, ids[0], ids[1])
+	require.NoError(t, c.WriteMsgs(batch))
+	assert.Equal(t, before+1, writes.Load(), "one write for the batch")
+	for i := 0; i < n; i++ {
+		got, err := c.ReadMsg()
+		require.NoError(t, err)
+		assert.Equal(t, msgOf("batched", i), got, "message %d echoed in order", i)
+	}
+	require.ErrorIs(t, c.WriteMsgs([][][]byte{msgOf("ok", 0), nil}), ErrMalformed, "a message with no frames")
 }
 
 func TestListen_RequiresAnAuthenticator(t *testing.T) {
@@ -109,28 +91,9 @@ func TestListener_RefusesUnknownKey(t *testing.T) {
 	rec.waitFor(t, "client refused", attr("client_key", stranger.Public.Z85()), "unknown key")
 }
 
-func TestConn_CorkHoldsMessagesUntilUncorkThenWritesThemOnce(t *testing.T) {
+func TestListener_RefusesAnIncompatibleSocketType(t *testing.T) {
 	client := newKeyPair(t)
-	s := startEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "alice"})))
-	var reads, writes atomic.Int64
-	c, zc := dealer(t, s.endpoint(), client, s.kp.Public, withCounters(&reads, &writes))
-
-	before := writes.Load()
-	c.Cork()
-	const n = 10
-	for i := 0; i < n; i++ {
-		require.NoError(t, zc.SendMsg(zmqMsg("corked", i)))
-	}
-	assert.Equal(t, before, writes.Load(), "a corked conn writes nothing")
-	require.NoError(t, c.Uncork())
-	assert.Equal(t, before+1, writes.Load(), "uncork writes every held message with one write")
-	for i := 0; i < n; i++ {
-		got, err := zc.RecvMsg()
-		require.NoError(t, err)
-		assert.Equal(t, zmqMsg("corked", i).Frames, got.Frames, "message %d echoed in order", i)
-	}
-
-	// Uncorked again: each message goes out when it ends.
-	require.NoError(t, zc.SendMsg(zmqMsg("plain", 0)))
-	assert.Equal(t, before+2, writes.Load())
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	_, err := Dial(context.Background(), s.endpoint(), client, s.kp.Public, WithSocketType("PUB"))
+	require.Error(t, err, "a PUB cannot talk to a ROUTER")
 }

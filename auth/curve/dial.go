@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // Dial connects to a CURVE server at addr ("tcp://host:port" or
@@ -18,7 +18,7 @@ import (
 // server's reason. Dial takes the options WithSocketType (default
 // "DEALER"), WithIdentity, WithHandshakeTimeout, WithMaxFrameSize and
 // WithLogger.
-func Dial(ctx context.Context, addr string, client auth.KeyPair, serverKey auth.Key, opts ...Option) (*Conn, error) {
+func Dial(ctx context.Context, addr string, client keys.Pair, serverKey keys.Key, opts ...Option) (*Conn, error) {
 	o := newOptions("DEALER", opts)
 	hostport, err := tcpAddress(addr)
 	if err != nil {

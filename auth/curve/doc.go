@@ -1,28 +1,19 @@
 // Package curve implements CurveZMQ (ZeroMQ RFC 25 ZMTP-CURVE and RFC 26
-// CurveZMQ) as a layer below github.com/go-zeromq/zmq4, interoperable with
-// libzmq 4.3.4.
+// CurveZMQ) for capbus, interoperable with libzmq 4.3.4.
 //
 // Towards the wire a [Conn] speaks the ZMTP 3 greeting, the CURVE handshake
 // (HELLO, WELCOME, INITIATE, READY or ERROR) and encrypted MESSAGE commands.
-// Towards zmq4 it presents a peer that uses the NULL mechanism: once the
-// CURVE handshake is complete,
+// Towards the program it carries whole multipart messages: [Conn.ReadMsg]
+// returns the decrypted frames of the next message (one buffer, no
+// per-frame allocation; [WithMessageLimits] bounds it), [Conn.WriteMsg]
+// seals a message and writes it with one write, and [Conn.WriteMsgs] writes
+// several queued messages with one write. The conn reads through a buffer.
 //
-//	zc, err := zmq4.Open(conn, null.Security(), zmq4.Router, "", true, nil)
-//
-// succeeds on a [*Conn] and every frame zmq4 writes is sealed as one CURVE
-// MESSAGE, while every MESSAGE received is handed to zmq4 as a plain frame.
-// The conn reads through a buffer and writes each whole zmq4 message (all its
-// frames up to the last one without MORE) with a single write, which makes a
-// CURVE connection cheaper in system calls than a plain zmq4 NULL connection.
-//
-// Message-level use: once zmq4.Open has exchanged the greeting and READY
-// over a conn, a program may bypass zmq4's per-frame reading and writing and
-// use [Conn.ReadMsg] and [Conn.WriteMsg], which read and seal whole
-// multipart messages with no per-frame allocation ([WithMessageLimits]
-// bounds what ReadMsg accepts). [Conn.QueueMsg], [Conn.TryFlush] and
-// [Conn.OnReadWait] let a router seal messages for a conn from several
-// goroutines and write them later without blocking; [Conn.Cork] and
-// [Conn.Uncork] batch the messages of one writer into one write.
+// The socket types of both ends are checked after the handshake as ZMTP
+// requires (a ROUTER talks to DEALER, REQ and ROUTER peers). The platform
+// and the agent SDK use the message API directly. A program that wants
+// zmq4's own socket loop over CURVE wraps the conn with [NewZMQ4Conn] and
+// hands it to zmq4.Open with the NULL mechanism.
 //
 // MESSAGE boxes are crypto_box_afternm with the MESSAGE nonce. Because the
 // first 16 bytes of that nonce are fixed per direction, the conn derives the
@@ -33,18 +24,14 @@
 // compare each kernel with the pure-Go blocks); elsewhere, or with the
 // purego build tag, it runs in pure Go.
 //
-// On the server side ([Listen], [Listener.Accept]) the Identity that zmq4
-// sees for the peer is a routing id chosen by the listener (see
-// [PeerInfo.RoutingID] and [Listener.Lookup]), never the identity the peer
-// claimed, so that two peers claiming the same identity cannot receive each
-// other's replies. Every client is authenticated by its long-term public key
+// On the server side ([Listen], [Listener.Accept]) every client is
+// authenticated by its long-term public key
 // (proven by the vouch of the INITIATE command) and then authorized by the
 // [Authenticator] the listener was given; a refused client receives an ERROR
 // command with reason "400", as libzmq's ZAP would send.
 //
 // Heartbeats: a PING command sent by the peer (libzmq's ZMQ_HEARTBEAT_IVL)
-// is answered with PONG inside the conn, while some goroutine reads from it,
-// and never reaches zmq4.
+// is answered with PONG by ReadMsg and never returned to the program.
 //
 // Limits: every frame length declared by the peer is checked against the
 // maximum frame size ([WithMaxFrameSize], 16 MiB by default) before anything

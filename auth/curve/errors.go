@@ -11,13 +11,18 @@ var (
 	// open, a timeout.
 	ErrHandshake = errors.New("curve: handshake failed")
 
-	// ErrRefused is matched (errors.Is) by the *RefusedError that Dial returns
-	// when the server answered the handshake with an ERROR command.
-	ErrRefused = errors.New("curve: refused by server")
+	// ErrRefused means the handshake was refused by the server's
+	// authenticator: on the client, the *RefusedError that Dial returns
+	// when the server answered with an ERROR command matches it; on the
+	// server, the error of a client whose vouch was valid but whom the
+	// Authenticator refused wraps it.
+	ErrRefused = errors.New("curve: refused")
 
-	// ErrUnauthorized is wrapped in the server-side error of a client whose
-	// vouch was valid but whom the Authenticator refused.
-	ErrUnauthorized = errors.New("curve: client not authorized")
+	// ErrServerKey is wrapped by the error of a client handshake that the
+	// server ended right after HELLO, as a server does when HELLO was
+	// sealed for another key: the client's server key is most likely wrong
+	// (or stale: the server's keystore was replaced).
+	ErrServerKey = errors.New("curve: the server closed the connection after HELLO: wrong server key?")
 
 	// ErrFrameTooLarge is returned (wrapped) when a peer declares a frame
 	// longer than the maximum frame size, or zmq4 writes one.

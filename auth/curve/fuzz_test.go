@@ -1,12 +1,10 @@
 package curve
 
 import (
-	"bufio"
 	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/nacl/box"
 )
 
 // FuzzDecodeCommand feeds arbitrary bytes to every command decoder and to
@@ -77,32 +75,3 @@ func requireSameBytes(t *testing.T, want, got []byte) {
 // FuzzConnRead feeds an arbitrary byte stream to the message reader of an
 // established server conn (fixed key): it must never panic, never allocate
 // beyond the frame limit, and fail cleanly.
-func FuzzConnRead(f *testing.F) {
-	var s session
-	s.key = [32]byte{1, 2, 3}
-	s.recvNonce = 2
-	seal := func(nonce uint64, outer, inner byte, data string) []byte {
-		n := shortNonce(prefixMessageC, nonce)
-		cmd := shortNonceCommand{Nonce: nonce, Box: box.SealAfterPrecomputation(nil, append([]byte{inner}, data...), &n, &s.key)}
-		body := cmd.append(nil, nameMessage)
-		return append(appendFrameHeader(nil, outer, len(body)), body...)
-	}
-	f.Add(seal(3, 0, 0, "hello"))
-	f.Add(append(seal(3, 0, innerMore, "a"), seal(4, 0, 0, "b")...))
-	f.Add(seal(3, 0, innerCommand, "\x04PING\x00\x01ctx"))
-	f.Add(seal(3, 0, innerCommand, "\x09SUBSCRIBEtopic"))
-	f.Add(append(seal(3, 0, 0, "x"), seal(3, 0, 0, "x")...))
-	f.Add(seal(3, flagMore, 0, "x"))
-	f.Add([]byte{flagLong, 0x40, 0, 0, 0, 0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, stream []byte) {
-		o := newOptions("ROUTER", []Option{WithMaxFrameSize(4096)})
-		c := newConn(pipeConn{buf: new(bytes.Buffer)}, bufio.NewReader(bytes.NewReader(stream)), s, &o, true)
-		c.wready, c.wgreet = true, 0
-		for range 64 {
-			if err := c.readMessage(); err != nil {
-				return
-			}
-			require.LessOrEqual(t, cap(c.rbody), 4096+messageOverhead)
-		}
-	})
-}

@@ -68,3 +68,30 @@ func trimZeros(b []byte) []byte {
 	}
 	return b
 }
+
+// compatible lists, for each ZMTP socket type, the peer socket types it
+// can talk to (ZMTP 3.0, RFC 23, "Socket Type Compatibility").
+var compatible = map[string][]string{
+	"REQ":    {"REP", "ROUTER"},
+	"REP":    {"REQ", "DEALER"},
+	"DEALER": {"REP", "DEALER", "ROUTER"},
+	"ROUTER": {"REQ", "DEALER", "ROUTER"},
+	"PUB":    {"SUB", "XSUB"},
+	"XPUB":   {"SUB", "XSUB"},
+	"SUB":    {"PUB", "XPUB"},
+	"XSUB":   {"PUB", "XPUB"},
+	"PUSH":   {"PULL"},
+	"PULL":   {"PUSH"},
+	"PAIR":   {"PAIR"},
+}
+
+// checkSocketTypes refuses a peer whose socket type cannot talk to ours,
+// as libzmq does after the handshake.
+func checkSocketTypes(ours, theirs string) error {
+	for _, t := range compatible[ours] {
+		if t == theirs {
+			return nil
+		}
+	}
+	return malformed("peer socket type %q cannot talk to %q", theirs, ours)
+}

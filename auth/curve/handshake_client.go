@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/capbus/capbus/keys"
 	"golang.org/x/crypto/nacl/box"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // clientHandshake runs the client side of the CURVE handshake on rw,
 // reading through r.
-func clientHandshake(rw io.Writer, r io.Reader, kp auth.KeyPair, serverKey auth.Key, o *options) (s session, err error) {
+func clientHandshake(rw io.Writer, r io.Reader, kp keys.Pair, serverKey keys.Key, o *options) (s session, err error) {
 	s.peer.PublicKey = serverKey
 	if err := writeGreeting(rw, false); err != nil {
 		return s, fmt.Errorf("write greeting: %w", err)
@@ -39,7 +38,7 @@ func clientHandshake(rw io.Writer, r io.Reader, kp auth.KeyPair, serverKey auth.
 	body, err := readCommand(r)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return s, fmt.Errorf("server closed the connection after HELLO (wrong server key?): %w", err)
+			return s, fmt.Errorf("%w (%w)", ErrServerKey, err)
 		}
 		return s, fmt.Errorf("read WELCOME: %w", err)
 	}
@@ -103,6 +102,9 @@ func clientHandshake(rw io.Writer, r io.Reader, kp auth.KeyPair, serverKey auth.
 	}
 	s.peer.SocketType, _ = m.Get("Socket-Type")
 	s.peer.Identity, _ = m.Get("Identity")
+	if err := checkSocketTypes(o.socketType, s.peer.SocketType); err != nil {
+		return s, err
+	}
 	s.recvNonce = ready.Nonce
 	return s, nil
 }

@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/capbus/capbus/keys"
 	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // maxHandshakeCommand bounds every command read before the handshake is
@@ -43,7 +42,7 @@ func readCommand(r io.Reader) ([]byte, error) {
 // serverHandshake runs the server side of the CURVE handshake on rw,
 // reading through r. On error, s.peer holds what was learnt about the
 // client (its key once the vouch was verified) for logging.
-func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.KeyPair, o *options, remote string) (s session, err error) {
+func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pair, o *options, remote string) (s session, err error) {
 	s.peer.RemoteAddr = remote
 	if err := writeGreeting(rw, true); err != nil {
 		return s, fmt.Errorf("write greeting: %w", err)
@@ -126,17 +125,17 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.Key
 	if _, err := curve25519.X25519(tSec[:], clientKey[:]); err != nil {
 		// A low-order key gives a shared secret anyone can compute: a
 		// vouch for it proves nothing.
-		return s, malformed("client key %s is a low-order point", auth.Key(clientKey).Z85())
+		return s, malformed("client key %s is a low-order point", keys.Key(clientKey).Z85())
 	}
 	vn := longNonce(prefixVouch, plain[32:48])
 	vouch, ok := box.Open(nil, plain[48:48+vouchBoxSize], &vn, &clientKey, tSec)
 	if !ok {
-		return s, fmt.Errorf("%w: vouch (the client does not hold the secret key of %s)", ErrDecrypt, auth.Key(clientKey).Z85())
+		return s, fmt.Errorf("%w: vouch (the client does not hold the secret key of %s)", ErrDecrypt, keys.Key(clientKey).Z85())
 	}
 	if !bytes.Equal(vouch[:32], hello.ClientTransient[:]) || !bytes.Equal(vouch[32:], kp.Public[:]) {
 		return s, malformed("vouch does not name this connection's keys")
 	}
-	s.peer.PublicKey = auth.Key(clientKey)
+	s.peer.PublicKey = keys.Key(clientKey)
 	md, err := parseMetadata(plain[48+vouchBoxSize:])
 	if err != nil {
 		return s, err
@@ -146,6 +145,9 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.Key
 		return s, malformed("INITIATE metadata has no Socket-Type")
 	}
 	s.peer.Identity, _ = md.Get("Identity")
+	if err := checkSocketTypes(o.socketType, s.peer.SocketType); err != nil {
+		return s, err
+	}
 	s.recvNonce = ini.Nonce
 
 	// Authorization, then READY or ERROR "400".
@@ -160,7 +162,7 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp auth.Key
 		if werr := writeCommand(rw, errCmd.append(nil)); werr != nil {
 			err = errors.Join(err, fmt.Errorf("write ERROR: %w", werr))
 		}
-		return s, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		return s, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	s.peer.UserID = userID
 

@@ -17,25 +17,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capbus/capbus/keys"
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
 	"github.com/stretchr/testify/require"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // testTimeout bounds every wait in the tests.
 const testTimeout = 20 * time.Second
 
-func newKeyPair(t testing.TB) auth.KeyPair {
+func newKeyPair(t testing.TB) keys.Pair {
 	t.Helper()
-	kp, err := auth.GenerateKeyPair()
+	kp, err := keys.Generate()
 	require.NoError(t, err)
 	return kp
 }
 
 // allowKeys admits exactly the given keys, with the given user ids.
-func allowKeys(users map[auth.Key]string) Authenticator {
+func allowKeys(users map[keys.Key]string) Authenticator {
 	return AuthenticatorFunc(func(_ context.Context, req AuthRequest) (string, error) {
 		if u, ok := users[req.PublicKey]; ok {
 			return u, nil
@@ -110,34 +109,35 @@ func (r *logRecorder) waitFor(t testing.TB, parts ...string) string {
 	}
 }
 
-// server is a Listener whose accepted conns run a zmq4 ROUTER-side echo.
+// server is a Listener whose accepted conns run an echo.
 type server struct {
 	l     *Listener
-	kp    auth.KeyPair
+	kp    keys.Pair
 	conns chan *Conn // every accepted conn
-	recv  chan zmq4.Msg
+	recv  chan [][]byte
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	open  []*Conn
 }
 
 // startEchoServer listens on 127.0.0.1 and echoes every message on every
-// accepted conn; the first messages received are also sent to s.recv.
+// accepted conn with ReadMsg and WriteMsg; the first messages received are
+// also sent to s.recv.
 func startEchoServer(t testing.TB, opts ...Option) *server {
 	t.Helper()
 	return startServer(t, echo, opts...)
 }
 
-// startMsgEchoServer is startEchoServer with the echo done by ReadMsg and
-// WriteMsg instead of zmq4's RecvMsg and SendMsg.
-func startMsgEchoServer(t testing.TB, opts ...Option) *server {
+// startZMQ4EchoServer is startEchoServer with the echo done by a zmq4
+// ROUTER conn over the adapter (NewZMQ4Conn).
+func startZMQ4EchoServer(t testing.TB, opts ...Option) *server {
 	t.Helper()
-	return startServer(t, msgEcho, opts...)
+	return startServer(t, zmq4Echo, opts...)
 }
 
-func startServer(t testing.TB, serve func(*Conn, chan<- zmq4.Msg), opts ...Option) *server {
+func startServer(t testing.TB, serve func(*Conn, chan<- [][]byte), opts ...Option) *server {
 	t.Helper()
-	s := &server{kp: newKeyPair(t), conns: make(chan *Conn, 16), recv: make(chan zmq4.Msg, 16)}
+	s := &server{kp: newKeyPair(t), conns: make(chan *Conn, 16), recv: make(chan [][]byte, 16)}
 	l, err := Listen(context.Background(), "tcp://127.0.0.1:0", s.kp, opts...)
 	require.NoError(t, err)
 	s.l = l
@@ -145,7 +145,7 @@ func startServer(t testing.TB, serve func(*Conn, chan<- zmq4.Msg), opts ...Optio
 	go func() {
 		defer s.wg.Done()
 		for {
-			c, err := l.AcceptConn()
+			c, err := l.Accept()
 			if err != nil {
 				return
 			}
@@ -177,10 +177,28 @@ func startServer(t testing.TB, serve func(*Conn, chan<- zmq4.Msg), opts ...Optio
 
 func (s *server) endpoint() string { return "tcp://" + s.l.Addr().String() }
 
-// echo runs a zmq4 conn over c that sends every message back.
-func echo(c *Conn, seen chan<- zmq4.Msg) {
+// echo sends every message back with ReadMsg and WriteMsg.
+func echo(c *Conn, seen chan<- [][]byte) {
 	defer c.Close()
-	zc, err := zmq4.Open(c, null.Security(), zmq4.Router, nil, true, nil)
+	for {
+		frames, err := c.ReadMsg()
+		if err != nil {
+			return
+		}
+		select {
+		case seen <- frames:
+		default:
+		}
+		if err := c.WriteMsg(frames); err != nil {
+			return
+		}
+	}
+}
+
+// zmq4Echo runs a zmq4 ROUTER conn over c that sends every message back.
+func zmq4Echo(c *Conn, seen chan<- [][]byte) {
+	defer c.Close()
+	zc, err := zmq4.Open(NewZMQ4Conn(c), null.Security(), zmq4.Router, nil, true, nil)
 	if err != nil {
 		return
 	}
@@ -190,32 +208,10 @@ func echo(c *Conn, seen chan<- zmq4.Msg) {
 			return
 		}
 		select {
-		case seen <- msg:
+		case seen <- msg.Frames:
 		default:
 		}
 		if err := zc.SendMsg(msg); err != nil {
-			return
-		}
-	}
-}
-
-// msgEcho opens zmq4 over c, then echoes every message with ReadMsg and
-// WriteMsg.
-func msgEcho(c *Conn, seen chan<- zmq4.Msg) {
-	defer c.Close()
-	if _, err := zmq4.Open(c, null.Security(), zmq4.Router, nil, true, nil); err != nil {
-		return
-	}
-	for {
-		frames, err := c.ReadMsg()
-		if err != nil {
-			return
-		}
-		select {
-		case seen <- zmq4.NewMsgFrom(frames...):
-		default:
-		}
-		if err := c.WriteMsg(frames); err != nil {
 			return
 		}
 	}
@@ -232,15 +228,23 @@ func (s *server) nextConn(t testing.TB) *Conn {
 	}
 }
 
-// dealer dials the server and opens a zmq4 DEALER conn over the CURVE conn.
-func dealer(t testing.TB, endpoint string, kp auth.KeyPair, serverKey auth.Key, opts ...Option) (*Conn, *zmq4.Conn) {
+// dealer dials the server as a DEALER.
+func dealer(t testing.TB, endpoint string, kp keys.Pair, serverKey keys.Key, opts ...Option) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	c, err := Dial(ctx, endpoint, kp, serverKey, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
-	zc, err := zmq4.Open(c, null.Security(), zmq4.Dealer, nil, false, nil)
+	return c
+}
+
+// zmq4Dealer dials the server and opens a zmq4 DEALER conn over the
+// adapter.
+func zmq4Dealer(t testing.TB, endpoint string, kp keys.Pair, serverKey keys.Key, opts ...Option) (*Conn, *zmq4.Conn) {
+	t.Helper()
+	c := dealer(t, endpoint, kp, serverKey, opts...)
+	zc, err := zmq4.Open(NewZMQ4Conn(c), null.Security(), zmq4.Dealer, nil, false, nil)
 	require.NoError(t, err)
 	return c, zc
 }
@@ -391,18 +395,18 @@ func expectClosed(t *testing.T, raw net.Conn) {
 	}
 }
 
-func zmqMsg(s string, i int) zmq4.Msg {
-	return zmq4.NewMsgString(fmt.Sprintf("%s %d", s, i))
+func msgOf(s string, i int) [][]byte {
+	return [][]byte{[]byte(fmt.Sprintf("%s %d", s, i))}
 }
 
 // nextMsg returns the next message the echo server received.
-func (s *server) nextMsg(t testing.TB) zmq4.Msg {
+func (s *server) nextMsg(t testing.TB) [][]byte {
 	t.Helper()
 	select {
 	case m := <-s.recv:
 		return m
 	case <-time.After(testTimeout):
 		t.Fatal("no message received by the server")
-		return zmq4.Msg{}
+		return nil
 	}
 }

@@ -7,19 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
+	"github.com/capbus/capbus/keys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // keyEnv passes keys to the Python peers in Z85, libzmq's form.
-func keyEnv(name string, k auth.Key) string { return name + "=" + k.Z85() }
+func keyEnv(name string, k keys.Key) string { return name + "=" + k.Z85() }
 
 // clientEnv is the environment of a Python client of the echo server s
 // with the key pair client.
-func clientEnv(s *server, client auth.KeyPair) []string {
+func clientEnv(s *server, client keys.Pair) []string {
 	return []string{
 		"ENDPOINT=" + s.endpoint(),
 		keyEnv("CURVE_SERVER_PUBLIC", s.kp.Public),
@@ -29,29 +27,28 @@ func clientEnv(s *server, client auth.KeyPair) []string {
 }
 
 // echoServers are the two ways a program reads and writes messages on a
-// conn: through zmq4, and whole through ReadMsg and WriteMsg.
+// conn: whole through ReadMsg and WriteMsg, and through zmq4 over the
+// adapter.
 var echoServers = []struct {
 	name  string
 	start func(testing.TB, ...Option) *server
 }{
-	{"zmq4", startEchoServer},
-	{"ReadMsg", startMsgEchoServer},
+	{"ReadMsg", startEchoServer},
+	{"zmq4", startZMQ4EchoServer},
 }
 
 func TestInterop_LibzmqDealerTalksToCapbusRouter(t *testing.T) {
 	for _, es := range echoServers {
 		t.Run(es.name, func(t *testing.T) {
 			client := newKeyPair(t)
-			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "py-user"})))
+			s := es.start(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "py-user"})))
 
 			py := startPython(t, "libzmq_dealer.py", clientEnv(s, client)...)
 			py.expect(t, "MULTIPART OK")
 
 			first := s.nextMsg(t)
-			assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first.Frames))
-			c := s.nextConn(t)
-			peer, ok := s.l.Lookup(c.Peer().RoutingID)
-			require.True(t, ok)
+			assert.Equal(t, [][]byte{[]byte("hello"), {}, []byte("world")}, normalize(first))
+			peer := s.nextConn(t).Peer()
 			assert.Equal(t, client.Public, peer.PublicKey)
 			assert.Equal(t, "py-user", peer.UserID)
 			assert.Equal(t, "DEALER", peer.SocketType)
@@ -81,12 +78,12 @@ func TestInterop_CapbusDealerTalksToLibzmqRouterWithZAP(t *testing.T) {
 		"CURVE_USER_ID=alice")
 	endpoint := py.expect(t, "LISTENING")
 
-	c, zc := dealer(t, endpoint, client, server.Public)
+	c := dealer(t, endpoint, client, server.Public)
 	assert.Equal(t, "ROUTER", c.Peer().SocketType)
-	require.NoError(t, zc.SendMsg(zmq4.NewMsgFrom([]byte("hello"), []byte("world"))))
-	reply, err := zc.RecvMsg()
+	require.NoError(t, c.WriteMsg([][]byte{[]byte("hello"), []byte("world")}))
+	reply, err := c.ReadMsg()
 	require.NoError(t, err)
-	assert.Equal(t, []string{"user-id", "alice", "hello", "world"}, strs(reply.Frames))
+	assert.Equal(t, []string{"user-id", "alice", "hello", "world"}, strs(reply))
 	py.expect(t, "FROM alice")
 
 	t.Run("RefusedKeyGetsError400", func(t *testing.T) {
@@ -107,10 +104,10 @@ func TestInterop_CapbusDealerTalksToLibzmqRouterWithZAP(t *testing.T) {
 		assert.NotErrorIs(t, err, ErrRefused)
 	})
 
-	require.NoError(t, zc.SendMsg(zmq4.NewMsgString("quit")))
-	reply, err = zc.RecvMsg()
+	require.NoError(t, c.WriteMsg([][]byte{[]byte("quit")}))
+	reply, err = c.ReadMsg()
 	require.NoError(t, err)
-	assert.Equal(t, []string{"bye"}, strs(reply.Frames))
+	assert.Equal(t, []string{"bye"}, strs(reply))
 	py.wait(t)
 }
 
@@ -136,7 +133,7 @@ func TestInterop_LibzmqHeartbeatsAreAnsweredAndConnectionStays(t *testing.T) {
 	for _, es := range echoServers {
 		t.Run(es.name, func(t *testing.T) {
 			client := newKeyPair(t)
-			s := es.start(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "hb"})))
+			s := es.start(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "hb"})))
 			py := startPython(t, "libzmq_heartbeat.py", clientEnv(s, client)...)
 			py.expect(t, "CONNECTED")
 			c := s.nextConn(t)
@@ -148,7 +145,7 @@ func TestInterop_LibzmqHeartbeatsAreAnsweredAndConnectionStays(t *testing.T) {
 			for {
 				select {
 				case m := <-s.recv:
-					for _, f := range m.Frames {
+					for _, f := range m {
 						assert.False(t, bytes.Contains(f, []byte("PING")), "a PING reached the program")
 					}
 					continue

@@ -3,8 +3,6 @@ package curve
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,16 +10,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // Listener accepts CURVE clients. Each accepted TCP connection is
 // handshaken and authorized in its own goroutine, bounded by the handshake
-// timeout; Accept returns only connections that completed both. It
-// implements net.Listener.
+// timeout; Accept returns only connections that completed both.
 type Listener struct {
 	ln     net.Listener
-	kp     auth.KeyPair
+	kp     keys.Pair
 	opts   options
 	log    *slog.Logger
 	ctx    context.Context
@@ -30,7 +27,6 @@ type Listener struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	peers   map[string]PeerInfo   // routing id -> live conn
 	pending map[net.Conn]struct{} // handshakes in progress
 }
 
@@ -40,7 +36,7 @@ type Listener struct {
 // WithSocketType (default "ROUTER"), WithHandshakeTimeout, WithMaxFrameSize
 // and WithLogger. The context bounds the listener's life: cancelling it
 // closes the listener.
-func Listen(ctx context.Context, addr string, server auth.KeyPair, opts ...Option) (*Listener, error) {
+func Listen(ctx context.Context, addr string, server keys.Pair, opts ...Option) (*Listener, error) {
 	o := newOptions("ROUTER", opts)
 	if o.authenticator == nil {
 		return nil, ErrNoAuthenticator
@@ -60,7 +56,6 @@ func Listen(ctx context.Context, addr string, server auth.KeyPair, opts ...Optio
 		opts:    o,
 		log:     o.logger,
 		ready:   make(chan *Conn),
-		peers:   make(map[string]PeerInfo),
 		pending: make(map[net.Conn]struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -80,16 +75,7 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // Accept waits for the next client whose handshake completed and who was
 // authorized, and returns it as a *Conn. After Close it returns an error
 // matching net.ErrClosed.
-func (l *Listener) Accept() (net.Conn, error) {
-	c, err := l.AcceptConn()
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// AcceptConn is Accept returning the *Conn type.
-func (l *Listener) AcceptConn() (*Conn, error) {
+func (l *Listener) Accept() (*Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
@@ -113,16 +99,6 @@ func (l *Listener) Close() error {
 		return nil // already closed
 	}
 	return err
-}
-
-// Lookup returns what the listener knows about the live connection with the
-// given routing id (the Identity zmq4 sees for the peer). The entry is
-// removed when the conn closes.
-func (l *Listener) Lookup(routingID string) (PeerInfo, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p, ok := l.peers[routingID]
-	return p, ok
 }
 
 func (l *Listener) acceptLoop() {
@@ -194,43 +170,15 @@ func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
 		if !s.peer.PublicKey.IsZero() {
 			attrs = append(attrs, "client_key", s.peer.PublicKey.Z85())
 		}
-		if errors.Is(err, ErrUnauthorized) {
+		if errors.Is(err, ErrRefused) {
 			l.log.Warn("curve: client refused", attrs...)
 		} else {
 			l.log.Warn("curve: handshake failed", attrs...)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
-	l.mu.Lock()
-	for {
-		id, err := newRoutingID()
-		if err != nil {
-			l.mu.Unlock()
-			return nil, err
-		}
-		if _, taken := l.peers[id]; !taken {
-			s.peer.RoutingID = id
-			break
-		}
-	}
 	c := newConn(raw, br, s, &l.opts, true)
-	l.peers[s.peer.RoutingID] = s.peer
-	l.mu.Unlock()
-	c.onClose = func() {
-		l.mu.Lock()
-		delete(l.peers, s.peer.RoutingID)
-		l.mu.Unlock()
-	}
-	l.log.Info("curve: client admitted", "remote", remote, "client_key", s.peer.PublicKey.Z85(),
-		"user_id", s.peer.UserID, "routing_id", s.peer.RoutingID, "identity", s.peer.Identity)
+	l.log.Debug("curve: client admitted", "remote", remote, "client_key", s.peer.PublicKey.Z85(),
+		"user_id", s.peer.UserID, "identity", s.peer.Identity)
 	return c, nil
-}
-
-// newRoutingID returns a fresh random routing id (16 hex characters).
-func newRoutingID() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b[:]), nil
 }

@@ -8,22 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
-	"github.com/go-zeromq/zmq4/security/null"
+	"github.com/capbus/capbus/keys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/capbus/capbus/auth"
 )
 
 // TestConn_ReadMsgAndWriteMsgRoundTripEveryShape sends messages of many
 // shapes (empty frames, frames around the read buffer and stream
 // thresholds, a 1 MiB frame) from a message-level dealer to a message-level
-// echo and back, interleaved with zmq4's own SendMsg on the same conn.
+// echo and back.
 func TestConn_ReadMsgAndWriteMsgRoundTripEveryShape(t *testing.T) {
 	client := newKeyPair(t)
-	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "u"})))
-	c, zc := dealer(t, s.endpoint(), client, s.kp.Public)
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "u"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public)
 
 	shapes := [][][]byte{
 		{{}},
@@ -33,11 +30,7 @@ func TestConn_ReadMsgAndWriteMsgRoundTripEveryShape(t *testing.T) {
 		{bytes.Repeat([]byte("z"), 1<<20)},
 	}
 	for i, frames := range shapes {
-		if i%2 == 1 {
-			require.NoError(t, zc.SendMsg(zmq4.NewMsgFrom(frames...)), "shape %d by zmq4", i)
-		} else {
-			require.NoError(t, c.WriteMsg(frames), "shape %d", i)
-		}
+		require.NoError(t, c.WriteMsg(frames), "shape %d", i)
 		got, err := c.ReadMsg()
 		require.NoError(t, err, "shape %d", i)
 		require.Equal(t, len(frames), len(got), "shape %d", i)
@@ -59,12 +52,8 @@ func TestConn_ReadMsgFailsAMessageOverTheLimitsAndClosesTheConn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			client := newKeyPair(t)
 			got := make(chan error, 1)
-			s := startServer(t, func(c *Conn, _ chan<- zmq4.Msg) {
+			s := startServer(t, func(c *Conn, _ chan<- [][]byte) {
 				defer c.Close()
-				if _, err := zmq4.Open(c, null.Security(), zmq4.Router, nil, true, nil); err != nil {
-					got <- err
-					return
-				}
 				// The first message is within the limits.
 				if _, err := c.ReadMsg(); err != nil {
 					got <- fmt.Errorf("first message: %w", err)
@@ -72,8 +61,8 @@ func TestConn_ReadMsgFailsAMessageOverTheLimitsAndClosesTheConn(t *testing.T) {
 				}
 				_, err := c.ReadMsg()
 				got <- err
-			}, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "u"})), WithMessageLimits(4, 100))
-			c, _ := dealer(t, s.endpoint(), client, s.kp.Public)
+			}, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "u"})), WithMessageLimits(4, 100))
+			c := dealer(t, s.endpoint(), client, s.kp.Public)
 			require.NoError(t, c.WriteMsg([][]byte{[]byte("ok")}))
 			require.NoError(t, c.WriteMsg(tc.frames))
 			var err error
@@ -92,8 +81,8 @@ func TestConn_ReadMsgFailsAMessageOverTheLimitsAndClosesTheConn(t *testing.T) {
 
 func TestConn_WriteMsgRefusesAnOversizedFrameAndWritesNothing(t *testing.T) {
 	client := newKeyPair(t)
-	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "u"})))
-	c, _ := dealer(t, s.endpoint(), client, s.kp.Public, WithMaxFrameSize(64))
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "u"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public, WithMaxFrameSize(64))
 	err := c.WriteMsg([][]byte{[]byte("fine"), make([]byte, 65)})
 	require.ErrorIs(t, err, ErrFrameTooLarge)
 	require.ErrorIs(t, c.WriteMsg(nil), ErrMalformed)
@@ -112,8 +101,6 @@ func TestConn_WriteMsgDoesNotAllocateAndReadMsgAllocatesTwicePerMessage(t *testi
 	o := newOptions("ROUTER", nil)
 	client := newConn(pipeConn{buf: wire}, nil, s, &o, false)
 	server := newConn(pipeConn{}, bufio.NewReader(wire), s, &o, true)
-	client.wready, client.wgreet = true, 0
-	server.rpend = nil
 
 	msg := [][]byte{[]byte("VIP1"), []byte("user"), []byte("0123456789abcdef"), []byte("RPC"), make([]byte, 200)}
 	write := func() {
@@ -154,8 +141,6 @@ func FuzzConnReadMsg(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		o := newOptions("ROUTER", []Option{WithMaxFrameSize(4096), WithMessageLimits(8, 8192)})
 		c := newConn(pipeConn{buf: new(bytes.Buffer)}, bufio.NewReaderSize(bytes.NewReader(stream), 64), s, &o, true)
-		c.wready, c.wgreet = true, 0
-		c.rpend = nil
 		for range 64 {
 			frames, err := c.readMsg()
 			if err != nil {
@@ -172,8 +157,8 @@ func FuzzConnReadMsg(f *testing.F) {
 // once that of a larger one, and back down by an eighth per smaller one.
 func TestConn_ReadMsgBufferFollowsTheMessageSizes(t *testing.T) {
 	client := newKeyPair(t)
-	s := startMsgEchoServer(t, WithAuthenticator(allowKeys(map[auth.Key]string{client.Public: "u"})))
-	c, _ := dealer(t, s.endpoint(), client, s.kp.Public)
+	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "u"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public)
 	echo := func(frames ...[]byte) {
 		t.Helper()
 		require.NoError(t, c.WriteMsg(frames))

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 func newAuthCommand(g *globals) *cobra.Command {
@@ -139,7 +140,7 @@ func (ef *entryFlags) register(cmd *cobra.Command, add bool) {
 func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
 	ch := cmd.Flags().Changed
 	if ch("credentials") {
-		k, err := auth.ParseKey(strings.TrimPrefix(ef.credentials, "CURVE:"))
+		k, err := keys.Parse(strings.TrimPrefix(ef.credentials, "CURVE:"))
 		if err != nil {
 			return &usageError{fmt.Sprintf("--credentials: %v", err)}
 		}
@@ -423,7 +424,7 @@ func nonEmpty(l []string) []string {
 
 // shortKey abbreviates a credential for tables.
 func shortKey(cred string) string {
-	k, err := auth.ParseKey(strings.TrimPrefix(cred, "CURVE:"))
+	k, err := keys.Parse(strings.TrimPrefix(cred, "CURVE:"))
 	if err != nil {
 		return dash(cred)
 	}
@@ -432,7 +433,7 @@ func shortKey(cred string) string {
 }
 
 func sameKey(a, b string) bool {
-	ka, err1 := auth.ParseKey(strings.TrimPrefix(a, "CURVE:"))
-	kb, err2 := auth.ParseKey(strings.TrimPrefix(b, "CURVE:"))
+	ka, err1 := keys.Parse(strings.TrimPrefix(a, "CURVE:"))
+	kb, err2 := keys.Parse(strings.TrimPrefix(b, "CURVE:"))
 	return err1 == nil && err2 == nil && ka == kb
 }

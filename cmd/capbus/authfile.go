@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/atomicfile"
 )
 
 // lockTimeout bounds how long an edit waits for another edit of the same
@@ -106,14 +107,14 @@ func (e *authEditor) edit(change func(f *auth.File) error) error {
 		mode = st.Mode().Perm()
 	}
 	if len(old) > 0 {
-		if err := auth.WriteFileAtomic(e.path+".bak", old, mode); err != nil {
+		if err := atomicfile.Write(e.path+".bak", old, mode); err != nil {
 			return fmt.Errorf("writing backup: %w", err)
 		}
 		if bytes.Contains(old, []byte("//")) || bytes.Contains(old, []byte("/*")) {
 			fmt.Fprintf(e.notice, "note: comments in %s are not kept by edits; the previous file is in %s.bak\n", e.path, e.path)
 		}
 	}
-	return auth.WriteFileAtomic(e.path, out, mode)
+	return atomicfile.Write(e.path, out, mode)
 }
 
 // findEntry returns the index of the allow entry of user, or an error that

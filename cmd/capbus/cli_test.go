@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // result is what one in-process capbus invocation produced.
@@ -32,7 +33,7 @@ func capbus(t *testing.T, home string, args ...string) result {
 
 func newKey(t *testing.T) string {
 	t.Helper()
-	kp, err := auth.GenerateKeyPair()
+	kp, err := keys.Generate()
 	require.NoError(t, err)
 	return kp.Public.Z85()
 }
@@ -50,7 +51,7 @@ func TestKeygen_WritesKeystore0600AndPrintsPublicKey(t *testing.T) {
 	out := filepath.Join(home, "alice.json")
 	r := capbus(t, home, "keygen", "--out", out)
 	require.Equal(t, 0, r.code, r.stderr)
-	kp, err := auth.LoadKeystore(out)
+	kp, err := keys.Load(out)
 	require.NoError(t, err)
 	assert.Equal(t, kp.Public.Z85()+"\n", r.stdout)
 	st, err := os.Stat(out)
@@ -82,7 +83,7 @@ func TestAuthAdd_AddsEntryAndListShowsIt(t *testing.T) {
 
 	r = capbus(t, home, "auth", "show", "alice")
 	require.Equal(t, 0, r.code, r.stderr)
-	k, err := auth.ParseKey(key)
+	k, err := keys.Parse(key)
 	require.NoError(t, err)
 	assert.Contains(t, r.stdout, k.Base64URL(), "keys are stored in VOLTTRON's base64url form")
 	assert.Contains(t, r.stdout, `"alice-agent"`)
@@ -135,7 +136,7 @@ func TestAuthUpdate_GrantRevokeEnableDisable(t *testing.T) {
 	home := t.TempDir()
 	path := filepath.Join(home, "auth.json")
 	key := newKey(t)
-	k, _ := auth.ParseKey(key)
+	k, _ := keys.Parse(key)
 	require.Equal(t, 0, capbus(t, home, "auth", "add", "bobby", "--credentials", key).code)
 
 	require.Equal(t, 0, capbus(t, home, "auth", "update", "bobby", "--grant", "can_read_temp").code)
@@ -244,7 +245,7 @@ func TestAuthCheck_VolttronFileIsValid(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "auth.json")
 	key := newKey(t)
-	k, _ := auth.ParseKey(key)
+	k, _ := keys.Parse(key)
 	volttron := `{
     "allow": [
         {

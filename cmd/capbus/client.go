@@ -17,8 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/keys"
 )
 
 // clientFlags configure the small agent the CLI runs to talk to the bus.
@@ -38,11 +39,11 @@ func (cf *clientFlags) register(cmd *cobra.Command) {
 }
 
 // keyPair loads the CLI key, creating the default one on first use.
-func (cf *clientFlags) keyPair(g *globals) (auth.KeyPair, error) {
+func (cf *clientFlags) keyPair(g *globals) (keys.Pair, error) {
 	if cf.key != "" {
-		return auth.LoadKeystore(cf.key)
+		return keys.Load(cf.key)
 	}
-	kp, created, err := auth.LoadOrCreateKeystore(g.cliKeystore())
+	kp, created, err := keys.LoadOrCreate(g.cliKeystore())
 	if err != nil {
 		return kp, err
 	}
@@ -54,9 +55,9 @@ func (cf *clientFlags) keyPair(g *globals) (auth.KeyPair, error) {
 
 // platformKey finds the platform's public key: the flag, then known_hosts,
 // then the platform keystore of this home.
-func (cf *clientFlags) platformKey(g *globals) (auth.Key, error) {
+func (cf *clientFlags) platformKey(g *globals) (keys.Key, error) {
 	if cf.serverKey != "" {
-		k, err := auth.ParseKey(cf.serverKey)
+		k, err := keys.Parse(cf.serverKey)
 		if err != nil {
 			return k, &usageError{fmt.Sprintf("--server-key: %v", err)}
 		}
@@ -65,11 +66,11 @@ func (cf *clientFlags) platformKey(g *globals) (auth.Key, error) {
 	if k, ok := knownHost(g.knownHosts(), g.address); ok {
 		return k, nil
 	}
-	kp, err := auth.LoadKeystore(g.serverKeystore())
+	kp, err := keys.Load(g.serverKeystore())
 	if err == nil {
 		return kp.Public, nil
 	}
-	return auth.Key{}, &usageError{fmt.Sprintf("no server key for %s: pass --server-key (capbus serverkey on the platform prints it), or add \"%s KEY\" to %s", g.address, g.address, g.knownHosts())}
+	return keys.Key{}, &usageError{fmt.Sprintf("no server key for %s: pass --server-key (capbus serverkey on the platform prints it), or add \"%s KEY\" to %s", g.address, g.address, g.knownHosts())}
 }
 
 // connect starts the CLI agent and waits until the platform welcomed it.
@@ -142,10 +143,10 @@ func (cf *clientFlags) do(cmd *cobra.Command, g *globals, fn func(ctx context.Co
 }
 
 // knownHost finds addr in a known_hosts file ("address key" lines).
-func knownHost(path, addr string) (auth.Key, bool) {
+func knownHost(path, addr string) (keys.Key, bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return auth.Key{}, false
+		return keys.Key{}, false
 	}
 	want := strings.TrimPrefix(addr, "tcp://")
 	for _, line := range strings.Split(string(data), "\n") {
@@ -153,16 +154,16 @@ func knownHost(path, addr string) (auth.Key, bool) {
 		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.TrimPrefix(f[0], "tcp://") != want {
 			continue
 		}
-		if k, err := auth.ParseKey(f[1]); err == nil {
+		if k, err := keys.Parse(f[1]); err == nil {
 			return k, true
 		}
 	}
-	return auth.Key{}, false
+	return keys.Key{}, false
 }
 
 // rememberHost records "addr key" in known_hosts, replacing a line for the
 // same address.
-func rememberHost(path, addr string, k auth.Key) error {
+func rememberHost(path, addr string, k keys.Key) error {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -177,7 +178,7 @@ func rememberHost(path, addr string, k auth.Key) error {
 		out = append(out, line)
 	}
 	out = append(out, addr+" "+k.Z85())
-	return auth.WriteFileAtomic(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+	return atomicfile.Write(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
 }
 
 func newClientCommands(g *globals) []*cobra.Command {

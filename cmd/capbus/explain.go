@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/rpc"
 )
 
 func newAuthExplainCommand(g *globals, ed func() *authEditor) *cobra.Command {
@@ -48,7 +49,7 @@ the method is included automatically. Exit code 3 means the call would be refuse
 			if id == "" {
 				id = user
 			}
-			subj, err := pol.Subject(auth.Principal{UserID: user, Identity: id})
+			subj, err := pol.Subject(rpc.Principal{UserID: user, Identity: id})
 			if err != nil {
 				return withCode(exitNotFound, err)
 			}
@@ -60,7 +61,7 @@ the method is included automatically. Exit code 3 means the call would be refuse
 			if !ok || callee == "" || method == "" {
 				return &usageError{fmt.Sprintf("--call %q: want IDENTITY.METHOD, e.g. weather.temperature", call)}
 			}
-			req := pol.Requirement(auth.Principal{UserID: calleeUser(f, callee), Identity: callee}, method, auth.Declared{Capabilities: caps, Roles: roles, Params: params})
+			req := pol.Requirement(rpc.Principal{UserID: calleeUser(f, callee), Identity: callee}, method, auth.Declared{Capabilities: caps, Roles: roles, Params: params})
 			var named map[string]any
 			if len(args) > 0 {
 				named = map[string]any{}

@@ -6,9 +6,8 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/capbus/capbus/keys"
 	"github.com/spf13/cobra"
-
-	"github.com/capbus/capbus/auth"
 )
 
 func newKeygenCommand(g *globals) *cobra.Command {
@@ -27,7 +26,7 @@ An existing file is never overwritten unless --force is given.`,
   capbus keygen            # prints public and secret`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kp, err := auth.GenerateKeyPair()
+			kp, err := keys.Generate()
 			if err != nil {
 				return err
 			}
@@ -40,7 +39,7 @@ An existing file is never overwritten unless --force is given.`,
 			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("keygen: %w", err)
 			}
-			if err := auth.SaveKeystore(out, kp); err != nil {
+			if err := keys.Save(out, kp); err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
 			fmt.Fprintln(g.stdout, kp.Public.Z85())
@@ -63,7 +62,7 @@ reading its keystore.json. Agents and the CLI need it to connect.`,
   capbus serverkey --format base64url   # VOLTTRON's form`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kp, err := auth.LoadKeystore(g.serverKeystore())
+			kp, err := keys.Load(g.serverKeystore())
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					return withCode(exitNotFound, fmt.Errorf("serverkey: no platform keystore at %s; run \"capbus platform run\" once to create it", g.serverKeystore()))
@@ -77,7 +76,7 @@ reading its keystore.json. Agents and the CLI need it to connect.`,
 	return cmd
 }
 
-func printKey(g *globals, k auth.Key, format string) error {
+func printKey(g *globals, k keys.Key, format string) error {
 	switch format {
 	case "z85":
 		fmt.Fprintln(g.stdout, k.Z85())

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/atomicfile"
 	"github.com/capbus/capbus/platform"
 )
 
@@ -98,7 +98,7 @@ appended to audit.log in the home directory.`,
 func ensureAuthFile(path string) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return auth.WriteFileAtomic(path, []byte(closedAuthJSON), 0o600)
+		return atomicfile.Write(path, []byte(closedAuthJSON), 0o600)
 	}
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
@@ -22,9 +22,9 @@ import (
 // code 6, distinct from refused, not found and unreachable.
 func TestCall_SlowMethodExitsWithTimeout(t *testing.T) {
 	home := t.TempDir()
-	server, err := auth.GenerateKeyPair()
+	server, err := keys.Generate()
 	require.NoError(t, err)
-	slowKP, err := auth.GenerateKeyPair()
+	slowKP, err := keys.Generate()
 	require.NoError(t, err)
 	cliKey := filepath.Join(home, "me.json")
 	r := capbus(t, home, "keygen", "--out", cliKey)

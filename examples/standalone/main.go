@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/examples/weather/station"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
@@ -46,10 +46,10 @@ func main() {
 // config is where the callers connect and with which keys.
 type config struct {
 	address   string
-	serverKey auth.Key
-	alice     auth.KeyPair
-	bobby     auth.KeyPair
-	weather   *auth.KeyPair // nil: an existing weather agent is used
+	serverKey keys.Key
+	alice     keys.Pair
+	bobby     keys.Pair
+	weather   *keys.Pair // nil: an existing weather agent is used
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -95,16 +95,16 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
 	if err != nil {
 		return nil, cfg, err
 	}
-	keys := map[string]auth.KeyPair{}
+	pairs := map[string]keys.Pair{}
 	for _, name := range []string{"platform", "weather", "alice", "bobby"} {
-		kp, err := auth.GenerateKeyPair()
+		kp, err := keys.Generate()
 		if err != nil {
 			return nil, cfg, err
 		}
-		if err := auth.SaveKeystore(filepath.Join(home, name+".json"), kp); err != nil {
+		if err := keys.Save(filepath.Join(home, name+".json"), kp); err != nil {
 			return nil, cfg, err
 		}
-		keys[name] = kp
+		pairs[name] = kp
 	}
 	authJSON := fmt.Sprintf(`// Written by examples/standalone: the seed's Alice and Bobby.
 {
@@ -117,12 +117,12 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
      "capabilities": [], "comments": "holds no capability"}
   ]
 }
-`, keys["weather"].Public.Base64URL(), keys["alice"].Public.Base64URL(), keys["bobby"].Public.Base64URL())
+`, pairs["weather"].Public.Base64URL(), pairs["alice"].Public.Base64URL(), pairs["bobby"].Public.Base64URL())
 	authFile := filepath.Join(home, "auth.json")
 	if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
 		return nil, cfg, err
 	}
-	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(keys["platform"]),
+	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(pairs["platform"]),
 		platform.WithAuthFile(authFile), platform.WithLogger(log))
 	if err != nil {
 		return nil, cfg, err
@@ -137,8 +137,8 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
 		return nil, cfg, fmt.Errorf("platform: %w", err)
 	}
 	fmt.Fprintf(stdout, "Started a platform on %s (home %s) with auth.json:\n  alice: can_read_temp\n  bobby: no capabilities\n", p.Addr(), home)
-	w := keys["weather"]
-	cfg = config{address: p.Addr(), serverKey: p.ServerKey(), alice: keys["alice"], bobby: keys["bobby"], weather: &w}
+	w := pairs["weather"]
+	cfg = config{address: p.Addr(), serverKey: p.ServerKey(), alice: pairs["alice"], bobby: pairs["bobby"], weather: &w}
 	stop := func() {
 		cancel()
 		<-done
@@ -153,17 +153,17 @@ func existing(address, serverKey, aliceKey, bobbyKey, weatherKey string) (config
 		return cfg, errors.New("with --address, also give --server-key, --alice-key and --bobby-key")
 	}
 	var err error
-	if cfg.serverKey, err = auth.ParseKey(serverKey); err != nil {
+	if cfg.serverKey, err = keys.Parse(serverKey); err != nil {
 		return cfg, fmt.Errorf("--server-key: %w", err)
 	}
-	if cfg.alice, err = auth.LoadKeystore(aliceKey); err != nil {
+	if cfg.alice, err = keys.Load(aliceKey); err != nil {
 		return cfg, err
 	}
-	if cfg.bobby, err = auth.LoadKeystore(bobbyKey); err != nil {
+	if cfg.bobby, err = keys.Load(bobbyKey); err != nil {
 		return cfg, err
 	}
 	if weatherKey != "" {
-		kp, err := auth.LoadKeystore(weatherKey)
+		kp, err := keys.Load(weatherKey)
 		if err != nil {
 			return cfg, err
 		}
@@ -195,7 +195,7 @@ func start(ctx context.Context, a *agent.Agent) (stop func(), err error) {
 
 // scenario runs the weather agent (if it is ours) and both callers.
 func scenario(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
-	newAgent := func(id string, kp auth.KeyPair) (*agent.Agent, error) {
+	newAgent := func(id string, kp keys.Pair) (*agent.Agent, error) {
 		return agent.New(id, agent.WithKeyPair(kp), agent.WithPlatform(cfg.address, cfg.serverKey), agent.WithLogger(log))
 	}
 	var st *station.Station
@@ -249,7 +249,7 @@ func scenario(ctx context.Context, cfg config, log *slog.Logger, stdout io.Write
 	case !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &rerr):
 		return fmt.Errorf("bobby's call failed for another reason: %w", err)
 	}
-	fmt.Fprintf(stdout, "Bobby called weather.temperature and the platform refused: %s\n", rerr.Message)
+	fmt.Fprintf(stdout, "Bobby called weather.temperature and the platform refused: %s\n", rerr.Message())
 	fmt.Fprintf(stdout, "Bobby is missing: %v\n", rerr.Missing())
 	if st != nil {
 		fmt.Fprintf(stdout, "The weather agent served %d call(s): Bobby's never reached it.\n", st.Served("temperature"))

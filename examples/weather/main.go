@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/examples/weather/station"
+	"github.com/capbus/capbus/keys"
 )
 
 func main() {
@@ -53,7 +53,7 @@ func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	opts := []agent.Option{agent.WithKeystore(*key), agent.WithAddress(address), agent.WithLogger(log)}
 	if *serverKey != "" {
-		k, err := auth.ParseKey(*serverKey)
+		k, err := keys.Parse(*serverKey)
 		if err != nil {
 			return fmt.Errorf("--server-key: %w", err)
 		}

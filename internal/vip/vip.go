@@ -86,6 +86,7 @@ const (
 	OpNotify = "notify"
 	OpResult = "result"
 	OpError  = "error"
+	OpCancel = "cancel"
 
 	// peerlist (docs/PROTOCOL.md section 4, "peerlist").
 	OpList    = "list"
@@ -111,13 +112,16 @@ const (
 	QueryPermissions = "permissions"
 )
 
-// Argument indexes of an RPC message between peers, [op, method, PAYLOAD],
-// counted from FrameArgs (docs/PROTOCOL.md section 4, "RPC"): PAYLOAD is
-// the ARGS of a call or notify and the VALUE or ERROR of a reply.
+// Argument indexes of an RPC message between peers, [op, method, PAYLOAD,
+// TIMEOUT], counted from FrameArgs (docs/PROTOCOL.md section 4, "RPC"):
+// PAYLOAD is the ARGS of a call or notify and the VALUE or ERROR of a
+// reply; TIMEOUT, on a call only, the time left to the caller's deadline
+// in decimal milliseconds.
 const (
 	RPCArgOp      = 0
 	RPCArgMethod  = 1
 	RPCArgPayload = 2
+	RPCArgTimeout = 3
 )
 
 // Argument indexes of an error-subsystem message, [errno, text, recipient,
@@ -138,9 +142,29 @@ type Hello struct {
 	// Identity is the agent identity claimed.
 	Identity string `msgpack:"identity"`
 	// Exports are the methods the agent serves.
-	Exports []rpc.Export `msgpack:"exports"`
+	Exports []Export `msgpack:"exports"`
 	// Meta is free metadata shown to admission hooks.
 	Meta map[string]string `msgpack:"meta"`
+}
+
+// Export is the EXPORT map (docs/PROTOCOL.md section 3, "hello /
+// welcome"): a method and what a caller must hold. Every list is present,
+// empty rather than nil.
+type Export struct {
+	Name         string   `msgpack:"name"`
+	Capabilities []string `msgpack:"capabilities"`
+	Roles        []string `msgpack:"roles"`
+	Params       []string `msgpack:"params"`
+}
+
+// ExportOf returns the wire form of e.
+func ExportOf(e rpc.Export) Export {
+	return Export{Name: e.Name, Capabilities: e.Capabilities, Roles: e.Roles, Params: e.Params}
+}
+
+// Decl returns the declaration e carries.
+func (e Export) Decl() rpc.Export {
+	return rpc.Export{Name: e.Name, Capabilities: e.Capabilities, Roles: e.Roles, Params: e.Params}
 }
 
 // Welcome is the WELCOME payload (docs/PROTOCOL.md section 3, "hello /

@@ -8,18 +8,18 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/capbus/capbus/rpc"
+	"github.com/capbus/capbus/internal/codec"
 )
 
-// The encodings below are pinned byte for byte: the agent encodes HELLO
-// with rpc.Marshal, the platform encodes WELCOME and the query values with
-// msgpack.Marshal (so "generation" is a full uint64, 0xcf). Each payload is
-// decoded back by the other side's decoder.
+// The encodings below are pinned byte for byte: both sides encode with
+// internal/codec (integers in their most compact form). Each payload is
+// decoded back with the codec and with a plain msgpack decoder, as a client
+// in another language would.
 func TestWireEncodingPinned(t *testing.T) {
 	const serverKey = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
-	agentSide := func(v any) ([]byte, error) { return rpc.Marshal(v) }
-	platformSide := msgpack.Marshal
-	agentDecode := rpc.Unmarshal
+	agentSide := codec.Marshal
+	platformSide := codec.Marshal
+	agentDecode := codec.Unmarshal
 	platformDecode := msgpack.Unmarshal
 
 	tests := []struct {
@@ -33,7 +33,7 @@ func TestWireEncodingPinned(t *testing.T) {
 		{
 			name: "hello",
 			value: &Hello{Identity: "weather",
-				Exports: []rpc.Export{{Name: "temperature", Capabilities: []string{"can_read_temp"}}},
+				Exports: []Export{{Name: "temperature", Capabilities: []string{"can_read_temp"}}},
 				Meta:    map[string]string{"version": "1.2"}},
 			encode: agentSide, decode: platformDecode,
 			keys: []string{"exports", "identity", "meta"},
@@ -52,14 +52,14 @@ func TestWireEncodingPinned(t *testing.T) {
 				Generation: 1, ServerKey: serverKey},
 			encode: platformSide, decode: agentDecode,
 			keys: []string{"generation", "identity", "server_key", "user_id", "version"},
-			hex:  "85a86964656e74697479a777656174686572a7757365725f6964a777656174686572a776657273696f6eac6361706275732f302e312e30aa67656e65726174696f6ecf0000000000000001aa7365727665725f6b6579d92872713a724d3e7d553f404c6e7334374531256b522e6f406e2546636d6d734c2f407b48385d796637",
+			hex:  "85a86964656e74697479a777656174686572a7757365725f6964a777656174686572a776657273696f6eac6361706275732f302e312e30aa67656e65726174696f6e01aa7365727665725f6b6579d92872713a724d3e7d553f404c6e7334374531256b522e6f406e2546636d6d734c2f407b48385d796637",
 		},
 		{
 			name:   "whoami",
 			value:  &Principal{UserID: "alice", Identity: "alice", Key: "k", Generation: 3},
 			encode: platformSide, decode: agentDecode,
 			keys: []string{"generation", "identity", "key", "user_id"},
-			hex:  "84a7757365725f6964a5616c696365a86964656e74697479a5616c696365a36b6579a16baa67656e65726174696f6ecf0000000000000003",
+			hex:  "84a7757365725f6964a5616c696365a86964656e74697479a5616c696365a36b6579a16baa67656e65726174696f6e03",
 		},
 		{
 			name: "callable",
@@ -75,7 +75,7 @@ func TestWireEncodingPinned(t *testing.T) {
 				Roles: []string{}, Restricted: []string{"b"}, Narrowed: true, Generation: 7},
 			encode: platformSide, decode: agentDecode,
 			keys: []string{"capabilities", "generation", "identity", "narrowed", "restricted", "roles", "user_id"},
-			hex:  "87a7757365725f6964a5616c696365a86964656e74697479a5616c696365ac6361706162696c697469657392a161a162a5726f6c657390aa7265737472696374656491a162a86e6172726f776564c3aa67656e65726174696f6ecf0000000000000007",
+			hex:  "87a7757365725f6964a5616c696365a86964656e74697479a5616c696365ac6361706162696c697469657392a161a162a5726f6c657390aa7265737472696374656491a162a86e6172726f776564c3aa67656e65726174696f6e07",
 		},
 	}
 	for _, tt := range tests {

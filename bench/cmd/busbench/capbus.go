@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
@@ -30,16 +30,16 @@ const (
 // writeCapbusHome generates the key pairs and the auth.json of the capbus
 // contender into dir.
 func writeCapbusHome(dir string) error {
-	keys := map[string]auth.KeyPair{}
+	pairs := map[string]keys.Pair{}
 	for _, name := range []string{"platform", calleeID, callerID, "idle"} {
-		kp, err := auth.GenerateKeyPair()
+		kp, err := keys.Generate()
 		if err != nil {
 			return err
 		}
-		if err := auth.SaveKeystore(filepath.Join(dir, name+".json"), kp); err != nil {
+		if err := keys.Save(filepath.Join(dir, name+".json"), kp); err != nil {
 			return err
 		}
-		keys[name] = kp
+		pairs[name] = kp
 	}
 	policy := fmt.Sprintf(`// busbench: the callee's echo requires %[1]s; only the caller holds it.
 {
@@ -49,7 +49,7 @@ func writeCapbusHome(dir string) error {
     {"user_id": "idle", "identities": ["/idle\\..*/"], "credentials": %[6]q}
   ]
 }
-`, capEcho, calleeID, keys[calleeID].Public.Z85(), callerID, keys[callerID].Public.Z85(), keys["idle"].Public.Z85())
+`, capEcho, calleeID, pairs[calleeID].Public.Z85(), callerID, pairs[callerID].Public.Z85(), pairs["idle"].Public.Z85())
 	return os.WriteFile(filepath.Join(dir, authFileName), []byte(policy), 0o600)
 }
 
@@ -97,11 +97,11 @@ func (b *capbusBroker) close() { b.cancel(); <-b.done }
 // newCapbusAgent creates an agent of the contender with the key pair in
 // dir/<keyName>.json.
 func newCapbusAgent(cfg *roleConfig, identity, keyName string, extra ...agent.Option) (*agent.Agent, error) {
-	kp, err := auth.LoadKeystore(filepath.Join(cfg.dir, keyName+".json"))
+	kp, err := keys.Load(filepath.Join(cfg.dir, keyName+".json"))
 	if err != nil {
 		return nil, err
 	}
-	sk, err := auth.ParseKey(cfg.serverKey)
+	sk, err := keys.Parse(cfg.serverKey)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
 		return nil, err
 	}
 	echo := func(_ context.Context, b []byte) ([]byte, error) { return b, nil }
-	if err := a.Export("echo", rpc.Func(echo), rpc.Allow(capEcho)); err != nil {
+	if err := a.Export("echo", rpc.Func(echo), rpc.Allow(capEcho), rpc.Inline()); err != nil {
 		return nil, err
 	}
 	stop, err := runAgent(ctx, a)

@@ -39,15 +39,17 @@ func (r Reading) String() string {
 	return fmt.Sprintf("%.1f °%s in %s", r.Temperature, r.Units, r.City)
 }
 
-// TemperatureArgs are the arguments of temperature: an optional city.
+// TemperatureArgs are the arguments of temperature: an optional city
+// (omitempty: a caller may leave it out; the default is paris).
 type TemperatureArgs struct {
-	City string `msgpack:"city"`
+	City string `msgpack:"city,omitempty"`
 }
 
-// ForecastArgs are the arguments of forecast.
+// ForecastArgs are the arguments of forecast: an optional city and an
+// optional number of days (default 3).
 type ForecastArgs struct {
-	City string `msgpack:"city"`
-	Days int    `msgpack:"days"`
+	City string `msgpack:"city,omitempty"`
+	Days int    `msgpack:"days,omitempty"`
 }
 
 // UnitsArgs are the arguments of set_units: "C" or "F".

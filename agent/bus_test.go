@@ -1,4 +1,4 @@
-package agent_test
+package agent
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
@@ -25,10 +25,10 @@ import (
 // per user and an auth.json in a temporary directory.
 type bus struct {
 	t        testing.TB
-	server   auth.KeyPair
+	server   keys.Pair
 	addr     string
 	authFile string
-	keys     map[string]auth.KeyPair
+	keys     map[string]keys.Pair
 	stop     func()
 }
 
@@ -45,18 +45,18 @@ type user struct {
 // a platform on a free port. The platform stops at the end of the test.
 func newBus(t testing.TB, users []user, extra map[string]any) *bus {
 	t.Helper()
-	server, err := auth.GenerateKeyPair()
+	server, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bus{t: t, server: server, addr: "tcp://127.0.0.1:0", keys: map[string]auth.KeyPair{}}
+	b := &bus{t: t, server: server, addr: "tcp://127.0.0.1:0", keys: map[string]keys.Pair{}}
 	doc := map[string]any{}
 	for k, v := range extra {
 		doc[k] = v
 	}
 	var allow []user
 	for _, u := range users {
-		kp, err := auth.GenerateKeyPair()
+		kp, err := keys.Generate()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,12 +110,20 @@ func (b *bus) start() {
 
 // agent creates an agent of user u claiming identity, with setup applied
 // before Run; it waits until the agent is welcomed.
-func (b *bus) agent(u, identity string, setup func(*agent.Agent), opts ...agent.Option) *agent.Agent {
+func (b *bus) agent(u, identity string, setup func(*Agent), opts ...Option) *Agent {
 	b.t.Helper()
 	a := b.newAgent(u, identity, opts...)
 	if setup != nil {
 		setup(a)
 	}
+	b.run(a)
+	return a
+}
+
+// run runs a until the end of the test and waits until it is welcomed.
+func (b *bus) run(a *Agent) {
+	b.t.Helper()
+	identity := a.Identity()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -131,22 +139,21 @@ func (b *bus) agent(u, identity string, setup func(*agent.Agent), opts ...agent.
 		done <- nil
 		b.t.Fatalf("agent %s: Run returned before welcome: %v", identity, err)
 	}
-	return a
 }
 
-func (b *bus) newAgent(u, identity string, opts ...agent.Option) *agent.Agent {
+func (b *bus) newAgent(u, identity string, opts ...Option) *Agent {
 	b.t.Helper()
 	kp, ok := b.keys[u]
 	if !ok {
 		b.t.Fatalf("no user %q", u)
 	}
-	opts = append([]agent.Option{
-		agent.WithKeyPair(kp),
-		agent.WithPlatform(b.addr, b.server.Public),
-		agent.WithBackoff(5*time.Millisecond, 50*time.Millisecond),
-		agent.WithLogger(slog.New(slog.DiscardHandler)),
+	opts = append([]Option{
+		WithKeyPair(kp),
+		WithPlatform(b.addr, b.server.Public),
+		WithBackoff(5*time.Millisecond, 50*time.Millisecond),
+		WithLogger(slog.New(slog.DiscardHandler)),
 	}, opts...)
-	a, err := agent.New(identity, opts...)
+	a, err := New(identity, opts...)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -160,12 +167,12 @@ type city struct {
 // weather exports the methods the tests call. The handler of "wait" signals
 // started when it starts, and returns when release is closed or its context
 // ends (then it signals aborted, if not nil).
-func weather(t testing.TB, release <-chan struct{}, started chan<- struct{}) func(*agent.Agent) {
+func weather(t testing.TB, release <-chan struct{}, started chan<- struct{}) func(*Agent) {
 	return weatherAborted(t, release, started, nil)
 }
 
-func weatherAborted(t testing.TB, release <-chan struct{}, started, aborted chan<- struct{}) func(*agent.Agent) {
-	return func(a *agent.Agent) {
+func weatherAborted(t testing.TB, release <-chan struct{}, started, aborted chan<- struct{}) func(*Agent) {
+	return func(a *Agent) {
 		check := func(err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +184,7 @@ func weatherAborted(t testing.TB, release <-chan struct{}, started, aborted chan
 			}
 			return 21.5, nil
 		}), rpc.Allow("can_read_temp")))
-		check(a.Export("caller", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Caller, error) {
+		check(a.Export("caller", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Principal, error) {
 			c, _ := rpc.CallerFrom(ctx)
 			return c, nil
 		})))
@@ -228,16 +235,16 @@ func TestPlatform_CallsSucceedAndCarryTheCaller(t *testing.T) {
 	alice := b.agent("alice", "alice", nil)
 	ctx := context.Background()
 
-	temp, err := agent.CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
+	temp, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
 	if err != nil || temp != 21.5 {
 		t.Fatalf("temperature: %v, %v", temp, err)
 	}
-	temp, err = agent.CallAs[float64](ctx, alice, "weather", "temperature", rpc.Kwargs{"name": "Paris"})
+	temp, err = CallAs[float64](ctx, alice, "weather", "temperature", rpc.Kwargs{"name": "Paris"})
 	if err != nil || temp != 21.5 {
 		t.Fatalf("temperature by keyword: %v, %v", temp, err)
 	}
-	c, err := agent.CallAs[rpc.Caller](ctx, alice, "weather", "caller")
-	if err != nil || c != (rpc.Caller{UserID: "alice", Identity: "alice"}) {
+	c, err := CallAs[rpc.Principal](ctx, alice, "weather", "caller")
+	if err != nil || c != (rpc.Principal{UserID: "alice", Identity: "alice"}) {
 		t.Fatalf("caller: %+v, %v", c, err)
 	}
 }
@@ -258,7 +265,7 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 	blocked := make(chan error, 3)
 	for range 3 {
 		go func() {
-			s, err := agent.CallAs[string](ctx, alice, "weather", "wait")
+			s, err := CallAs[string](ctx, alice, "weather", "wait")
 			if err == nil && s != "released" {
 				err = fmt.Errorf("wait returned %q", s)
 			}
@@ -275,7 +282,7 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 	fast, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for i := range 10 {
-		temp, err := agent.CallAs[float64](fast, alice, "weather", "temperature", "Paris")
+		temp, err := CallAs[float64](fast, alice, "weather", "temperature", "Paris")
 		if err != nil || temp != 21.5 {
 			t.Fatalf("call %d behind blocked handlers: %v, %v", i, temp, err)
 		}
@@ -283,7 +290,7 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 	errs := make(chan error, 64)
 	for range 64 {
 		go func() {
-			_, err := agent.CallAs[float64](fast, alice, "weather", "temperature", "Paris")
+			_, err := CallAs[float64](fast, alice, "weather", "temperature", "Paris")
 			errs <- err
 		}()
 	}
@@ -316,7 +323,7 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 			t.Fatalf("got %v, want ErrUnauthorized", err)
 		}
 		if fmt.Sprint(e.Required()) != "[can_read_temp]" || fmt.Sprint(e.Missing()) != "[can_read_temp]" {
-			t.Errorf("required %v missing %v; data %v", e.Required(), e.Missing(), e.Data)
+			t.Errorf("required %v missing %v; data %v", e.Required(), e.Missing(), e.Data())
 		}
 		t.Logf("%v", err)
 	})
@@ -351,7 +358,7 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 	t.Run("application", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "temperature", "Atlantis")
 		var e *rpc.Error
-		if !errors.Is(err, rpc.ErrApplication) || !errors.As(err, &e) || e.Message != "no station in Atlantis" {
+		if !errors.Is(err, rpc.ErrApplication) || !errors.As(err, &e) || e.Message() != "no station in Atlantis" {
 			t.Fatalf("got %v, want ErrApplication with the handler's message", err)
 		}
 	})
@@ -361,7 +368,7 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 			t.Fatalf("got %v, want ErrInternal", err)
 		}
 		// The agent still serves.
-		if _, err := agent.CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
+		if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
 			t.Fatalf("after a panic: %v", err)
 		}
 	})
@@ -380,7 +387,7 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 		}
 	})
 	t.Run("subscribe refused", func(t *testing.T) {
-		_, err := bob.Subscribe(ctx, "secret/#", func(context.Context, *agent.Message) {})
+		_, err := bob.Subscribe(ctx, "secret/#", func(context.Context, *Message) {})
 		if !errors.Is(err, rpc.ErrUnauthorized) {
 			t.Fatalf("got %v, want ErrUnauthorized", err)
 		}
@@ -415,7 +422,7 @@ func TestPlatform_CallFailsPromptlyWhenCalleeStops(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	started := make(chan struct{}, 1)
-	w := b.newAgent("weatherman", "weather", agent.WithShutdownGrace(0))
+	w := b.newAgent("weatherman", "weather", WithShutdownGrace(0))
 	weather(t, release, started)(w)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -443,8 +450,8 @@ func TestPlatform_RefusedKeyAndIdentity(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("unknown key", func(t *testing.T) {
-		stranger, _ := auth.GenerateKeyPair()
-		a := b.newAgent("bob", "bob", agent.WithKeyPair(stranger))
+		stranger, _ := keys.Generate()
+		a := b.newAgent("bob", "bob", WithKeyPair(stranger))
 		if err := a.Run(ctx); !errors.Is(err, curve.ErrRefused) {
 			t.Fatalf("Run: %v, want curve.ErrRefused", err)
 		}
@@ -471,7 +478,7 @@ func TestPlatform_ParameterRestrictionSeesDeclaredParams(t *testing.T) {
 		Identity string `msgpack:"identity"`
 		Value    int    `msgpack:"value"`
 	}
-	b.agent("weatherman", "weather", func(a *agent.Agent) {
+	b.agent("weatherman", "weather", func(a *Agent) {
 		err := a.Export("set_config", rpc.Func(func(ctx context.Context, c setConfig) (string, error) {
 			return fmt.Sprintf("%s=%d", c.Identity, c.Value), nil
 		}), rpc.Allow("edit_config"))
@@ -481,10 +488,10 @@ func TestPlatform_ParameterRestrictionSeesDeclaredParams(t *testing.T) {
 	})
 	dave := b.agent("dave", "dave", nil)
 	ctx := context.Background()
-	if s, err := agent.CallAs[string](ctx, dave, "weather", "set_config", "platform.driver", 1); err != nil || s != "platform.driver=1" {
+	if s, err := CallAs[string](ctx, dave, "weather", "set_config", "platform.driver", 1); err != nil || s != "platform.driver=1" {
 		t.Fatalf("allowed by position: %q, %v", s, err)
 	}
-	if s, err := agent.CallAs[string](ctx, dave, "weather", "set_config", rpc.Kwargs{"identity": "platform.x", "value": 2}); err != nil || s != "platform.x=2" {
+	if s, err := CallAs[string](ctx, dave, "weather", "set_config", rpc.Kwargs{"identity": "platform.x", "value": 2}); err != nil || s != "platform.x=2" {
 		t.Fatalf("allowed by keyword: %q, %v", s, err)
 	}
 	_, err := dave.Call(ctx, "weather", "set_config", "other", 3)
@@ -523,7 +530,7 @@ func TestPlatform_RevokedKeyFailsCallsInFlight(t *testing.T) {
 	}
 	doc["allow"] = allow
 	data, _ = json.Marshal(doc)
-	if err := auth.WriteFileAtomic(b.authFile, data, 0o600); err != nil {
+	if err := atomicfile.Write(b.authFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	err = <-errc
@@ -545,7 +552,7 @@ func TestPlatform_ExportAfterConnectIsPushed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := agent.CallAs[string](ctx, alice, "weather", "late"); err != nil || s != "here" {
+	if s, err := CallAs[string](ctx, alice, "weather", "late"); err != nil || s != "here" {
 		t.Fatalf("after Export: %q, %v", s, err)
 	}
 }
@@ -555,8 +562,8 @@ func TestPlatform_PubSub(t *testing.T) {
 	alice := b.agent("alice", "alice", nil)
 	bob := b.agent("bob", "bob", nil)
 	ctx := context.Background()
-	got := make(chan *agent.Message, 10)
-	if _, err := alice.Subscribe(ctx, "devices/+/temperature", func(ctx context.Context, m *agent.Message) { got <- m }); err != nil {
+	got := make(chan *Message, 10)
+	if _, err := alice.Subscribe(ctx, "devices/+/temperature", func(ctx context.Context, m *Message) { got <- m }); err != nil {
 		t.Fatal(err)
 	}
 	if err := bob.Publish(ctx, "devices/boiler/temperature", 61.5); err != nil {
@@ -577,7 +584,7 @@ func TestPlatform_Introspection(t *testing.T) {
 	ctx := context.Background()
 
 	who, err := alice.WhoAmI(ctx)
-	if err != nil || who.UserID != "alice" || who.Identity != "alice" || who.Key != b.keys["alice"].Public.Z85() {
+	if err != nil || who.UserID != "alice" || who.Identity != "alice" || who.Key != b.keys["alice"].Public {
 		t.Fatalf("WhoAmI: %+v, %v", who, err)
 	}
 	perms, err := alice.Permissions(ctx)
@@ -592,7 +599,7 @@ func TestPlatform_Introspection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	has := func(ms []agent.Method, peer, method string) bool {
+	has := func(ms []Method, peer, method string) bool {
 		for _, m := range ms {
 			if m.Peer == peer && m.Method == method {
 				return true
@@ -620,8 +627,8 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	aborted := make(chan struct{}, 1)
 	got := make(chan string, 10)
 	w := b.agent("weatherman", "weather", weatherAborted(t, release, started, aborted))
-	alice := b.agent("alice", "alice", func(a *agent.Agent) {
-		_, err := a.Subscribe(context.Background(), "news/#", func(ctx context.Context, m *agent.Message) {
+	alice := b.agent("alice", "alice", func(a *Agent) {
+		_, err := a.Subscribe(context.Background(), "news/#", func(ctx context.Context, m *Message) {
 			var s string
 			_ = m.Decode(&s)
 			got <- s
@@ -656,7 +663,7 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	b.start() // same key pair, same port
 	<-readyA
 	<-readyW
-	temp, err := agent.CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
+	temp, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
 	if err != nil || temp != 21.5 {
 		t.Fatalf("after restart: %v, %v", temp, err)
 	}
@@ -678,7 +685,7 @@ func BenchmarkPlatform_Call(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := agent.CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
+		if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -695,7 +702,7 @@ func BenchmarkPlatform_CallParallel(b *testing.B) {
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := agent.CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
+			if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
 				b.Error(err)
 				return
 			}
@@ -713,7 +720,7 @@ func TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout(t *testing.T) {
 	defer close(release)
 	started := make(chan struct{}, 2)
 	b.agent("weatherman", "weather", weather(t, release, started))
-	alice := b.agent("alice", "alice", nil, agent.WithCallTimeout(150*time.Millisecond))
+	alice := b.agent("alice", "alice", nil, WithCallTimeout(150*time.Millisecond))
 
 	for i := range 2 {
 		_, err := alice.Call(context.Background(), "weather", "wait")
@@ -722,7 +729,7 @@ func TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout(t *testing.T) {
 		}
 	}
 	for i := range 20 {
-		temp, err := agent.CallAs[float64](context.Background(), alice, "weather", "temperature", city{Name: "Paris"})
+		temp, err := CallAs[float64](context.Background(), alice, "weather", "temperature", city{Name: "Paris"})
 		if err != nil || temp != 21.5 {
 			t.Fatalf("fast call %d after timeouts: %v, %v", i, temp, err)
 		}

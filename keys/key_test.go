@@ -1,4 +1,4 @@
-package auth_test
+package keys_test
 
 import (
 	"os"
@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // Key pairs from the libzmq zmq_curve(7) manual page.
@@ -22,40 +22,40 @@ const (
 
 func TestZ85_RFC32TestVector(t *testing.T) {
 	data := []byte{0x86, 0x4F, 0xD2, 0x6F, 0xB5, 0x59, 0xF7, 0x5B}
-	s, err := auth.Z85Encode(data)
+	s, err := keys.Z85Encode(data)
 	require.NoError(t, err)
 	assert.Equal(t, "HelloWorld", s)
-	back, err := auth.Z85Decode("HelloWorld")
+	back, err := keys.Z85Decode("HelloWorld")
 	require.NoError(t, err)
 	assert.Equal(t, data, back)
 }
 
 func TestZ85_RejectsBadInput(t *testing.T) {
-	_, err := auth.Z85Encode([]byte{1, 2, 3})
+	_, err := keys.Z85Encode([]byte{1, 2, 3})
 	assert.ErrorContains(t, err, "multiple of 4")
-	_, err = auth.Z85Decode("Hello")
+	_, err = keys.Z85Decode("Hello")
 	require.NoError(t, err)
-	_, err = auth.Z85Decode("Hell")
+	_, err = keys.Z85Decode("Hell")
 	assert.ErrorContains(t, err, "multiple of 5")
-	_, err = auth.Z85Decode("Hel\"o")
+	_, err = keys.Z85Decode("Hel\"o")
 	assert.ErrorContains(t, err, "offset 3")
-	_, err = auth.Z85Decode("#####") // 85^5-1 overflows 32 bits
+	_, err = keys.Z85Decode("#####") // 85^5-1 overflows 32 bits
 	assert.ErrorContains(t, err, "overflows")
 }
 
 func TestKey_SecretDerivesLibzmqPublicKey(t *testing.T) {
 	for _, kp := range [][2]string{{zmqServerPublic, zmqServerSecret}, {zmqClientPublic, zmqClientSecret}} {
-		sec, err := auth.ParseSecretKey(kp[1])
+		sec, err := keys.ParseSecret(kp[1])
 		require.NoError(t, err)
 		assert.Equal(t, kp[0], sec.Public().Z85())
 	}
 }
 
 func TestParseKey_AcceptsZ85Base64URLAndHex(t *testing.T) {
-	k, err := auth.ParseKey(zmqServerPublic)
+	k, err := keys.Parse(zmqServerPublic)
 	require.NoError(t, err)
 	for _, form := range []string{k.Z85(), k.Base64URL(), k.Base64URL() + "=", k.Hex(), "  " + k.Z85() + "\n"} {
-		got, err := auth.ParseKey(form)
+		got, err := keys.Parse(form)
 		require.NoError(t, err, form)
 		assert.Equal(t, k, got, form)
 	}
@@ -72,14 +72,14 @@ func TestParseKey_RejectsMalformedKeysWithReason(t *testing.T) {
 		zmqServerPublic[:39] + "\x00": "bad Z85",
 	}
 	for in, want := range cases {
-		_, err := auth.ParseKey(in)
-		require.ErrorIs(t, err, auth.ErrInvalidKey, in)
+		_, err := keys.Parse(in)
+		require.ErrorIs(t, err, keys.ErrInvalid, in)
 		assert.ErrorContains(t, err, want, in)
 	}
 }
 
 func TestSecretKey_NeverPrinted(t *testing.T) {
-	kp, err := auth.GenerateKeyPair()
+	kp, err := keys.Generate()
 	require.NoError(t, err)
 	for _, s := range []string{kp.String(), kp.Secret.String(), kp.Secret.GoString()} {
 		assert.NotContains(t, s, kp.Secret.Z85())
@@ -89,14 +89,14 @@ func TestSecretKey_NeverPrinted(t *testing.T) {
 
 func TestKeystore_WritesMode0600AndRoundTrips(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "keystore.json")
-	kp, created, err := auth.LoadOrCreateKeystore(path)
+	kp, created, err := keys.LoadOrCreate(path)
 	require.NoError(t, err)
 	assert.True(t, created)
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
-	again, created, err := auth.LoadOrCreateKeystore(path)
+	again, created, err := keys.LoadOrCreate(path)
 	require.NoError(t, err)
 	assert.False(t, created)
 	assert.Equal(t, kp, again)
@@ -104,37 +104,37 @@ func TestKeystore_WritesMode0600AndRoundTrips(t *testing.T) {
 
 func TestKeystore_RefusesFileReadableByOthers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keystore.json")
-	kp, err := auth.GenerateKeyPair()
+	kp, err := keys.Generate()
 	require.NoError(t, err)
-	require.NoError(t, auth.SaveKeystore(path, kp))
+	require.NoError(t, keys.Save(path, kp))
 	require.NoError(t, os.Chmod(path, 0o644))
-	_, err = auth.LoadKeystore(path)
-	require.ErrorIs(t, err, auth.ErrInsecureKeystore)
+	_, err = keys.Load(path)
+	require.ErrorIs(t, err, keys.ErrInsecureFile)
 	assert.ErrorContains(t, err, path)
 	assert.ErrorContains(t, err, "0644")
 }
 
 func TestKeystore_ReadsVolttronBase64Form(t *testing.T) {
-	kp, err := auth.GenerateKeyPair()
+	kp, err := keys.Generate()
 	require.NoError(t, err)
-	sec, err := auth.ParseKey(kp.Secret.Z85())
+	sec, err := keys.Parse(kp.Secret.Z85())
 	require.NoError(t, err)
 	path := filepath.Join(t.TempDir(), "keystore.json")
 	body := `{"public": "` + kp.Public.Base64URL() + `", "secret": "` + sec.Base64URL() + `"}`
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
-	got, err := auth.LoadKeystore(path)
+	got, err := keys.Load(path)
 	require.NoError(t, err)
 	assert.Equal(t, kp, got)
 }
 
 func TestKeystore_RejectsMismatchedPair(t *testing.T) {
-	a, _ := auth.GenerateKeyPair()
-	b, _ := auth.GenerateKeyPair()
+	a, _ := keys.Generate()
+	b, _ := keys.Generate()
 	path := filepath.Join(t.TempDir(), "keystore.json")
 	body := `{"public": "` + a.Public.Z85() + `", "secret": "` + b.Secret.Z85() + `"}`
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
-	_, err := auth.LoadKeystore(path)
-	require.ErrorIs(t, err, auth.ErrInvalidKey)
+	_, err := keys.Load(path)
+	require.ErrorIs(t, err, keys.ErrInvalid)
 	assert.ErrorContains(t, err, "does not belong")
 	assert.NotContains(t, err.Error(), b.Secret.Z85())
 }

@@ -3,18 +3,19 @@ package rpc
 // Export is what an exported method declares to the platform: the
 // capabilities and roles a caller must all hold, and the names of its
 // parameters (used by parameter restrictions in auth.json).
-//
-// On the wire (the EXPORT map of docs/PROTOCOL.md) every list is present,
-// empty rather than nil.
 type Export struct {
 	// Name is the method name callers use.
-	Name string `msgpack:"name"`
+	Name string
 	// Capabilities must all be held by the caller.
-	Capabilities []string `msgpack:"capabilities"`
+	Capabilities []string
 	// Roles must all be held by the caller.
-	Roles []string `msgpack:"roles"`
+	Roles []string
 	// Params are the positional parameter names.
-	Params []string `msgpack:"params"`
+	Params []string
+	// Inline says that the handler never blocks, so the agent may run it on
+	// the goroutine that receives calls (see Inline). It is not sent to the
+	// platform.
+	Inline bool
 }
 
 // ExportOption configures an exported method: Allow, AllowRoles, Params.
@@ -42,6 +43,17 @@ func AllowRoles(roles ...string) ExportOption {
 // built with Func on a struct argument name their parameters themselves.
 func Params(names ...string) ExportOption {
 	return exportOptionFunc(func(e *Export) { e.Params = append([]string{}, names...) })
+}
+
+// Inline declares that the handler returns promptly and never blocks (no
+// I/O, no lock held long, no call of another agent), so that the agent
+// runs it on the goroutine that receives calls, without handing it to a
+// worker, and sends the replies to the calls received together in one
+// write. It is the fastest way to serve small, CPU-only methods. A handler
+// exported Inline that blocks stops the agent from receiving anything until
+// it returns.
+func Inline() ExportOption {
+	return exportOptionFunc(func(e *Export) { e.Inline = true })
 }
 
 // NewExport builds the declaration of method name from opts.

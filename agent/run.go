@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -24,8 +26,9 @@ var ErrRunning = errors.New("agent: already running")
 // for them to return and returns nil.
 //
 // When the connection is lost, calls in flight fail at once with
-// rpc.ErrUnavailable and Run reconnects with exponential backoff (see
-// WithBackoff), re-registering identity, exports and subscriptions.
+// rpc.ErrUnavailable and Run reconnects with exponential backoff and
+// jitter (see WithBackoff), re-registering identity, exports and
+// subscriptions.
 //
 // Before the agent has been welcomed once, a refusal that retrying cannot
 // fix (the platform refuses the key, the identity claim, or another
@@ -38,8 +41,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
-	defer a.running.Store(false)
-	defer a.handlers.Wait()
+	a.mu.Lock()
+	a.stopped = false
+	a.mu.Unlock()
+	defer func() {
+		a.handlers.Wait()
+		a.mu.Lock()
+		a.stopped = true
+		a.noteState(nil)
+		a.mu.Unlock()
+		a.running.Store(false)
+	}()
 
 	delay := a.cfg.minBackoff
 	welcomed := false
@@ -49,6 +61,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			err = diagnose(err, a)
+			a.mu.Lock()
+			a.noteState(err)
+			a.mu.Unlock()
 			if !welcomed && permanent(err) {
 				return err
 			}
@@ -63,8 +79,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		welcomed = true
 		delay = a.cfg.minBackoff
 		a.log.Info("capbus agent: connected", "address", a.cfg.address, "user_id", s.welcome.UserID)
+		if fn := a.cfg.onConnect; fn != nil {
+			w := s.welcome
+			go fn(w)
+		}
 
-		if !a.serve(ctx, s) {
+		stopped := !a.serve(ctx, s)
+		if fn := a.cfg.onDisconnect; fn != nil {
+			err := s.err
+			go fn(err)
+		}
+		if stopped {
 			a.log.Info("capbus agent: stopped")
 			return nil
 		}
@@ -76,7 +101,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.log.Warn("capbus agent: connection lost; reconnecting", "err", s.err)
 		// A platform that closes connections right after welcome must not
-		// make the agent spin.
+		// make the agent spin; many agents losing one platform must not
+		// come back in lockstep.
 		if !sleep(ctx, jitter(a.cfg.minBackoff)) {
 			return nil
 		}
@@ -104,7 +130,7 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 			return false
 		case <-tick:
 			pctx, cancel := context.WithTimeout(ctx, a.cfg.heartbeat)
-			_, err := s.request(pctx, &message{Subsys: vip.SubPing})
+			_, err := s.request(pctx, &message{Subsys: vip.SubPing}, 0)
 			cancel()
 			if err != nil && ctx.Err() == nil && errors.Is(err, rpc.ErrTimeout) {
 				s.fail(fmt.Errorf("no answer to a heartbeat ping within %v", a.cfg.heartbeat))
@@ -116,9 +142,9 @@ func (a *Agent) serve(ctx context.Context, s *session) bool {
 // drain refuses new calls on s and gives the handlers of the calls already
 // received up to the shutdown grace period to finish and send their replies.
 func (a *Agent) drain(s *session) {
-	s.callsMu.Lock()
-	s.draining.Store(true)
-	s.callsMu.Unlock()
+	s.qmu.Lock()
+	s.draining = true
+	s.qmu.Unlock()
 	if a.cfg.shutdownGrace <= 0 {
 		return
 	}
@@ -126,7 +152,7 @@ func (a *Agent) drain(s *session) {
 	defer cancel()
 	idle := make(chan struct{})
 	go func() {
-		s.calls.Wait()
+		s.inflight.Wait()
 		close(idle)
 	}()
 	select {
@@ -159,11 +185,11 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 	subs := a.patterns()
 	a.mu.Unlock()
 
-	payload, err := rpc.Marshal(&hello)
+	payload, err := codec.Marshal(&hello)
 	if err != nil {
 		return fail(fmt.Errorf("agent: encode hello: %w", err))
 	}
-	r, err := s.request(cctx, &message{Subsys: vip.SubHello, Args: [][]byte{payload}})
+	r, err := s.request(cctx, &message{Subsys: vip.SubHello, Args: [][]byte{payload}}, 0)
 	if err != nil {
 		return fail(err)
 	}
@@ -171,9 +197,12 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 		return fail(rpc.Errorf(rpc.CodeProtocol, "hello answered with %q, want %q", r.Subsys, vip.SubWelcome))
 	}
 	if len(r.Args) > 0 {
-		if err := rpc.Unmarshal(r.Args[0], &s.welcome); err != nil {
+		var w vip.Welcome
+		if err := codec.Unmarshal(r.Args[0], &w); err != nil {
 			return fail(rpc.Errorf(rpc.CodeProtocol, "undecodable welcome: %v", err))
 		}
+		s.welcome = Welcome{Identity: w.Identity, UserID: w.UserID, Version: w.Version, Generation: w.Generation}
+		s.welcome.ServerKey, _ = keys.Parse(w.ServerKey)
 	}
 	for _, p := range subs {
 		if err := s.subscribe(cctx, p); err != nil {
@@ -187,6 +216,7 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 	a.mu.Lock()
 	a.sess = s
 	close(a.ready)
+	a.noteState(nil)
 	resendExports := a.exportsV != exportsV
 	resendSubs := a.subsV != subsV
 	a.mu.Unlock()
@@ -208,6 +238,7 @@ func (a *Agent) unpublish(s *session) {
 	if a.sess == s {
 		a.sess = nil
 		a.ready = make(chan struct{})
+		a.noteState(s.err)
 	}
 	a.mu.Unlock()
 }
@@ -218,6 +249,19 @@ func permanent(err error) bool {
 		errors.Is(err, rpc.ErrPermission) ||
 		errors.Is(err, rpc.ErrIdentityInUse) ||
 		errors.Is(err, rpc.ErrProtocol)
+}
+
+// diagnose says what a failed connection attempt means for the operator.
+func diagnose(err error, a *Agent) error {
+	switch {
+	case errors.Is(err, curve.ErrRefused):
+		return fmt.Errorf("the platform at %s refused this agent's key %s: it is not in auth.json, disabled or denied (add it: capbus auth add USER --credentials '%s'): %w",
+			a.cfg.address, a.cfg.keyPair.Public.Z85(), a.cfg.keyPair.Public.Z85(), err)
+	case errors.Is(err, curve.ErrServerKey):
+		return fmt.Errorf("the platform at %s does not hold the server key %s: wrong or stale server key (known_hosts?): %w",
+			a.cfg.address, a.cfg.serverKey.Z85(), err)
+	}
+	return err
 }
 
 // jitter returns d randomized by up to ±20%.

@@ -1,4 +1,4 @@
-package auth
+package keys
 
 import (
 	"crypto/rand"
@@ -11,32 +11,32 @@ import (
 	"golang.org/x/crypto/curve25519"
 )
 
-// KeySize is the length in bytes of a CURVE key (public or secret).
-const KeySize = 32
+// Size is the length in bytes of a CURVE key (public or secret).
+const Size = 32
 
-// ErrInvalidKey is returned (wrapped) when a key cannot be parsed.
-var ErrInvalidKey = errors.New("invalid CURVE key")
+// ErrInvalid is returned (wrapped) when a key cannot be parsed.
+var ErrInvalid = errors.New("invalid CURVE key")
 
 // Key is a 32-byte CURVE (Curve25519) public key. Its text form is Z85 (40
-// characters), the form libzmq uses; ParseKey also accepts base64url without
+// characters), the form libzmq uses; Parse also accepts base64url without
 // padding (43 characters, VOLTTRON's form) and hex (64 characters).
-type Key [KeySize]byte
+type Key [Size]byte
 
-// SecretKey is a 32-byte CURVE secret key. Its String method never reveals
+// Secret is a 32-byte CURVE secret key. Its String method never reveals
 // the key; use Z85 to obtain the text form deliberately.
-type SecretKey [KeySize]byte
+type Secret [Size]byte
 
-// KeyPair is a CURVE long-term key pair.
-type KeyPair struct {
+// Pair is a CURVE long-term key pair.
+type Pair struct {
 	Public Key
-	Secret SecretKey
+	Secret Secret
 }
 
-// ParseKey parses a key in Z85 (40 characters), base64url with or without
+// Parse parses a key in Z85 (40 characters), base64url with or without
 // padding (43 or 44 characters) or hex (64 characters). Surrounding white
-// space is ignored. The error wraps ErrInvalidKey and says which forms were
+// space is ignored. The error wraps ErrInvalid and says which forms were
 // expected.
-func ParseKey(s string) (Key, error) {
+func Parse(s string) (Key, error) {
 	var k Key
 	b, err := decodeKeyText(strings.TrimSpace(s))
 	if err != nil {
@@ -46,13 +46,13 @@ func ParseKey(s string) (Key, error) {
 	return k, nil
 }
 
-// ParseSecretKey parses a secret key in any of the forms ParseKey accepts.
+// ParseSecret parses a secret key in any of the forms Parse accepts.
 // Errors never include the key text.
-func ParseSecretKey(s string) (SecretKey, error) {
-	var k SecretKey
+func ParseSecret(s string) (Secret, error) {
+	var k Secret
 	b, err := decodeKeyText(strings.TrimSpace(s))
 	if err != nil {
-		return k, fmt.Errorf("%w: secret key is not Z85 (40 chars), base64url (43 chars) or hex (64 chars)", ErrInvalidKey)
+		return k, fmt.Errorf("%w: secret key is not Z85 (40 chars), base64url (43 chars) or hex (64 chars)", ErrInvalid)
 	}
 	copy(k[:], b)
 	return k, nil
@@ -63,26 +63,26 @@ func decodeKeyText(s string) ([]byte, error) {
 	case 40:
 		b, err := Z85Decode(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: bad Z85: %v", ErrInvalidKey, err)
+			return nil, fmt.Errorf("%w: bad Z85: %v", ErrInvalid, err)
 		}
 		return b, nil
 	case 43, 44:
 		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 		if err != nil {
-			return nil, fmt.Errorf("%w: bad base64url: %v", ErrInvalidKey, err)
+			return nil, fmt.Errorf("%w: bad base64url: %v", ErrInvalid, err)
 		}
-		if len(b) != KeySize {
-			return nil, fmt.Errorf("%w: base64url decodes to %d bytes, want %d", ErrInvalidKey, len(b), KeySize)
+		if len(b) != Size {
+			return nil, fmt.Errorf("%w: base64url decodes to %d bytes, want %d", ErrInvalid, len(b), Size)
 		}
 		return b, nil
 	case 64:
 		b, err := hex.DecodeString(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: bad hex: %v", ErrInvalidKey, err)
+			return nil, fmt.Errorf("%w: bad hex: %v", ErrInvalid, err)
 		}
 		return b, nil
 	default:
-		return nil, fmt.Errorf("%w: %d characters; want Z85 (40), base64url (43) or hex (64)", ErrInvalidKey, len(s))
+		return nil, fmt.Errorf("%w: %d characters; want Z85 (40), base64url (43) or hex (64)", ErrInvalid, len(s))
 	}
 }
 
@@ -104,9 +104,9 @@ func (k Key) IsZero() bool { return k == Key{} }
 // MarshalText implements encoding.TextMarshaler (Z85).
 func (k Key) MarshalText() ([]byte, error) { return []byte(k.Z85()), nil }
 
-// UnmarshalText implements encoding.TextUnmarshaler (any form ParseKey accepts).
+// UnmarshalText implements encoding.TextUnmarshaler (any form Parse accepts).
 func (k *Key) UnmarshalText(b []byte) error {
-	p, err := ParseKey(string(b))
+	p, err := Parse(string(b))
 	if err != nil {
 		return err
 	}
@@ -115,16 +115,16 @@ func (k *Key) UnmarshalText(b []byte) error {
 }
 
 // String never reveals the secret key.
-func (s SecretKey) String() string { return "[secret key redacted]" }
+func (s Secret) String() string { return "[secret key redacted]" }
 
 // GoString never reveals the secret key.
-func (s SecretKey) GoString() string { return s.String() }
+func (s Secret) GoString() string { return s.String() }
 
 // Z85 returns the secret key in Z85. Handle the result as a secret.
-func (s SecretKey) Z85() string { z, _ := Z85Encode(s[:]); return z }
+func (s Secret) Z85() string { z, _ := Z85Encode(s[:]); return z }
 
 // Public derives the public key of this secret key.
-func (s SecretKey) Public() Key {
+func (s Secret) Public() Key {
 	var k Key
 	pub, err := curve25519.X25519(s[:], curve25519.Basepoint)
 	if err != nil {
@@ -135,9 +135,9 @@ func (s SecretKey) Public() Key {
 	return k
 }
 
-// GenerateKeyPair returns a new random key pair from crypto/rand.
-func GenerateKeyPair() (KeyPair, error) {
-	var kp KeyPair
+// Generate returns a new random key pair from crypto/rand.
+func Generate() (Pair, error) {
+	var kp Pair
 	if _, err := rand.Read(kp.Secret[:]); err != nil {
 		return kp, fmt.Errorf("generate key pair: %w", err)
 	}
@@ -146,4 +146,4 @@ func GenerateKeyPair() (KeyPair, error) {
 }
 
 // String shows only the public key.
-func (kp KeyPair) String() string { return "KeyPair{public: " + kp.Public.Z85() + "}" }
+func (kp Pair) String() string { return "Pair{public: " + kp.Public.Z85() + "}" }

@@ -1,4 +1,4 @@
-package curve
+package keys_test
 
 import (
 	"encoding/base64"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/keys"
 )
 
 // FuzzZ85 checks the Z85 codec and key parsing of package auth (RFC 32):
@@ -22,28 +22,28 @@ func FuzzZ85(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Arbitrary text: no panic; a successful decode re-encodes exactly.
-		if d, err := auth.Z85Decode(string(b)); err == nil {
-			s, err := auth.Z85Encode(d)
+		if d, err := keys.Z85Decode(string(b)); err == nil {
+			s, err := keys.Z85Encode(d)
 			require.NoError(t, err)
 			require.Equal(t, string(b), s)
 		}
-		_, _ = auth.ParseKey(string(b))
+		_, _ = keys.Parse(string(b))
 
 		// Arbitrary bytes: encode then decode is the identity.
 		raw := b[:len(b)/4*4]
-		s, err := auth.Z85Encode(raw)
+		s, err := keys.Z85Encode(raw)
 		require.NoError(t, err)
 		require.Len(t, s, len(raw)/4*5)
-		d, err := auth.Z85Decode(s)
+		d, err := keys.Z85Decode(s)
 		require.NoError(t, err)
 		require.Equal(t, string(raw), string(d))
 		require.Len(t, d, len(raw))
 
-		if len(raw) >= auth.KeySize {
-			var want auth.Key
+		if len(raw) >= keys.Size {
+			var want keys.Key
 			copy(want[:], raw)
 			for _, text := range []string{want.Z85(), base64.RawURLEncoding.EncodeToString(want[:]), hex.EncodeToString(want[:])} {
-				k, err := auth.ParseKey(text)
+				k, err := keys.Parse(text)
 				require.NoError(t, err, text)
 				require.Equal(t, want, k)
 			}
