@@ -61,10 +61,14 @@ var (
 // the file name passed to Validate, or the entry name for Store.Put and
 // Store.Rollback; a caller that knows the file may set it before printing.
 type InputError struct {
-	File   string
-	Line   int
+	// File is the file or entry name the input came under.
+	File string
+	// Line is the 1-based line of the problem, 0 if none.
+	Line int
+	// Column is the 1-based byte column of the problem, 0 if none.
 	Column int
-	Msg    string
+	// Msg says what is wrong.
+	Msg string
 }
 
 // Error reads "file:line:column: msg", "file: msg" or "msg".
