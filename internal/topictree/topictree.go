@@ -25,7 +25,10 @@ import (
 // Index maps subscription patterns to subscribers of type S (the platform's
 // connection handle). It is safe for concurrent use: Match calls run in
 // parallel with one another under a read lock; Add and Remove take the
-// write lock. The zero value is not ready for use; call New.
+// write lock. (A read-write lock rather than an immutable snapshot swapped
+// on each change: subscriptions change often, and copying the trie on each
+// change would cost what Match saves.) The zero value is not ready for
+// use; call New.
 type Index[S comparable] struct {
 	mu   sync.RWMutex
 	root *node[S]
