@@ -13,6 +13,9 @@ var (
 	// empty, or was deleted. The policy in force is then closed (it admits
 	// nobody), never open.
 	ErrNoPolicy = errors.New("no authorization policy")
+	// ErrEmptyFile means auth.json was found empty or missing and the
+	// policy in force was kept, pending a confirming read (see Store).
+	ErrEmptyFile = errors.New("auth.json empty or missing")
 	// ErrUnknownKey means no allow entry matches the peer's CURVE key.
 	ErrUnknownKey = errors.New("unknown key")
 	// ErrDisabled means the matching allow entry has "enabled": false.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,20 +37,44 @@ type StoreOption interface{ apply(*storeConfig) }
 
 type storeConfig struct {
 	debounce time.Duration
+	confirm  time.Duration
 	log      *slog.Logger
 }
+
+// Defaults of the Store's options.
+const (
+	// DefaultDebounce is how long the Store waits after the last change to
+	// the file before reading it. With the file watcher's own delay, an
+	// edit is in force within 150 ms of the write.
+	DefaultDebounce = 40 * time.Millisecond
+	// DefaultEmptyConfirm is how long an empty or missing file must stay
+	// so before the Store installs the closed policy: editors that truncate
+	// before they write leave the file empty for far less.
+	DefaultEmptyConfirm = 500 * time.Millisecond
+)
 
 type optionFunc func(*storeConfig)
 
 func (f optionFunc) apply(c *storeConfig) { f(c) }
 
 // WithDebounce sets how long the Store waits after the last change to the
-// file before reloading it (default 100ms; zero or negative keeps the
-// default), so an editor's several writes give one reload.
+// file before reloading it (default DefaultDebounce; zero or negative keeps
+// the default), so an editor's several writes give one reload.
 func WithDebounce(d time.Duration) StoreOption {
 	return optionFunc(func(c *storeConfig) {
 		if d > 0 {
 			c.debounce = d
+		}
+	})
+}
+
+// WithEmptyConfirm sets how long a file found empty or missing must stay so
+// before the closed policy is installed (default DefaultEmptyConfirm; zero
+// or negative keeps the default).
+func WithEmptyConfirm(d time.Duration) StoreOption {
+	return optionFunc(func(c *storeConfig) {
+		if d > 0 {
+			c.confirm = d
 		}
 	})
 }
@@ -67,18 +92,32 @@ func WithLogger(l *slog.Logger) StoreOption {
 // Store holds the policy in force for one auth.json and reloads it when the
 // file changes. It watches the file's directory, so editors that write a
 // temporary file and rename it over auth.json are seen. A reload validates
-// the whole file and swaps the policy atomically; a bad edit keeps the last
-// good policy; a deleted or emptied file installs a closed policy (nobody is
-// allowed). Every swap bumps the generation and notifies subscribers.
+// the whole file and swaps the policy atomically; a bad or half-written
+// edit keeps the last good policy and says why. A file found empty or
+// missing keeps the last good policy too, unless it is still empty or
+// missing when read again at least DefaultEmptyConfirm later: then a
+// closed policy (nobody is allowed) is installed, so that a deliberate
+// emptying still closes everything while an editor that truncates before
+// writing never does. Every swap bumps the generation and notifies
+// subscribers.
 type Store struct {
 	path    string
 	cfg     storeConfig
+	target  string // where path's symlinks lead; only the loop uses it after OpenStore
 	cur     atomic.Pointer[Policy]
 	watcher *fsnotify.Watcher
 
-	mu       sync.Mutex // serializes reloads and guards last*
+	mu       sync.Mutex // serializes reloads and guards last* and emptySince
 	lastData []byte
 	lastErr  error // the error lastData gave, if it was rejected
+	// emptySince is when the file was first found empty or missing while a
+	// policy from it was in force (zero: it was not); lastChange is when
+	// the watcher last saw it change. The closed policy is installed only
+	// by a read that finds the file empty or missing at least the
+	// confirmation delay after both.
+	emptySince time.Time
+	lastChange time.Time
+	confirmAt  chan time.Duration // asks the loop for a confirming read
 
 	subMu  sync.Mutex
 	subs   map[int]func(ReloadEvent)
@@ -97,7 +136,7 @@ type Store struct {
 // *ValidationError). OpenStore returns a nil Store only when the directory
 // cannot be watched.
 func OpenStore(ctx context.Context, path string, opts ...StoreOption) (*Store, error) {
-	cfg := storeConfig{debounce: 100 * time.Millisecond, log: slog.Default()}
+	cfg := storeConfig{debounce: DefaultDebounce, confirm: DefaultEmptyConfirm, log: slog.Default()}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
@@ -114,8 +153,9 @@ func OpenStore(ctx context.Context, path string, opts ...StoreOption) (*Store, e
 		return nil, fmt.Errorf("auth store: watch directory of %s: %w", abs, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Store{path: abs, cfg: cfg, watcher: w,
+	s := &Store{path: abs, cfg: cfg, watcher: w, confirmAt: make(chan time.Duration, 1),
 		subs: map[int]func(ReloadEvent){}, cancel: cancel, done: make(chan struct{})}
+	s.resolve()
 	loadErr := s.initial()
 	go s.loop(ctx)
 	return s, loadErr
@@ -182,26 +222,73 @@ func (s *Store) Close() error {
 	return err
 }
 
+// concerns reports whether a change of name, in the watched directory, may
+// change what the file reads.
+func (s *Store) concerns(name string) bool {
+	if name == s.path {
+		return true
+	}
+	base := filepath.Base(name)
+	if strings.HasPrefix(base, "..") {
+		return true
+	}
+	if t := s.target; t != "" && t != s.path && (name == t || filepath.Dir(name) == filepath.Dir(t)) {
+		return true // the file is a symlink: its target changed
+	}
+	return false
+}
+
+// resolve notes where the file's symlinks lead, if anywhere.
+func (s *Store) resolve() {
+	if t, err := filepath.EvalSymlinks(s.path); err == nil {
+		s.target = t
+	}
+}
+
 func (s *Store) loop(ctx context.Context) {
 	defer close(s.done)
-	var timer *time.Timer
-	var fire <-chan time.Time
+	var timer, confirm *time.Timer
+	var fire, confirmed <-chan time.Time
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if confirm != nil {
+			confirm.Stop()
 		}
 	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-s.watcher.Events:
+		case d := <-s.confirmAt:
+			if confirm == nil {
+				confirm = time.NewTimer(d)
+			} else {
+				confirm.Reset(d)
+			}
+			confirmed = confirm.C
+		case <-confirmed:
+			confirmed = nil
+			s.Reload()
+		case ev, ok := <-s.watcher.Events:
 			if !ok {
 				return
 			}
-			// Any change in the directory schedules a read: besides the
-			// file itself this catches symlink swaps (Kubernetes ConfigMaps
-			// replace a "..data" link). An unchanged file is not reloaded.
+			// A change of the file schedules a read, and so does a change
+			// of a ".." entry of the directory: Kubernetes ConfigMaps swap
+			// a "..data" symlink. Other files of the directory (the audit
+			// log beside auth.json) are ignored: their writes must not
+			// hold the read back. An unchanged file is not reloaded.
+			if !s.concerns(ev.Name) {
+				continue
+			}
+			if strings.HasPrefix(filepath.Base(ev.Name), "..") {
+				s.resolve()
+			}
+			s.mu.Lock()
+			s.lastChange = time.Now()
+			s.mu.Unlock()
 			if timer == nil {
 				timer = time.NewTimer(s.cfg.debounce)
 			} else {
@@ -223,7 +310,9 @@ func (s *Store) loop(ctx context.Context) {
 
 // Reload reads the file now (as the watcher does after a change) and
 // returns the error of the file's current content, if it was rejected. An
-// unchanged file is not reloaded and subscribers are not called again.
+// unchanged file is not reloaded and subscribers are not called again. A
+// file found empty or missing keeps the policy in force until a read at
+// least the confirmation delay later finds it so still.
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	ev, changed := s.reloadLocked()
@@ -246,34 +335,75 @@ func (s *Store) reloadLocked() (ReloadEvent, bool) {
 	}
 	if err == nil && s.lastData != nil && bytes.Equal(data, s.lastData) {
 		// Unchanged (an editor touching the file, another file in the
-		// directory changing): nothing to report again.
+		// directory changing, an emptied file written back as it was):
+		// nothing to report again.
+		s.emptySince = time.Time{}
 		ev.Policy, ev.Generation, ev.Err = old, old.gen, s.lastErr
 		return ev, false
 	}
 	var next *Policy
-	switch {
-	case err != nil: // deleted
-		if old.closed && s.lastData == nil {
+	var perr error
+	empty := err != nil // deleted
+	if !empty {
+		var p *Policy
+		p, perr = Parse(s.path, data)
+		empty = errors.Is(perr, ErrNoPolicy)
+		next = p
+	}
+	if empty {
+		if old.closed {
+			// Already closed: nothing changes.
+			ev.Policy, ev.Generation = old, old.gen
+			if err == nil {
+				s.lastData = data
+			}
+			return ev, false
+		}
+		what := "empty"
+		if err != nil {
+			what = "missing"
+		}
+		now := time.Now()
+		if s.emptySince.IsZero() {
+			// Perhaps an editor that truncates before it writes: keep the
+			// policy in force and look again later.
+			s.emptySince = now
+			s.askConfirm(s.cfg.confirm)
+			ev.Policy, ev.Generation = old, old.gen
+			ev.Err = fmt.Errorf("%w: %s is %s; keeping the policy in force (generation %d) unless it is still %s in %v",
+				ErrEmptyFile, s.path, what, old.gen, what, s.cfg.confirm)
+			s.cfg.log.Warn("auth policy file is "+what+": keeping the policy in force until a second read confirms it",
+				"file", s.path, "generation", old.gen, "confirm_in", s.cfg.confirm)
+			return ev, true
+		}
+		since := s.emptySince
+		if s.lastChange.After(since) {
+			since = s.lastChange // rewritten meanwhile: not the same emptiness
+		}
+		if wait := s.cfg.confirm - now.Sub(since); wait > 0 {
+			s.askConfirm(wait)
 			ev.Policy, ev.Generation = old, old.gen
 			return ev, false
 		}
-		s.lastData, s.lastErr = nil, nil
+		// Still empty or missing at the confirming read: close.
+		s.emptySince = time.Time{}
+		s.lastErr = nil
+		if err == nil {
+			s.lastData = data
+		} else {
+			s.lastData = nil
+		}
 		next = closedPolicy(s.path)
-		ev.Err = fmt.Errorf("%w: %s was deleted: closed policy in force, every peer is refused", ErrNoPolicy, s.path)
-		s.cfg.log.Error("auth policy file deleted: denying everyone (closed policy)", "file", s.path, "generation", old.gen+1)
-	default:
+		ev.Err = fmt.Errorf("%w: %s was %s on two reads %v apart: closed policy in force, every peer is refused",
+			ErrNoPolicy, s.path, what, s.cfg.confirm)
+		s.cfg.log.Error("auth policy file is "+what+": denying everyone (closed policy)", "file", s.path, "generation", old.gen+1)
+	} else {
+		s.emptySince = time.Time{}
 		s.lastData = data
-		p, perr := Parse(s.path, data)
 		switch {
 		case perr == nil:
 			s.lastErr = nil
-			next = p
-			s.cfg.log.Info("auth policy reloaded", "file", s.path, "generation", old.gen+1, "users", len(p.users))
-		case errors.Is(perr, ErrNoPolicy):
-			s.lastErr = nil
-			next = closedPolicy(s.path)
-			ev.Err = perr
-			s.cfg.log.Error("auth policy file is empty: denying everyone (closed policy)", "file", s.path, "generation", old.gen+1)
+			s.cfg.log.Info("auth policy reloaded", "file", s.path, "generation", old.gen+1, "users", len(next.users))
 		default:
 			s.lastErr = perr
 			ev.Policy, ev.Generation, ev.Err = old, old.gen, perr
@@ -285,6 +415,39 @@ func (s *Store) reloadLocked() (ReloadEvent, bool) {
 	s.cur.Store(next)
 	ev.Policy, ev.Generation = next, next.gen
 	return ev, true
+}
+
+// askConfirm asks the loop for a confirming read after d.
+func (s *Store) askConfirm(d time.Duration) {
+	select {
+	case s.confirmAt <- d:
+	default: // one is pending already
+	}
+}
+
+// Peek reads the file now and returns the policy it holds, without
+// installing it and without telling subscribers: the policy in force when
+// the file is unchanged, nil when the file is empty, missing, unreadable or
+// invalid. The platform uses it to honour a grant written just before a
+// refused call, ahead of the watcher: what Peek returns may only allow
+// what the policy in force refused, never revoke.
+func (s *Store) Peek() *Policy {
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	same := s.lastData != nil && bytes.Equal(data, s.lastData)
+	s.mu.Unlock()
+	if same {
+		return s.cur.Load()
+	}
+	p, err := Parse(s.path, data)
+	if err != nil {
+		return nil
+	}
+	p.gen = s.cur.Load().gen + 1 // provisional: the watcher assigns the real one
+	return p
 }
 
 func (s *Store) notify(ev ReloadEvent) {

@@ -66,10 +66,11 @@ func openStore(t *testing.T, initial string) *storeFixture {
 	return f
 }
 
-// await returns the first event satisfying ok, failing after one second.
+// await returns the first event satisfying ok, failing after five seconds
+// (a bound for a loaded machine, not a measure of speed).
 func (f *storeFixture) await(what string, ok func(auth.ReloadEvent) bool) auth.ReloadEvent {
 	f.t.Helper()
-	deadline := time.After(time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		select {
 		case ev := <-f.events:
@@ -77,7 +78,7 @@ func (f *storeFixture) await(what string, ok func(auth.ReloadEvent) bool) auth.R
 				return ev
 			}
 		case <-deadline:
-			f.t.Fatalf("no reload event (%s) within one second", what)
+			f.t.Fatalf("no reload event (%s) within five seconds", what)
 			return auth.ReloadEvent{}
 		}
 	}
@@ -269,4 +270,105 @@ func TestStore_SymlinkSwapIsSeen(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("symlink swap not seen within one second")
 	}
+}
+
+func TestStore_ABrieflyEmptyFileKeepsThePolicyInForce(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	old := f.store.Policy()
+	// An editor that truncates, then writes: the watcher sees the empty file.
+	require.NoError(t, os.WriteFile(f.path, nil, 0o600))
+	ev := f.await("the empty file", func(ev auth.ReloadEvent) bool { return errors.Is(ev.Err, auth.ErrEmptyFile) })
+	assert.Same(t, old, ev.Policy, "the policy in force is kept")
+	assert.False(t, f.store.Policy().Closed())
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	f.await("the written file", bobbyMay)
+	// The confirming read finds the file written: no closed policy, ever.
+	require.NoError(t, f.store.Reload())
+	for {
+		select {
+		case ev := <-f.events:
+			require.False(t, ev.Policy.Closed(), "a closed policy was installed: %v", ev.Err)
+			continue
+		default:
+		}
+		break
+	}
+	assert.True(t, f.allowed("Alice"))
+}
+
+func TestStore_AFileStillEmptyAtTheConfirmingReadClosesThePolicy(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.json")
+	require.NoError(t, os.WriteFile(path, []byte(weatherPolicy("")), 0o600))
+	const confirm = 300 * time.Millisecond
+	s, err := auth.OpenStore(context.Background(), path, auth.WithDebounce(20*time.Millisecond),
+		auth.WithEmptyConfirm(confirm), auth.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	closed := make(chan time.Time, 1)
+	s.Subscribe(func(ev auth.ReloadEvent) {
+		if ev.Policy.Closed() {
+			select {
+			case closed <- time.Now():
+			default:
+			}
+		}
+	})
+	emptied := time.Now()
+	require.NoError(t, os.WriteFile(path, []byte("  // nothing\n"), 0o600))
+	select {
+	case at := <-closed:
+		assert.GreaterOrEqual(t, at.Sub(emptied), confirm, "closed only after the confirming read")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deliberately emptied file never closed the policy")
+	}
+	assert.True(t, s.Policy().Closed())
+}
+
+func TestStore_PeekReadsWithoutInstalling(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	old := f.store.Policy()
+	assert.Same(t, old, f.store.Peek(), "unchanged file: the policy in force")
+	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	p := f.store.Peek()
+	require.NotNil(t, p)
+	assert.NotSame(t, old, p)
+	s, err := p.Subject(rpc.Principal{UserID: "Bobby"})
+	require.NoError(t, err)
+	assert.True(t, p.Decide(s, p.Requirement(weatherAgent, "temperature", temperature), nil).Allowed)
+	assert.Same(t, old, f.store.Policy(), "Peek installs nothing")
+	require.NoError(t, os.WriteFile(f.path, nil, 0o600))
+	assert.Nil(t, f.store.Peek(), "an empty file gives nothing to grant from")
+	require.NoError(t, os.WriteFile(f.path, []byte(`{"allow": [`), 0o600))
+	assert.Nil(t, f.store.Peek(), "a half-written file gives nothing to grant from")
+}
+
+// TestStore_WritesToOtherFilesOfTheDirectoryDoNotHoldTheReloadBack: the
+// audit log lives beside auth.json; its writes must not keep pushing the
+// debounce back.
+func TestStore_WritesToOtherFilesOfTheDirectoryDoNotHoldTheReloadBack(t *testing.T) {
+	f := openStore(t, weatherPolicy(""))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		log, err := os.OpenFile(filepath.Join(filepath.Dir(f.path), "audit.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return
+		}
+		defer log.Close()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = log.WriteString(`{"action":"call"}` + "\n")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	require.NoError(t, atomicfile.Write(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
+	f.await("the grant, despite the audit log's writes", bobbyMay)
 }

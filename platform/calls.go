@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -180,6 +181,24 @@ func (p *Platform) callsGone(pe *peer) {
 		for i, k := range gone {
 			pe.outstanding.Add(-1)
 			_ = callee.send(cancelFrames(pe, k.id, methods[i]))
+		}
+	}
+}
+
+// expireEvery is how often the platform looks for calls past their
+// deadline: an expired call is answered within this of its deadline.
+const expireEvery = 250 * time.Millisecond
+
+// expireLoop expires calls until ctx ends.
+func (p *Platform) expireLoop(ctx context.Context) {
+	t := time.NewTicker(expireEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			p.expireCalls(now)
 		}
 	}
 }

@@ -89,8 +89,8 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	}
 	p.broadcastPeer(vip.OpAdd, pe)
 	// A reload that ran while this hello was decided did not see the claim.
-	if cur := p.policy(); cur != pol {
-		p.revokeIfDenied(cur, pe)
+	if reason := p.revokedNow(pe); reason != "" {
+		p.revokeIfDenied(p.policy(), pe)
 	}
 }
 
@@ -101,7 +101,12 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 func (p *Platform) admit(pe *peer, identity string, exports []rpc.Export, meta map[string]string, afterHello bool) *wireError {
 	pol := p.policy()
 	if err := pol.CheckIdentity(pe.userID, identity); err != nil {
-		return errorf(rpc.CodePermission, err.Error())
+		next := p.fresher(pol)
+		if next == nil || next.CheckIdentity(pe.userID, identity) != nil {
+			return errorf(rpc.CodePermission, err.Error())
+		}
+		pol = next // a grant the watcher has not installed yet
+		p.grantedAhead()
 	}
 	if p.cfg.admission == nil {
 		return nil

@@ -33,10 +33,14 @@ type Platform struct {
 	ran   atomic.Bool
 	ctx   context.Context // Run's context, for hooks
 
-	pol         atomic.Pointer[auth.Policy]
-	reloads     chan struct{}
-	store       *auth.Store  // nil with WithPolicy
-	lastRefresh atomic.Int64 // unix nanoseconds of the last reload forced by an unknown key
+	pol     atomic.Pointer[auth.Policy]
+	reloads chan struct{}
+	store   *auth.Store // nil with WithPolicy
+
+	// What auth.json held at the last read ahead of the watcher (fresher).
+	peekMu     sync.Mutex
+	peeked     *auth.Policy
+	peekedStat os.FileInfo
 
 	mu         sync.RWMutex
 	byIdentity map[string]*peer
@@ -165,10 +169,14 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 	}
 
 	var rwg sync.WaitGroup
-	rwg.Add(1)
+	rwg.Add(2)
 	go func() {
 		defer rwg.Done()
 		p.reloadLoop(ctx)
+	}()
+	go func() {
+		defer rwg.Done()
+		p.expireLoop(ctx)
 	}()
 	defer rwg.Wait()
 
@@ -221,16 +229,18 @@ func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {
 }
 
 // authenticate is the curve Authenticator: the policy in force decides. An
-// unknown key makes the platform re-read auth.json first (see refresh), so
-// a key added just before its agent connects is admitted without waiting
-// for the file watcher.
+// unknown key is looked up in what auth.json holds now too (see fresher),
+// so a key added just before its agent connects is admitted without
+// waiting for the file watcher.
 func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (string, error) {
 	pol := p.policy()
 	user, err := pol.Authenticate(req.PublicKey, req.RemoteAddr)
 	if err != nil && errors.Is(err, auth.ErrUnknownKey) {
-		if next := p.refresh(pol); next != nil {
-			pol = next
-			user, err = pol.Authenticate(req.PublicKey, req.RemoteAddr)
+		if next := p.fresher(pol); next != nil {
+			if u, nerr := next.Authenticate(req.PublicKey, req.RemoteAddr); nerr == nil {
+				user, err = u, nil
+				p.grantedAhead()
+			}
 		}
 	}
 	if err != nil {
@@ -270,7 +280,7 @@ func (p *Platform) serve(c *curve.Conn) {
 	p.mu.Unlock()
 
 	// A reload may have happened since the handshake.
-	if reason := p.revoked(p.policy(), pe); reason != "" {
+	if reason := p.revokedNow(pe); reason != "" {
 		pe.close(reason)
 	}
 

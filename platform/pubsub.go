@@ -46,6 +46,15 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 	} else {
 		return false
 	}
+	// A grant written to auth.json just before applies now (see fresher).
+	if next := p.fresher(pol); next != nil {
+		if nsubj, err := pe.subject(next); err == nil && next.DecideTopic(nsubj, op, topic).Allowed {
+			if op == auth.Subscribe {
+				p.grantedAhead()
+			}
+			return false
+		}
+	}
 	name, act := "publish to", actPublish
 	if op == auth.Subscribe {
 		name, act = "subscribe to", actSubscribe

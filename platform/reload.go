@@ -3,6 +3,7 @@ package platform
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"time"
 
@@ -25,6 +26,7 @@ func (p *Platform) onReload(ev auth.ReloadEvent) {
 	p.audit.record(rec)
 	if ev.Policy != nil {
 		p.install(ev.Policy)
+		p.forgetFresher()
 	}
 	select {
 	case p.reloads <- struct{}{}:
@@ -45,32 +47,62 @@ func (p *Platform) install(pol *auth.Policy) bool {
 	}
 }
 
-// refreshInterval bounds how often a refusal may make the platform re-read
-// auth.json ahead of the file watcher.
-const refreshInterval = 10 * time.Millisecond
-
-// refresh re-reads auth.json now, ahead of the watcher's debounce, when
-// something was refused under pol: a grant or a key written just before
-// the refused call or connection then takes effect at once. It returns the
-// newer policy in force, or nil when there is none (or a refresh ran less
-// than refreshInterval ago, or the policy is fixed). An unchanged file costs
-// one read.
-func (p *Platform) refresh(pol *auth.Policy) *auth.Policy {
+// fresher returns what auth.json holds now, when it differs from the
+// policy in force and from pol (the policy that refused something); nil
+// otherwise. The file is read again only when its size, modification time
+// or inode changed since the last read.
+//
+// It may only grant, never revoke: decisions consult it only for what the
+// policy in force refused, so a grant or a key written to auth.json just
+// before a refused call or connection is honoured at once, while every
+// change (revocations included) takes effect when the watcher installs it,
+// within 150 ms of the write. An empty, missing or half-written file gives
+// nothing.
+func (p *Platform) fresher(pol *auth.Policy) *auth.Policy {
 	if p.store == nil {
 		return nil
 	}
-	now := time.Now().UnixNano()
-	last := p.lastRefresh.Load()
-	if now-last < int64(refreshInterval) || !p.lastRefresh.CompareAndSwap(last, now) {
+	p.peekMu.Lock()
+	defer p.peekMu.Unlock()
+	if st, err := os.Stat(p.store.Path()); err != nil {
+		p.peeked, p.peekedStat = nil, nil
+	} else if p.peekedStat == nil || !sameFile(st, p.peekedStat) {
+		p.peeked, p.peekedStat = p.store.Peek(), st
+	}
+	if p.peeked == nil || p.peeked == pol || p.peeked == p.policy() {
 		return nil
 	}
-	_ = p.store.Reload() // a rejected edit keeps the policy in force; subscribers are told
-	next := p.store.Policy()
-	p.install(next)
-	if cur := p.policy(); cur != pol {
-		return cur
-	}
-	return nil
+	return p.peeked
+}
+
+// sameFile reports whether a and b describe the same unchanged file.
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// grantedAhead notes that fresher allowed something that lasts (a
+// connection, an identity claim, a subscription): the live connections are
+// checked again against the policy in force once the watcher has had time
+// to install the file, so that a grant written and taken back before the
+// watcher read the file lasts no longer than an installed one would.
+func (p *Platform) grantedAhead() {
+	time.AfterFunc(aheadRecheck, func() {
+		select {
+		case p.reloads <- struct{}{}:
+		default: // a re-check is already pending
+		}
+	})
+}
+
+// aheadRecheck is when grantedAhead's re-check runs: the watcher has
+// installed any write made before it by then.
+const aheadRecheck = 150 * time.Millisecond
+
+// forgetFresher drops what fresher read: the watcher installed a policy.
+func (p *Platform) forgetFresher() {
+	p.peekMu.Lock()
+	p.peeked, p.peekedStat = nil, nil
+	p.peekMu.Unlock()
 }
 
 // reloadLoop re-checks every connection after each reload until ctx ends.
@@ -117,6 +149,21 @@ func (p *Platform) recheck(pol *auth.Policy) {
 			p.recheckSubscriptions(pol, pe)
 		}
 	}
+}
+
+// revokedNow is revoked under the policy in force, unless what auth.json
+// holds now (see fresher) admits pe: a peer admitted by a grant the
+// watcher has not installed yet is not closed by the older policy.
+func (p *Platform) revokedNow(pe *peer) string {
+	pol := p.policy()
+	reason := p.revoked(pol, pe)
+	if reason != "" {
+		if next := p.fresher(pol); next != nil && p.revoked(next, pe) == "" {
+			p.grantedAhead()
+			return ""
+		}
+	}
+	return reason
 }
 
 // revokeIfDenied tells and closes pe if pol no longer admits it, and

@@ -76,8 +76,17 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	pol := p.policy()
 	subj, err := pe.subject(pol)
 	if err != nil {
-		p.denyCall(pe, callee, frames, notify, pol, errorf(rpc.CodeUnauthorized, err.Error()))
-		return
+		// A user the watcher has not installed yet (see fresher).
+		next := p.fresher(pol)
+		if next == nil {
+			p.denyCall(pe, callee, frames, notify, pol, errorf(rpc.CodeUnauthorized, err.Error()))
+			return
+		}
+		if subj, err = pe.subject(next); err != nil {
+			p.denyCall(pe, callee, frames, notify, next, errorf(rpc.CodeUnauthorized, err.Error()))
+			return
+		}
+		pol = next
 	}
 	req := exp.requirement(pol, callee)
 	var args map[string]any
@@ -97,11 +106,14 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	}
 	d := pol.Decide(subj, req, args)
 	if !d.Allowed {
-		// A grant written to auth.json just before this call applies now.
-		if next := p.refresh(pol); next != nil {
-			if subj, err = pe.subject(next); err == nil {
-				pol, req = next, exp.requirement(next, callee)
-				d = pol.Decide(subj, req, args)
+		// A grant written to auth.json just before this call applies now;
+		// what it holds may only allow what was refused (see fresher).
+		if next := p.fresher(pol); next != nil {
+			if nsubj, err := pe.subject(next); err == nil {
+				nreq := exp.requirement(next, callee)
+				if nd := next.Decide(nsubj, nreq, args); nd.Allowed {
+					pol, req, d = next, nreq, nd
+				}
 			}
 		}
 	}
