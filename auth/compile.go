@@ -155,6 +155,9 @@ func (c *compiler) internAll() {
 		}
 		for _, a := range e.Agents {
 			addCap(a.Capabilities...)
+			if a.Grant != nil {
+				addCap(a.Grant.Capabilities...)
+			}
 		}
 	}
 	for _, m := range f.Methods {
@@ -414,6 +417,7 @@ func (c *compiler) compileEntries() {
 		if c.err != nil {
 			return
 		}
+		c.compileAgentGrants(u)
 	}
 	for _, who := range sortedKeys(f.Site) {
 		if _, ok := p.users[who]; !ok && who != "*" {
@@ -513,7 +517,7 @@ func (c *compiler) compileBindings(u *user, e *Entry, path string) {
 			c.fail(apath, "agent %q is not an identity this entry may claim (%s)", id, u.bindList())
 			return
 		}
-		n := &narrowing{identity: id, caps: c.newCaps(), roles: c.newRoles()}
+		n := &narrowing{identity: id, narrows: a.Narrows(), caps: c.newCaps(), roles: c.newRoles()}
 		for _, it := range c.expandCaps(apath+".capabilities", a.Capabilities, false) {
 			n.caps.set(it.idx)
 		}
@@ -524,6 +528,19 @@ func (c *compiler) compileBindings(u *user, e *Entry, path string) {
 				return
 			}
 			n.roles.set(idx)
+		}
+		if a.Grant != nil {
+			n.grantPath = apath + ".grant"
+			for i, r := range a.Grant.Roles {
+				if _, ok := p.roleIndex[r]; !ok {
+					c.fail(joinIndex(n.grantPath+".roles", i), "role %q is not defined in \"roles\"%s", r, didYouMean(r, p.roleNames))
+					return
+				}
+			}
+			c.expandCaps(n.grantPath+".capabilities", a.Grant.Capabilities, false) // reports unknown names
+			if c.err != nil {
+				return
+			}
 		}
 		if u.agents == nil {
 			u.agents = map[string]*narrowing{}

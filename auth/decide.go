@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"sort"
 
 	"github.com/capbus/capbus/rpc"
@@ -22,6 +23,7 @@ type Subject struct {
 	restr    bitset // capabilities held only with parameter restrictions
 	attrs    map[string]string
 	narrow   *narrowing
+	local    bool // connected from loopback (SubjectAt)
 }
 
 // UserID returns the subject's user id.
@@ -37,6 +39,24 @@ func (s *Subject) Attributes() map[string]string { return maps.Clone(s.attrs) }
 // Generation returns the generation of the policy the subject was compiled
 // against.
 func (s *Subject) Generation() uint64 { return s.p.gen }
+
+// SubjectAt is Subject for a principal connected from remoteAddr
+// ("host:port"): deny_by_default "remote" spares a subject on loopback.
+func (p *Policy) SubjectAt(pr rpc.Principal, remoteAddr string) (*Subject, error) {
+	s, err := p.Subject(pr)
+	if err == nil {
+		s.local = isLoopback(remoteAddr)
+	}
+	return s, err
+}
+
+// isLoopback reports whether addr ("host:port" or a host) is on loopback:
+// 127.0.0.0/8 or ::1.
+func isLoopback(addr string) bool {
+	host := hostOf(addr)
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
 
 // Subject compiles a principal against this policy: the user's effective
 // capabilities and roles, narrowed when the entry lists the identity under
@@ -67,12 +87,22 @@ func (p *Policy) Subject(pr rpc.Principal) (*Subject, error) {
 	s := &Subject{p: p, u: u, userID: u.id, identity: pr.Identity, caps: u.caps, roles: u.roles, restr: u.restrictedOnly}
 	if n := u.agents[pr.Identity]; n != nil {
 		s.narrow = n
-		s.caps = u.caps.clone()
-		s.caps.and(n.caps)
-		s.roles = u.roles.clone()
-		s.roles.and(n.roles)
+		if n.narrows {
+			s.caps = u.caps.clone()
+			s.caps.and(n.caps)
+			s.roles = u.roles.clone()
+			s.roles.and(n.roles)
+		}
 		s.restr = u.restrictedOnly.clone()
 		s.restr.and(s.caps)
+		if n.grantCaps != nil {
+			// Agent grants come without parameter restrictions.
+			s.caps = s.caps.clone()
+			s.caps.or(n.grantCaps)
+			s.roles = s.roles.clone()
+			s.roles.or(n.grantRoles)
+			s.restr.andNot(n.grantCaps)
+		}
 	}
 	s.attrs = u.attrs
 	return s, nil
@@ -174,10 +204,14 @@ func (p *Policy) Requirement(callee rpc.Principal, method string, declared Decla
 			r.from = append(r.from, m.path)
 		}
 	}
-	if len(caps) == 0 && len(roles) == 0 && !r.self && len(r.callerAttrs) == 0 && p.denyByDefault {
+	if len(caps) == 0 && len(roles) == 0 && !r.self && len(r.callerAttrs) == 0 && p.denyByDefault != DenyNone {
 		caps[r.target] = true
 		r.implicit = true
-		r.from = append(r.from, "deny_by_default (grant capability "+r.target+" to open it)")
+		if p.denyByDefault == DenyRemote {
+			r.from = append(r.from, "deny_by_default \"remote\" (grant capability "+r.target+" to open it to callers not on loopback)")
+		} else {
+			r.from = append(r.from, "deny_by_default (grant capability "+r.target+" to open it)")
+		}
 	}
 	cb := newBitset(max(len(p.capNames), 1))
 	for c := range caps {
@@ -270,6 +304,8 @@ func (p *Policy) Decide(s *Subject, r *Requirement, args map[string]any) Decisio
 		d.why = reasonInvalid
 	case s.p != p || r.p != p:
 		d.why = reasonStale
+	case r.implicit && p.denyByDefault == DenyRemote && s.local:
+		d.Allowed = true // deny_by_default "remote" spares loopback callers
 	case len(r.unknownCaps) > 0 || len(r.unknownRoles) > 0 || !s.caps.holds(r.caps) || !s.roles.holds(r.roles):
 		d.why = reasonMissing
 	case r.self && s.userID != r.calleeUser:

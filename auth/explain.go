@@ -202,6 +202,7 @@ const (
 	SourceSiteDefault                       // the site default (the entry grants nothing itself)
 	SourceSiteLimit                         // a site limit (only in Removal)
 	SourceAgent                             // agent narrowing (only in Removal)
+	SourceAgentGrant                        // an agent rule's "grant": one identity of the user
 )
 
 // String returns a short name: direct, role, group, *, site default, ...
@@ -221,6 +222,8 @@ func (k SourceKind) String() string {
 		return "site limit"
 	case SourceAgent:
 		return "agent narrowing"
+	case SourceAgentGrant:
+		return "agent grant"
 	}
 	return "unknown"
 }
@@ -251,7 +254,7 @@ func (s Source) String() string {
 	if s.CapabilityGroup != "" {
 		fmt.Fprintf(&b, " (capability group %q)", s.CapabilityGroup)
 	}
-	if s.Kind == SourceDirect || s.Kind == SourceSiteDefault || s.Kind == SourceSiteLimit || s.Kind == SourceAgent {
+	if s.Kind == SourceDirect || s.Kind == SourceSiteDefault || s.Kind == SourceSiteLimit || s.Kind == SourceAgent || s.Kind == SourceAgentGrant {
 		b.WriteString(" [" + s.Kind.String() + "]")
 	}
 	return b.String()
@@ -300,7 +303,7 @@ func (p *Policy) Permissions(s *Subject) Permissions {
 	}
 	out.UserID, out.Identity, out.Narrowed = s.userID, s.identity, s.narrow != nil
 	capSrc, roleSrc, negSrc := map[int][]Source{}, map[int][]Source{}, map[int][]Source{}
-	p.walk(s.u.entry, s.u.path, s.u.id, func(g grant) {
+	collect := func(g grant) {
 		switch g.kind {
 		case grantCap:
 			capSrc[g.idx] = append(capSrc[g.idx], g.source)
@@ -309,7 +312,11 @@ func (p *Policy) Permissions(s *Subject) Permissions {
 		case grantRole:
 			roleSrc[g.idx] = append(roleSrc[g.idx], g.source)
 		}
-	}, nil)
+	}
+	p.walk(s.u.entry, s.u.path, s.u.id, collect, nil)
+	if s.narrow != nil && s.narrow.grantPath != "" {
+		p.walkAgentGrant(s.u, s.narrow, collect)
+	}
 	for _, idx := range sortedInts(capSrc) {
 		name := p.capNames[idx]
 		switch {

@@ -99,6 +99,7 @@ func (c *compiler) compileGrants(u *user) {
 // finishGrants applies negations and the site limit and stores the result.
 func (c *compiler) finishGrants(u *user, gs *grantSet) {
 	p := c.p
+	u.negs = gs.negs
 	gs.grants.andNot(gs.negs)
 	if lim := p.limitFor(u.id); lim != nil {
 		gs.grants.and(lim.limit)
@@ -229,6 +230,60 @@ func (p *Policy) walkCaps(e *Entry, path string, kind SourceKind, emit func(gran
 			}
 		} else if idx, ok := p.capIndex[name]; ok {
 			one(idx, "")
+		}
+	}
+}
+
+// compileAgentGrants resolves what the agent rules of u grant on top of
+// the user's grants, once the user's negations are known: they, and the
+// site limit, apply to agent grants too.
+func (c *compiler) compileAgentGrants(u *user) {
+	p := c.p
+	for _, n := range u.agents {
+		if n.grantPath == "" {
+			continue
+		}
+		gs := c.newGrantSet()
+		p.walkAgentGrant(u, n, gs.add)
+		gs.grants.andNot(u.negs)
+		if lim := p.limitFor(u.id); lim != nil {
+			gs.grants.and(lim.limit)
+		}
+		n.grantCaps, n.grantRoles = gs.grants, gs.roles
+	}
+}
+
+// walkAgentGrant emits what the agent rule n of user u grants on top of
+// the user's grants: its capabilities and roles, with the source
+// SourceAgentGrant.
+func (p *Policy) walkAgentGrant(u *user, n *narrowing, emit func(grant)) {
+	a, ok := u.entry.Agents[n.identity]
+	if !ok || a.Grant == nil {
+		return
+	}
+	src := Source{Kind: SourceAgentGrant, Entry: n.grantPath}
+	for _, name := range a.Grant.Capabilities {
+		for _, it := range p.expandName(name, false) {
+			s := src
+			s.CapabilityGroup = it.capGroup
+			emit(grant{kind: grantCap, idx: it.idx, source: s})
+		}
+	}
+	for _, r := range a.Grant.Roles {
+		idx, ok := p.roleIndex[r]
+		if !ok {
+			continue
+		}
+		s := src
+		s.Role = r
+		emit(grant{kind: grantRole, idx: idx, source: s})
+		for _, it := range p.roleItems[r] {
+			if it.neg {
+				continue // a role's negations apply to the user, not here
+			}
+			cs := s
+			cs.CapabilityGroup = it.capGroup
+			emit(grant{kind: grantCap, idx: it.idx, source: cs})
 		}
 	}
 }

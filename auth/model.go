@@ -40,8 +40,10 @@ type File struct {
 	// every user without a section of its own.
 	Site map[string]SiteRule
 	// DenyByDefault (capbus) refuses methods that declare no requirement
-	// unless the caller holds the capability "identity.method".
-	DenyByDefault bool
+	// unless the caller holds the capability "identity.method": for every
+	// caller (DenyAll, written true) or only for callers that did not
+	// connect from loopback (DenyRemote, written "remote").
+	DenyByDefault DenyMode
 
 	name string
 	data []byte
@@ -77,6 +79,35 @@ type Entry struct {
 	Attributes map[string]string
 }
 
+// DenyMode says whom deny_by_default applies to.
+type DenyMode string
+
+// The values of DenyMode.
+const (
+	// DenyNone: a method without requirements is open to every
+	// authenticated peer (VOLTTRON's behaviour); written false or absent.
+	DenyNone DenyMode = ""
+	// DenyAll: a method without requirements needs the capability
+	// "identity.method", whoever calls; written true.
+	DenyAll DenyMode = "all"
+	// DenyRemote: as DenyAll for callers that did not connect from
+	// loopback (127.0.0.0/8, ::1); local callers keep the open default;
+	// written "remote".
+	DenyRemote DenyMode = "remote"
+)
+
+// MarshalJSON writes DenyAll as true, DenyRemote as "remote", DenyNone as
+// false.
+func (m DenyMode) MarshalJSON() ([]byte, error) {
+	switch m {
+	case DenyAll:
+		return []byte("true"), nil
+	case DenyRemote:
+		return []byte(`"remote"`), nil
+	}
+	return []byte("false"), nil
+}
+
 // IsEnabled reports whether the entry is enabled (absent means enabled).
 func (e *Entry) IsEnabled() bool { return e.Enabled == nil || *e.Enabled }
 
@@ -103,12 +134,31 @@ func (c Capabilities) Names() []string {
 	return out
 }
 
-// AgentRule narrows one agent identity of a user. An omitted list grants
-// nothing of that kind.
+// AgentRule narrows, or widens, what one agent identity of a user gets.
+//
+// Narrowing: when Capabilities or Roles is present, the identity gets the
+// intersection of the user's grants and the listed ones (an omitted list
+// then grants nothing of that kind). Widening: Grant gives the identity
+// capabilities and roles on top of the user's (the seed's "authorize at
+// the agent level"); the user's negations and the site limit still apply.
+// A rule with only Grant does not narrow.
 type AgentRule struct {
+	Capabilities []string    `json:"capabilities,omitempty"`
+	Roles        []string    `json:"roles,omitempty"`
+	Grant        *AgentGrant `json:"grant,omitempty"`
+	Comments     string      `json:"comments,omitempty"`
+}
+
+// Narrows reports whether the rule narrows the user's grants.
+func (a AgentRule) Narrows() bool {
+	return a.Capabilities != nil || a.Roles != nil || a.Grant == nil
+}
+
+// AgentGrant is what an AgentRule grants one identity beyond its user's
+// grants.
+type AgentGrant struct {
 	Capabilities []string `json:"capabilities,omitempty"`
 	Roles        []string `json:"roles,omitempty"`
-	Comments     string   `json:"comments,omitempty"`
 }
 
 // MethodRule is an operator requirement for one "identity.method": all
@@ -170,7 +220,7 @@ func (f *File) Marshal() ([]byte, error) {
 		Methods          map[string]MethodRule `json:"methods,omitempty"`
 		Topics           map[string]TopicRule  `json:"topics,omitempty"`
 		Site             map[string]SiteRule   `json:"site,omitempty"`
-		DenyByDefault    bool                  `json:"deny_by_default,omitempty"`
+		DenyByDefault    DenyMode              `json:"deny_by_default,omitempty"`
 	}
 	out := fileJSON{
 		Version: marshalVersion(f.Version), Allow: f.Allow, Deny: f.Deny,

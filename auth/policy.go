@@ -35,7 +35,7 @@ type Policy struct {
 
 	methods       map[string]*methodReq
 	topics        *topicNode
-	denyByDefault bool
+	denyByDefault DenyMode
 	site          map[string]*siteRule
 
 	restrictedAnywhere bitset // capabilities granted with parameter restrictions somewhere
@@ -119,6 +119,7 @@ type user struct {
 
 	caps           bitset // effective capabilities (negations and limit applied)
 	roles          bitset
+	negs           bitset // capabilities negated for the user
 	restrictedOnly bitset // held only through parameter-restricted grants
 	restrictions   map[int][]paramSet
 	agents         map[string]*narrowing
@@ -128,8 +129,13 @@ type user struct {
 // narrowing is an agent-level restriction of a user's grants.
 type narrowing struct {
 	identity string
-	caps     bitset
+	narrows  bool   // caps and roles intersect the user's grants
+	caps     bitset // narrowing: what the identity may keep
 	roles    bitset
+	// Grants of the rule ("grant"), on top of the user's, with the user's
+	// negations and the site limit applied; nil without a grant.
+	grantCaps, grantRoles bitset
+	grantPath             string
 }
 
 // paramSet is one parameter-restricted grant: every parameter must match.
@@ -191,7 +197,10 @@ func (p *Policy) Closed() bool { return p.closed }
 
 // DenyAllByDefault reports whether methods that declare no requirement are
 // refused unless the caller holds "identity.method".
-func (p *Policy) DenyAllByDefault() bool { return p.denyByDefault }
+func (p *Policy) DenyAllByDefault() bool { return p.denyByDefault != DenyNone }
+
+// DenyByDefault returns whom deny_by_default applies to.
+func (p *Policy) DenyByDefault() DenyMode { return p.denyByDefault }
 
 // Name is the file name the policy was loaded from.
 func (p *Policy) Name() string { return p.name }

@@ -123,7 +123,8 @@ var (
 	entryKeys = []string{"domain", "address", "mechanism", "credentials", "user_id", "identity",
 		"capabilities", "roles", "groups", "rpc_method_authorizations", "comments", "enabled",
 		"identities", "agents", "attributes"}
-	agentKeys  = []string{"capabilities", "roles", "comments"}
+	agentKeys  = []string{"capabilities", "roles", "grant", "comments"}
+	grantKeys  = []string{"capabilities", "roles"}
 	methodKeys = []string{"capabilities", "roles", "self", "caller_attributes", "same_attributes", "comments"}
 	topicKeys  = []string{"publish", "subscribe", "comments"}
 	siteKeys   = []string{"limit", "default", "comments"}
@@ -152,7 +153,7 @@ func (d *decoder) file(root *node) *File {
 		case "site":
 			f.Site = d.site(v, p)
 		case "deny_by_default":
-			f.DenyByDefault = d.boolean(v, p)
+			f.DenyByDefault = d.denyMode(v, p)
 		}
 	})
 	return f
@@ -192,6 +193,22 @@ func (d *decoder) version(n *node, path string) string {
 	}
 	d.expect(n, path, kindString, kindObject)
 	return ""
+}
+
+// denyMode reads deny_by_default: true, false, null or "remote".
+func (d *decoder) denyMode(n *node, path string) DenyMode {
+	switch {
+	case n.kind == kindNull:
+		return DenyNone
+	case n.kind == kindBool && n.boolean:
+		return DenyAll
+	case n.kind == kindBool:
+		return DenyNone
+	case n.kind == kindString && n.str == "remote":
+		return DenyRemote
+	}
+	d.fail(n.off, path, `expected true, false or "remote"`)
+	return DenyNone
 }
 
 func (d *decoder) boolean(n *node, path string) bool {
@@ -493,8 +510,25 @@ func (d *decoder) agents(n *node, path string) map[string]AgentRule {
 			switch key {
 			case "capabilities":
 				a.Capabilities = d.names(v, kp)
+				if a.Capabilities == nil {
+					a.Capabilities = []string{}
+				}
 			case "roles":
 				a.Roles = d.names(v, kp)
+				if a.Roles == nil {
+					a.Roles = []string{}
+				}
+			case "grant":
+				g := AgentGrant{}
+				d.fields(v, kp, grantKeys, func(key, gp string, gv *node) {
+					switch key {
+					case "capabilities":
+						g.Capabilities = d.names(gv, gp)
+					case "roles":
+						g.Roles = d.names(gv, gp)
+					}
+				})
+				a.Grant = &g
 			case "comments":
 				a.Comments = d.str(v, kp)
 			}

@@ -113,7 +113,7 @@ func (p *Platform) admit(pe *peer, identity string, exports []rpc.Export, meta m
 	}
 	pr := rpc.Principal{UserID: pe.userID, Identity: identity, Key: pe.key}
 	a := &Admission{Principal: pr, RemoteAddr: pe.remoteAddr, Exports: exports, Meta: meta, AfterHello: afterHello}
-	if subj, err := pol.Subject(pr); err == nil {
+	if subj, err := pol.SubjectAt(pr, pe.remoteAddr); err == nil {
 		a.Permissions = pol.Permissions(subj)
 		a.Attributes = subj.Attributes()
 	}

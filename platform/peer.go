@@ -106,7 +106,7 @@ func (pe *peer) subject(pol *auth.Policy) (*auth.Subject, error) {
 	if pe.subjPol == pol && pe.subj != nil {
 		return pe.subj, nil
 	}
-	s, err := pol.Subject(pe.principal())
+	s, err := pol.SubjectAt(pe.principal(), pe.remoteAddr)
 	if err != nil {
 		return nil, err
 	}

@@ -190,7 +190,7 @@ func (p *Platform) recheckSubscriptions(pol *auth.Policy, pe *peer) {
 	if len(patterns) == 0 {
 		return
 	}
-	subj, err := pol.Subject(pe.principal())
+	subj, err := pol.SubjectAt(pe.principal(), pe.remoteAddr)
 	for _, pat := range patterns {
 		reason := ""
 		if err != nil {
