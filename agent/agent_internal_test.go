@@ -23,7 +23,9 @@ import (
 	"github.com/capbus/capbus/rpc"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"))
+}
 
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {

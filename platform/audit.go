@@ -1,108 +1,82 @@
 package platform
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"io"
-	"log/slog"
 	"sync"
-	"time"
+
+	"github.com/capbus/capbus/internal/audit"
 )
 
-// Audit actions: the "action" field of an audit record.
+// Audit actions and decisions: the "action" and "decision" fields of an
+// audit record (docs/AUDIT.md describes each kind).
 const (
-	actHandshake  = "handshake"  // a key refused at the CURVE handshake
-	actAdmit      = "admit"      // hello accepted
-	actRefuse     = "refuse"     // hello refused (identity, hook, identity in use)
-	actCall       = "call"       // a call or notify denied (policy or hook)
-	actPublish    = "publish"    // a publish denied
-	actSubscribe  = "subscribe"  // a subscribe denied, or dropped by a reload
-	actDisconnect = "disconnect" // a connection ended
-	actRevoke     = "revoke"     // a reload closed a connection
-	actReload     = "reload"     // the policy was reloaded (or a reload failed)
-	actExport     = "export"     // an export change after hello refused
-	actReply      = "reply"      // a reply that answers no call, dropped
-)
+	actHandshake  = audit.ActionHandshake
+	actAdmit      = audit.ActionAdmit
+	actRefuse     = audit.ActionRefuse
+	actCall       = audit.ActionCall
+	actPublish    = audit.ActionPublish
+	actSubscribe  = audit.ActionSubscribe
+	actExport     = audit.ActionExport
+	actReply      = audit.ActionReply
+	actDisconnect = audit.ActionDisconnect
+	actRevoke     = audit.ActionRevoke
+	actGrant      = audit.ActionGrant
+	actReload     = audit.ActionReload
+	actConfig     = audit.ActionConfig
+	actStart      = audit.ActionStart
+	actStop       = audit.ActionStop
 
-// Decisions: the "decision" field.
-const (
-	decAllow = "allow"
-	decDeny  = "deny"
+	decAllow = audit.DecisionAllow
+	decDeny  = audit.DecisionDeny
 )
 
 // auditRecord is one line of the audit log. It never holds a secret: keys
 // are public keys.
-type auditRecord struct {
-	Time       string   `json:"time"`
-	Action     string   `json:"action"`
-	Decision   string   `json:"decision,omitempty"`
-	UserID     string   `json:"user_id,omitempty"`
-	Identity   string   `json:"identity,omitempty"`
-	Key        string   `json:"key,omitempty"`
-	Remote     string   `json:"remote,omitempty"`
-	Peer       string   `json:"peer,omitempty"`
-	Method     string   `json:"method,omitempty"`
-	Topic      string   `json:"topic,omitempty"`
-	Errno      int      `json:"errno,omitempty"`
-	Required   []string `json:"required,omitempty"`
-	Missing    []string `json:"missing,omitempty"`
-	Reason     string   `json:"reason,omitempty"`
-	File       string   `json:"file,omitempty"`
-	Generation uint64   `json:"generation,omitempty"`
-}
+type auditRecord = audit.Record
 
-// auditor writes audit records as JSON lines and to slog.
+// auditor records what the platform decides: to the audit log (aggregated
+// and rotated by internal/audit), and the latest denials for operators.
 type auditor struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	ws  []io.Writer
+	log     *audit.Log
+	allowed bool // record allowed calls, publishes and subscribes too
+
+	mu      sync.Mutex
+	denials []auditRecord // ring of the latest denials, newest last
+	next    int
 }
 
-func newAuditor(log *slog.Logger, ws ...io.Writer) *auditor {
-	a := &auditor{log: log}
-	for _, w := range ws {
-		if w != nil {
-			a.ws = append(a.ws, w)
-		}
-	}
-	return a
-}
+// maxDenials bounds the denials kept for operators (the console).
+const maxDenials = 100
 
 func (a *auditor) record(r auditRecord) {
 	if a == nil {
 		return
 	}
-	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
-	if a.log.Enabled(context.Background(), slog.LevelInfo) {
-		// Only the fields that apply, as in the JSON record.
-		attrs := make([]slog.Attr, 0, 10)
-		for _, f := range [...]struct{ k, v string }{
-			{"action", r.Action}, {"decision", r.Decision}, {"user_id", r.UserID},
-			{"identity", r.Identity}, {"key", r.Key}, {"peer", r.Peer}, {"method", r.Method},
-			{"topic", r.Topic}, {"reason", r.Reason},
-		} {
-			if f.v != "" {
-				attrs = append(attrs, slog.String(f.k, f.v))
-			}
-		}
-		if r.Generation != 0 {
-			attrs = append(attrs, slog.Uint64("generation", r.Generation))
-		}
-		a.log.LogAttrs(context.Background(), slog.LevelInfo, "audit", attrs...)
+	if a.log != nil {
+		a.log.Record(r)
 	}
-	if len(a.ws) == 0 {
-		return
+	if r.Decision == decDeny && r.Action != actDisconnect && r.Action != actReload {
+		a.mu.Lock()
+		if len(a.denials) < maxDenials {
+			a.denials = append(a.denials, r)
+		} else {
+			a.denials[a.next] = r
+			a.next = (a.next + 1) % maxDenials
+		}
+		a.mu.Unlock()
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // Z85 keys contain < > &
-	if err := enc.Encode(r); err != nil {
-		return
+}
+
+// recentDenials returns the latest denials, newest first.
+func (a *auditor) recentDenials() []auditRecord {
+	if a == nil {
+		return nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, w := range a.ws {
-		_, _ = w.Write(buf.Bytes())
+	out := make([]auditRecord, 0, len(a.denials))
+	for i := range a.denials {
+		j := (a.next - 1 - i + 2*len(a.denials)) % len(a.denials)
+		out = append(out, a.denials[j])
 	}
+	return out
 }

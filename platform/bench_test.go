@@ -88,7 +88,7 @@ func take(b *testing.B, pe *peer) outMsg {
 // audit record to nowhere).
 func BenchmarkRouter_DenyCall(b *testing.B) {
 	p, _, _ := benchPlatform(b, 10)
-	p.audit = newAuditor(p.log)
+	p.audit = &auditor{}
 	var bobby *peer
 	for id, pe := range p.byIdentity {
 		if id != "weather" && id != "alice" {

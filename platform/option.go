@@ -32,6 +32,10 @@ const (
 	// DefaultMaxCallsInFlight bounds the calls of one connection awaiting
 	// replies.
 	DefaultMaxCallsInFlight = 1024
+	// DefaultAuditMaxMB is the size at which the audit file is rotated.
+	DefaultAuditMaxMB = 100
+	// DefaultAuditBackups is how many rotated audit files are kept.
+	DefaultAuditBackups = 5
 )
 
 // Option configures a Platform. Options are applied in order by New.
@@ -53,6 +57,9 @@ type config struct {
 	logger           *slog.Logger
 	auditWriter      io.Writer
 	auditFile        string
+	auditMaxMB       int
+	auditBackups     int
+	auditAllowed     bool
 	admission        AdmissionHook
 	callHook         CallHook
 	maxFrameSize     int64
@@ -118,9 +125,25 @@ func WithAuditWriter(w io.Writer) Option {
 }
 
 // WithAuditFile appends the audit log to the file at path (created with mode
-// 0600), as JSON lines.
+// 0600), as JSON lines, rotated by size (see WithAuditRotation). Reload
+// (SIGHUP in capbus platform run) reopens it, for external log rotation.
 func WithAuditFile(path string) Option {
 	return optionFunc(func(c *config) { c.auditFile = path })
+}
+
+// WithAuditRotation sets when the audit file is rotated (its size, in MB)
+// and how many rotated files are kept. Defaults: DefaultAuditMaxMB and
+// DefaultAuditBackups.
+func WithAuditRotation(maxSizeMB, keep int) Option {
+	return optionFunc(func(c *config) { c.auditMaxMB, c.auditBackups = maxSizeMB, keep })
+}
+
+// WithAuditAllowed records allowed calls, publishes and subscribes too
+// (action "call", "publish" or "subscribe" with decision "allow"). Off by
+// default: only refusals, admissions, disconnects, revocations, reloads
+// and changes are recorded.
+func WithAuditAllowed(on bool) Option {
+	return optionFunc(func(c *config) { c.auditAllowed = on })
 }
 
 // WithAdmissionHook installs a hook run before an agent is admitted.
@@ -191,6 +214,8 @@ func newConfig(opts []Option) config {
 		shutdownTimeout:  DefaultShutdownTimeout,
 		maxCallTime:      DefaultMaxCallTime,
 		maxCallsInFlight: DefaultMaxCallsInFlight,
+		auditMaxMB:       DefaultAuditMaxMB,
+		auditBackups:     DefaultAuditBackups,
 		version:          Version,
 	}
 	for _, o := range opts {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/audit"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
@@ -23,10 +24,11 @@ import (
 // routes and authorizes the messages of every connected agent. Create it
 // with New and serve with Run.
 type Platform struct {
-	cfg   config
-	kp    keys.Pair
-	log   *slog.Logger
-	audit *auditor
+	cfg     config
+	kp      keys.Pair
+	unsaved bool // kp was generated for cfg.keystore and is not saved yet
+	log     *slog.Logger
+	audit   *auditor
 
 	ready chan struct{}
 	addr  string // set before ready is closed
@@ -55,9 +57,10 @@ type Platform struct {
 	wg sync.WaitGroup // connection goroutines
 }
 
-// New returns a Platform configured by opts. It loads (or creates) the
-// keystore given by WithKeystore; the listener, the policy store and the
-// audit file are opened by Run. New fails without a policy source.
+// New returns a Platform configured by opts. It loads the keystore given
+// by WithKeystore, or generates the key pair that Run saves there once it
+// listens; the listener, the policy store and the audit file are opened by
+// Run. New fails without a policy source.
 func New(opts ...Option) (*Platform, error) {
 	cfg := newConfig(opts)
 	p := &Platform{
@@ -77,12 +80,15 @@ func New(opts ...Option) (*Platform, error) {
 	case cfg.keyPair != nil:
 		p.kp = *cfg.keyPair
 	case cfg.keystore != "":
-		kp, created, err := keys.LoadOrCreate(cfg.keystore)
-		if err != nil {
+		kp, err := keys.Load(cfg.keystore)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if kp, err = keys.Generate(); err != nil {
+				return nil, fmt.Errorf("platform: %w", err)
+			}
+			p.unsaved = true // saved by Run, once it listens
+		case err != nil:
 			return nil, fmt.Errorf("platform: %w", err)
-		}
-		if created {
-			p.log.Info("created server keystore", "path", cfg.keystore, "public_key", kp.Public.Z85())
 		}
 		p.kp = kp
 	default:
@@ -133,22 +139,11 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 	defer cancel()
 	p.ctx = ctx
 
-	// Audit sinks.
-	var sinks []io.Writer
-	if p.cfg.auditWriter != nil {
-		sinks = append(sinks, p.cfg.auditWriter)
-	}
-	if p.cfg.auditFile != "" {
-		f, err := os.OpenFile(p.cfg.auditFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return fmt.Errorf("platform: audit file: %w", err)
-		}
-		defer f.Close()
-		sinks = append(sinks, f)
-	}
-	p.audit = newAuditor(p.log, sinks...)
+	// Until the audit log is open (once listening), records only reach
+	// the operators' list of denials.
+	p.audit = &auditor{allowed: p.cfg.auditAllowed}
 
-	// Policy.
+	// Policy. Opening it writes nothing.
 	store := p.cfg.store
 	if p.cfg.authFile != "" && store == nil {
 		s, err := auth.OpenStore(ctx, p.cfg.authFile, auth.WithLogger(p.log))
@@ -188,10 +183,24 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		curve.WithLogger(p.log),
 	)
 	if err != nil {
+		// A failed start writes nothing: no audit file, no keystore.
 		cancel()
 		return fmt.Errorf("platform: %w", err)
 	}
 	p.addr = "tcp://" + ln.Addr().String()
+	if err := p.openAudit(); err != nil {
+		cancel()
+		_ = ln.Close()
+		return err
+	}
+	defer p.closeAudit()
+	if err := p.saveKeystore(); err != nil {
+		cancel()
+		_ = ln.Close()
+		return err
+	}
+	p.audit.record(auditRecord{Action: actStart, Version: p.cfg.version, PID: os.Getpid(), Address: p.addr,
+		Generation: p.policy().Generation(), Key: p.kp.Public.Z85()})
 	readyOnce()
 	p.log.Info("platform listening", "address", p.addr, "server_key", p.kp.Public.Z85(), "version", p.cfg.version)
 
@@ -206,8 +215,69 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 	_ = ln.Close()
 	awg.Wait()
 	p.shutdown()
+	p.audit.record(auditRecord{Action: actStop, Version: p.cfg.version, PID: os.Getpid(), Address: p.addr,
+		Generation: p.policy().Generation()})
 	p.log.Info("platform stopped", "address", p.addr)
 	return nil
+}
+
+// saveKeystore writes a key pair New generated to the keystore file.
+func (p *Platform) saveKeystore() error {
+	if !p.unsaved {
+		return nil
+	}
+	if err := keys.Save(p.cfg.keystore, p.kp); err != nil {
+		return fmt.Errorf("platform: keystore: %w", err)
+	}
+	p.unsaved = false
+	p.log.Info("created server keystore", "path", p.cfg.keystore, "public_key", p.kp.Public.Z85())
+	return nil
+}
+
+// openAudit opens the audit log (file, writer, slog) once the platform
+// listens.
+func (p *Platform) openAudit() error {
+	opts := []audit.Option{audit.WithLogger(p.log),
+		audit.WithOnWriteError(func(error) { p.stats.auditWriteErrors.Add(1) })}
+	if p.cfg.auditFile != "" {
+		opts = append(opts, audit.WithFile(p.cfg.auditFile), audit.WithRotation(p.cfg.auditMaxMB, p.cfg.auditBackups))
+	}
+	if p.cfg.auditWriter != nil {
+		opts = append(opts, audit.WithWriter(p.cfg.auditWriter))
+	}
+	l, err := audit.New(opts...)
+	if err != nil {
+		return fmt.Errorf("platform: audit log: %w", err)
+	}
+	p.audit.log = l
+	return nil
+}
+
+func (p *Platform) closeAudit() {
+	if err := p.audit.log.Close(); err != nil {
+		p.log.Error("audit log", "err", err)
+	}
+}
+
+// Reload reads auth.json again (even if the watcher saw no change) and
+// reopens the audit file (after an external rotation moved it away): what
+// capbus platform run does on SIGHUP. It returns the error of the file's
+// content if it was rejected (the policy in force is then kept) or the
+// audit file's if it cannot be reopened.
+func (p *Platform) Reload() error {
+	var errs []error
+	// Reopen first, so that the reload's record goes to the new file.
+	if p.audit != nil && p.audit.log != nil {
+		if err := p.audit.log.Reopen(); err != nil {
+			errs = append(errs, fmt.Errorf("platform: reopen the audit log: %w", err))
+		}
+	}
+	if p.store != nil {
+		if err := p.store.Reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {

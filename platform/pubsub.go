@@ -44,6 +44,7 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 	} else if d := pol.DecideTopic(subj, op, topic); !d.Allowed {
 		reason = d.Reason()
 	} else {
+		p.auditAllowedTopic(pe, op, topic, pol)
 		return false
 	}
 	// A grant written to auth.json just before applies now (see fresher).
@@ -52,6 +53,7 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 			if op == auth.Subscribe {
 				p.grantedAhead()
 			}
+			p.auditAllowedTopic(pe, op, topic, next)
 			return false
 		}
 	}
@@ -65,6 +67,20 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 		Key: pe.key.Z85(), Topic: topic, Reason: reason, Errno: int(rpc.CodeUnauthorized), Generation: pol.Generation()})
 	p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 	return true
+}
+
+// auditAllowedTopic records an allowed publish or subscribe when the
+// operator asked for allowed decisions (WithAuditAllowed).
+func (p *Platform) auditAllowedTopic(pe *peer, op auth.TopicOp, topic string, pol *auth.Policy) {
+	if !p.audit.allowed {
+		return
+	}
+	act := actPublish
+	if op == auth.Subscribe {
+		act = actSubscribe
+	}
+	p.audit.record(auditRecord{Action: act, Decision: decAllow, UserID: pe.userID, Identity: pe.identity,
+		Key: pe.key.Z85(), Topic: topic, Generation: pol.Generation()})
 }
 
 func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {

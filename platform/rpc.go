@@ -143,6 +143,7 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 		if p.forward(pe, callee, frames) {
 			pe.callsOut.Add(1)
 			callee.callsIn.Add(1)
+			p.auditAllowedCall(pe, callee, exp.decl.Name, pol)
 		}
 		return
 	}
@@ -166,6 +167,16 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	}
 	pe.callsOut.Add(1)
 	callee.callsIn.Add(1)
+	p.auditAllowedCall(pe, callee, exp.decl.Name, pol)
+}
+
+// auditAllowedCall records an allowed call when the operator asked for
+// allowed decisions (WithAuditAllowed).
+func (p *Platform) auditAllowedCall(pe, callee *peer, method string, pol *auth.Policy) {
+	if p.audit.allowed {
+		p.audit.record(auditRecord{Action: actCall, Decision: decAllow, UserID: pe.userID, Identity: pe.identity,
+			Key: pe.key.Z85(), Peer: callee.identity, Method: method, Generation: pol.Generation()})
+	}
 }
 
 func payloadOf(frames [][]byte) []byte {

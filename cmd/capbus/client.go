@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/auth/curve"
-	"github.com/capbus/capbus/internal/atomicfile"
 	"github.com/capbus/capbus/keys"
 )
 
@@ -63,7 +60,7 @@ func (cf *clientFlags) platformKey(g *globals) (keys.Key, error) {
 		}
 		return k, nil
 	}
-	if k, ok := knownHost(g.knownHosts(), g.address); ok {
+	if k, ok := knownHost(g, g.address); ok {
 		return k, nil
 	}
 	kp, err := keys.Load(g.serverKeystore())
@@ -142,44 +139,17 @@ func (cf *clientFlags) do(cmd *cobra.Command, g *globals, fn func(ctx context.Co
 	return fn(ctx, a)
 }
 
-// knownHost finds addr in a known_hosts file ("address key" lines).
-func knownHost(path, addr string) (keys.Key, bool) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return keys.Key{}, false
-	}
-	want := strings.TrimPrefix(addr, "tcp://")
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.TrimPrefix(f[0], "tcp://") != want {
-			continue
-		}
-		if k, err := keys.Parse(f[1]); err == nil {
-			return k, true
-		}
-	}
-	return keys.Key{}, false
+// knownHost finds addr in a known_hosts file; malformed lines are
+// skipped with a warning on stderr.
+func knownHost(g *globals, addr string) (keys.Key, bool) {
+	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	k, err := keys.LookupKnownHost(g.knownHosts(), addr, log)
+	return k, err == nil
 }
 
 // rememberHost records "addr key" in known_hosts, replacing a line for the
 // same address.
-func rememberHost(path, addr string, k keys.Key) error {
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	want := strings.TrimPrefix(addr, "tcp://")
-	var out []string
-	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
-		f := strings.Fields(line)
-		if line == "" || (len(f) == 2 && strings.TrimPrefix(f[0], "tcp://") == want) {
-			continue
-		}
-		out = append(out, line)
-	}
-	out = append(out, addr+" "+k.Z85())
-	return atomicfile.Write(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
-}
+func rememberHost(path, addr string, k keys.Key) error { return keys.AddKnownHost(path, addr, k) }
 
 func newClientCommands(g *globals) []*cobra.Command {
 	cf := &clientFlags{}

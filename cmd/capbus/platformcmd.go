@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +32,12 @@ func newPlatformCommand(g *globals) *cobra.Command {
 		Short:   "Run the platform",
 		Example: "  capbus platform run --address tcp://127.0.0.1:22916",
 	}
-	var audit string
+	var (
+		audit        string
+		auditMaxMB   int
+		auditBackups int
+		auditAllowed bool
+	)
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Run the platform in the foreground until interrupted",
@@ -41,7 +48,12 @@ On first run it creates the home directory (mode 0700) with keystore.json (the p
 key pair, mode 0600) and an auth.json that admits nobody. Edits of auth.json
 (capbus auth ..., or any editor) take effect within a second, without a restart;
 a broken edit keeps the last good policy and is logged. The audit log (JSON lines) is
-appended to audit.log in the home directory.`,
+appended to audit.log in the home directory and rotated by size.
+
+SIGHUP reloads auth.json and reopens the audit log (after logrotate moved it); SIGINT
+and SIGTERM stop the platform. A failed start (the address in use, say) exits with
+status 1 and the reason, and writes nothing (no keystore, no auth.json, no known_hosts
+line, no audit record).`,
 		Example: `  capbus platform run
   capbus platform run --address tcp://0.0.0.0:22916 --log-format json
   CAPBUS_HOME=/srv/capbus capbus platform run`,
@@ -51,10 +63,9 @@ appended to audit.log in the home directory.`,
 			if err != nil {
 				return err
 			}
+			// The home directory must exist to be watched; its files are
+			// written only once the platform listens.
 			if err := os.MkdirAll(g.home, 0o700); err != nil {
-				return err
-			}
-			if err := ensureAuthFile(g.authFile()); err != nil {
 				return err
 			}
 			if audit == "" {
@@ -65,6 +76,8 @@ appended to audit.log in the home directory.`,
 				platform.WithKeystore(g.serverKeystore()),
 				platform.WithAuthFile(g.authFile()),
 				platform.WithAuditFile(audit),
+				platform.WithAuditRotation(auditMaxMB, auditBackups),
+				platform.WithAuditAllowed(auditAllowed),
 				platform.WithLogger(log),
 			)
 			if err != nil {
@@ -72,16 +85,35 @@ appended to audit.log in the home directory.`,
 			}
 			errc := make(chan error, 1)
 			go func() { errc <- p.Run(cmd.Context()) }()
-			select {
-			case <-p.Ready():
-				if err := rememberHost(g.knownHosts(), p.Addr(), p.ServerKey()); err != nil {
-					log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
-				}
-				fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
-			case err := <-errc:
-				return err
+			<-p.Ready()
+			if p.Addr() == "" { // Run failed to start: it wrote nothing
+				return <-errc
 			}
-			err = <-errc
+			if err := ensureAuthFile(g.authFile()); err != nil {
+				log.Warn("could not write the initial auth.json", "file", g.authFile(), "err", err)
+			}
+			if err := rememberHost(g.knownHosts(), p.Addr(), p.ServerKey()); err != nil {
+				log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
+			}
+			fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
+
+			// SIGHUP: reload auth.json and reopen the audit log.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-hup:
+					if err := p.Reload(); err != nil {
+						log.Error("reload on SIGHUP", "err", err)
+					} else {
+						log.Info("reloaded on SIGHUP: auth.json read, audit log reopened")
+					}
+					continue
+				case err = <-errc:
+				}
+				break
+			}
 			if errors.Is(err, cmd.Context().Err()) {
 				return nil
 			}
@@ -89,6 +121,9 @@ appended to audit.log in the home directory.`,
 		},
 	}
 	run.Flags().StringVar(&audit, "audit", "", "audit log file (default: audit.log in --home)")
+	run.Flags().IntVar(&auditMaxMB, "audit-max-size", platform.DefaultAuditMaxMB, "rotate the audit log when it reaches this many MB")
+	run.Flags().IntVar(&auditBackups, "audit-keep", platform.DefaultAuditBackups, "rotated audit logs to keep")
+	run.Flags().BoolVar(&auditAllowed, "audit-allowed", false, "also record allowed calls, publishes and subscribes")
 	cmd.AddCommand(run)
 	return cmd
 }
