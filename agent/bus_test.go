@@ -619,7 +619,9 @@ func TestPlatform_Introspection(t *testing.T) {
 func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	// Registered first, so it runs after the agents and the platform have
 	// been stopped by the cleanups registered below.
-	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")) })
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"))
+	})
 	b := newBus(t, standardUsers(), standardExtra())
 	release := make(chan struct{})
 	defer close(release)
