@@ -108,12 +108,12 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	if !d.Allowed {
 		// A grant written to auth.json just before this call applies now;
 		// what it holds may only allow what was refused (see fresher).
+		// A refusal under both is explained by the newer: it is what
+		// the file says now.
 		if next := p.fresher(pol); next != nil {
 			if nsubj, err := pe.subject(next); err == nil {
 				nreq := exp.requirement(next, callee)
-				if nd := next.Decide(nsubj, nreq, args); nd.Allowed {
-					pol, req, d = next, nreq, nd
-				}
+				pol, req, d = next, nreq, next.Decide(nsubj, nreq, args)
 			}
 		}
 	}
