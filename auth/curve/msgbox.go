@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 
+	"golang.org/x/crypto/poly1305"
 	"golang.org/x/crypto/salsa20/salsa"
 )
 
@@ -27,9 +28,8 @@ import (
 // msgBox keeps every lane busy: the frames of a message and the messages
 // that follow use consecutive counters, so the lanes that a frame does not
 // need compute block 0 of the counters that come next. Elsewhere one block
-// is computed at a time in pure Go. HSalsa20 comes from golang.org/x/crypto,
-// and so does Poly1305 for long frames; short frames' tags are computed
-// by polySum, which costs half as much on them.
+// is computed at a time in pure Go. HSalsa20 and Poly1305 come from
+// golang.org/x/crypto.
 type msgBox struct {
 	sub   [32]byte   // HSalsa20(key, prefix): the Salsa20 key of this direction
 	state [16]uint32 // Salsa20's input words under sub; words 6 to 9 vary
@@ -125,7 +125,7 @@ func (b *msgBox) keep(ks *[8][64]byte, tags *[8]uint64, from int) {
 // tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
 // to out.
 func (b *msgBox) tag(out, ct []byte, block0 *[64]byte) {
-	polySum((*[16]byte)(out), ct, (*[32]byte)(block0[:32]))
+	poly1305.Sum((*[16]byte)(out), ct, (*[32]byte)(block0[:32]))
 }
 
 // open appends the plaintext of box (tag and ciphertext) under the nonce
@@ -137,7 +137,7 @@ func (b *msgBox) open(dst, box []byte, n uint64) ([]byte, bool) {
 	var block [64]byte
 	b.block0(&block, n)
 	ct := box[boxOverhead:]
-	if !polyVerify((*[16]byte)(box), ct, (*[32]byte)(block[:32])) {
+	if !poly1305.Verify((*[16]byte)(box), ct, (*[32]byte)(block[:32])) {
 		return nil, false
 	}
 	start := len(dst)
