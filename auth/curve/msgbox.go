@@ -3,7 +3,6 @@ package curve
 import (
 	"crypto/subtle"
 	"encoding/binary"
-	"math"
 	"math/bits"
 
 	"golang.org/x/crypto/poly1305"
@@ -24,11 +23,8 @@ import (
 // are under 32 bytes), and the general-purpose stream function of
 // golang.org/x/crypto/salsa20/salsa has a fixed cost sized for long
 // streams. On amd64 CPUs with AVX-512VL or AVX2, salsa8 computes eight
-// blocks in one pass (about 20 or 33 ns a block instead of about 100), and
-// msgBox keeps every lane busy: the frames of a message and the messages
-// that follow use consecutive counters, so the lanes that a frame does not
-// need compute block 0 of the counters that come next. Elsewhere one block
-// is computed at a time in pure Go. HSalsa20 and Poly1305 come from
+// blocks in one pass for the frames that need more than block 0. Block 0
+// and everything elsewhere is computed one block at a time in pure Go. HSalsa20 and Poly1305 come from
 // golang.org/x/crypto.
 type msgBox struct {
 	sub   [32]byte   // HSalsa20(key, prefix): the Salsa20 key of this direction
@@ -36,11 +32,6 @@ type msgBox struct {
 	// wide: compute eight blocks at once (salsa8), on CPUs where that
 	// costs about as much as two single blocks.
 	wide bool
-	// pre[n%8] holds block 0 of nonce counter n when preTag[n%8] == n+1
-	// (0: empty). Block 0 is computed ahead for at most the eight counters
-	// after the one in use, so the entries never evict one still ahead.
-	preTag [8]uint64
-	pre    [8][64]byte
 }
 
 func newMsgBox(key *[32]byte, prefix string) msgBox {
@@ -74,52 +65,9 @@ func (b *msgBox) sealFrame(dst []byte, flags byte, data []byte, n uint64) []byte
 }
 
 // block0 computes block 0 of nonce counter n: its first half keys
-// Poly1305, its second half encrypts the first 32 bytes of the box. A wide
-// msgBox computes it for n to n+7 at once, unless it holds it already.
+// Poly1305, its second half encrypts the first 32 bytes of the box.
 func (b *msgBox) block0(out *[64]byte, n uint64) {
-	if !b.wide || n > math.MaxUint64-16 {
-		b.block(out, n, 0)
-		return
-	}
-	if b.preTag[n%8] != n+1 {
-		// Lane i computes the counter of n to n+7 that pre keeps at i, so
-		// that salsa8 writes the blocks in place.
-		var lanes [4][8]uint32
-		for i := range uint64(8) {
-			m := n + (i-n)%8
-			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(m, 0)
-			b.preTag[i] = m + 1
-		}
-		salsa8(&b.pre, &b.state, &lanes)
-	}
-	*out = b.pre[n%8]
-}
-
-// aheadLanes sets lanes from, to 7 to block 0 of the counters first to
-// first+7 that pre does not hold, in order, and tags[i] to the tag of lane
-// i's block (0 for a lane left over when fewer are missing).
-func (b *msgBox) aheadLanes(lanes *[4][8]uint32, tags *[8]uint64, from int, first uint64) {
-	i := from
-	for m := first; i < 8 && m < first+8; m++ {
-		if b.preTag[m%8] == m+1 {
-			continue
-		}
-		lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(m, 0)
-		tags[i] = m + 1
-		i++
-	}
-	for ; i < 8; i++ {
-		tags[i] = 0
-	}
-}
-
-// keep stores the blocks 0 that ks holds in lanes from, to 7 in pre.
-func (b *msgBox) keep(ks *[8][64]byte, tags *[8]uint64, from int) {
-	for i := from; i < 8; i++ {
-		if t := tags[i]; t != 0 {
-			b.pre[(t-1)%8], b.preTag[(t-1)%8] = ks[i], t
-		}
-	}
+	b.block(out, n, 0)
 }
 
 // tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
@@ -153,7 +101,7 @@ func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
 	k := min(len(in), 32-pos)
 	subtle.XORBytes(out[:k], in[:k], block0[32+pos:32+pos+k])
 	in, out = in[k:], out[k:]
-	if b.wide && len(in) > 0 && n <= math.MaxUint64-16 {
+	if b.wide && len(in) > 0 {
 		b.xorWide(out, in, n)
 		return
 	}
@@ -173,27 +121,19 @@ func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
 }
 
 // xorWide sets out to in XOR the keystream of nonce counter n from block 1
-// on, eight blocks per salsa8. The lanes the last pass does not need
-// compute block 0 of the counters after n.
+// on, eight blocks per salsa8.
 func (b *msgBox) xorWide(out, in []byte, n uint64) {
 	var lanes [4][8]uint32
-	var tags [8]uint64
 	var ks [8][64]byte
 	for ctr := uint64(1); len(in) > 0; ctr += 8 {
 		k := min((len(in)+63)/64, 8)
 		for i := range k {
 			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(n, ctr+uint64(i))
 		}
-		if k < 8 {
-			b.aheadLanes(&lanes, &tags, k, n+1)
-		}
 		salsa8(&ks, &b.state, &lanes)
 		for i := range k {
 			m := subtle.XORBytes(out, in, ks[i][:])
 			in, out = in[m:], out[m:]
-		}
-		if k < 8 {
-			b.keep(&ks, &tags, k)
 		}
 	}
 }
