@@ -3,58 +3,44 @@ package curve
 import (
 	"crypto/subtle"
 	"encoding/binary"
-	"math"
-	"math/bits"
 
+	"golang.org/x/crypto/poly1305"
 	"golang.org/x/crypto/salsa20/salsa"
 )
 
 // msgBox seals and opens the boxes of MESSAGE commands in one direction.
 //
 // A MESSAGE box is crypto_box_afternm (XSalsa20-Poly1305 with the
-// precomputed key of the transient keys) under the nonce
-// "CurveZMQMESSAGE" + "C" or "S" + an 8-byte counter. XSalsa20 first derives
-// a Salsa20 key with HSalsa20 from the key and the nonce's first 16 bytes,
-// which are the same for every MESSAGE of a direction, so msgBox derives it
-// once per connection and runs only Salsa20 per frame. The boxes are byte
-// for byte those of nacl/box.SealAfterPrecomputation (a test compares them).
+// precomputed key of the transient keys) under the 24-byte nonce
+// "CurveZMQMESSAGEC" or "CurveZMQMESSAGES" followed by an 8-byte big-endian
+// counter. XSalsa20 derives a Salsa20 key with HSalsa20 from the key and
+// the nonce's first 16 bytes; those are the same for every MESSAGE of a
+// direction, so msgBox derives the Salsa20 key once, in newMsgBox, and per
+// box runs only Salsa20/20 under the nonce's last 8 bytes, as secretbox
+// does after its own HSalsa20: the first 32 bytes of the keystream are the
+// one-time Poly1305 key, the keystream from byte 32 on encrypts the
+// plaintext, and the box is the 16-byte tag of the ciphertext followed by
+// the ciphertext. The boxes are byte for byte those of
+// nacl/box.SealAfterPrecomputation and nacl/secretbox (the tests compare
+// them, and check published NaCl vectors).
 //
-// Salsa20 itself is computed here: CURVE frames are small (most VIP frames
-// are under 32 bytes), and the general-purpose stream function of
-// golang.org/x/crypto/salsa20/salsa has a fixed cost sized for long
-// streams. On amd64 CPUs with AVX-512VL or AVX2, salsa8 computes eight
-// blocks in one pass (about 20 or 33 ns a block instead of about 100), and
-// msgBox keeps every lane busy: the frames of a message and the messages
-// that follow use consecutive counters, so the lanes that a frame does not
-// need compute block 0 of the counters that come next. Elsewhere one block
-// is computed at a time in pure Go. HSalsa20 comes from golang.org/x/crypto,
-// and so does Poly1305 for long frames; short frames' tags are computed
-// by polySum, which costs half as much on them.
+// HSalsa20, Salsa20 and Poly1305 are those of golang.org/x/crypto; open
+// checks the tag with poly1305.Verify (constant time) before it decrypts
+// anything. Package poly1305 is deprecated for general-purpose use; here
+// it is what it is made for, the one-time authenticator of the secretbox
+// construction, keyed afresh from the keystream of every box, as
+// nacl/secretbox uses it.
 type msgBox struct {
-	sub   [32]byte   // HSalsa20(key, prefix): the Salsa20 key of this direction
-	state [16]uint32 // Salsa20's input words under sub; words 6 to 9 vary
-	// wide: compute eight blocks at once (salsa8), on CPUs where that
-	// costs about as much as two single blocks.
-	wide bool
-	// pre[n%8] holds block 0 of nonce counter n when preTag[n%8] == n+1
-	// (0: empty). Block 0 is computed ahead for at most the eight counters
-	// after the one in use, so the entries never evict one still ahead.
-	preTag [8]uint64
-	pre    [8][64]byte
+	key [32]byte // HSalsa20(precomputed key, nonce prefix): this direction's Salsa20 key
 }
 
+// newMsgBox returns the msgBox of the precomputed key and the 16-byte
+// MESSAGE nonce prefix of one direction (prefixMessageC or prefixMessageS).
 func newMsgBox(key *[32]byte, prefix string) msgBox {
-	b := msgBox{wide: wideSalsa()}
+	var b msgBox
 	var in [16]byte
 	copy(in[:], prefix)
-	salsa.HSalsa20(&b.sub, &in, key, &salsa.Sigma)
-	k := &b.sub
-	b.state = [16]uint32{
-		sigma0, binary.LittleEndian.Uint32(k[0:]), binary.LittleEndian.Uint32(k[4:]), binary.LittleEndian.Uint32(k[8:]),
-		binary.LittleEndian.Uint32(k[12:]), sigma1, 0, 0,
-		0, 0, sigma2, binary.LittleEndian.Uint32(k[16:]),
-		binary.LittleEndian.Uint32(k[20:]), binary.LittleEndian.Uint32(k[24:]), binary.LittleEndian.Uint32(k[28:]), sigma3,
-	}
+	salsa.HSalsa20(&b.key, &in, key, &salsa.Sigma)
 	return b
 }
 
@@ -62,148 +48,74 @@ func newMsgBox(key *[32]byte, prefix string) msgBox {
 // data, under the nonce counter n to dst, without first copying the two
 // into one plaintext.
 func (b *msgBox) sealFrame(dst []byte, flags byte, data []byte, n uint64) []byte {
-	var block [64]byte
-	b.block0(&block, n)
+	var buf [headSize]byte
+	head := b.head(&buf, n, 1+len(data))
 	start := len(dst)
 	dst = grow(dst, boxOverhead+1+len(data))
 	ct := dst[start+boxOverhead:]
-	ct[0] = flags ^ block[32]
-	b.xor(ct[1:], data, &block, n, 1)
-	b.tag(dst[start:], ct, &block)
+	ct[0] = flags ^ head[32]
+	b.xor(ct[1:], data, head, 33, n)
+	poly1305.Sum((*[16]byte)(dst[start:]), ct, (*[32]byte)(head[:32]))
 	return dst
 }
 
-// block0 computes block 0 of nonce counter n: its first half keys
-// Poly1305, its second half encrypts the first 32 bytes of the box. A wide
-// msgBox computes it for n to n+7 at once, unless it holds it already.
-func (b *msgBox) block0(out *[64]byte, n uint64) {
-	if !b.wide || n > math.MaxUint64-16 {
-		b.block(out, n, 0)
-		return
-	}
-	if b.preTag[n%8] != n+1 {
-		// Lane i computes the counter of n to n+7 that pre keeps at i, so
-		// that salsa8 writes the blocks in place.
-		var lanes [4][8]uint32
-		for i := range uint64(8) {
-			m := n + (i-n)%8
-			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(m, 0)
-			b.preTag[i] = m + 1
-		}
-		salsa8(&b.pre, &b.state, &lanes)
-	}
-	*out = b.pre[n%8]
-}
-
-// aheadLanes sets lanes from, to 7 to block 0 of the counters first to
-// first+7 that pre does not hold, in order, and tags[i] to the tag of lane
-// i's block (0 for a lane left over when fewer are missing).
-func (b *msgBox) aheadLanes(lanes *[4][8]uint32, tags *[8]uint64, from int, first uint64) {
-	i := from
-	for m := first; i < 8 && m < first+8; m++ {
-		if b.preTag[m%8] == m+1 {
-			continue
-		}
-		lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(m, 0)
-		tags[i] = m + 1
-		i++
-	}
-	for ; i < 8; i++ {
-		tags[i] = 0
-	}
-}
-
-// keep stores the blocks 0 that ks holds in lanes from, to 7 in pre.
-func (b *msgBox) keep(ks *[8][64]byte, tags *[8]uint64, from int) {
-	for i := from; i < 8; i++ {
-		if t := tags[i]; t != 0 {
-			b.pre[(t-1)%8], b.preTag[(t-1)%8] = ks[i], t
-		}
-	}
-}
-
-// tag writes the Poly1305 tag of ct, keyed by the first half of block 0,
-// to out.
-func (b *msgBox) tag(out, ct []byte, block0 *[64]byte) {
-	polySum((*[16]byte)(out), ct, (*[32]byte)(block0[:32]))
-}
-
 // open appends the plaintext of box (tag and ciphertext) under the nonce
-// counter n to dst, or returns false if the box is not authentic.
+// counter n to dst, or returns false, having decrypted nothing, if the box
+// is not authentic.
 func (b *msgBox) open(dst, box []byte, n uint64) ([]byte, bool) {
 	if len(box) < boxOverhead {
 		return nil, false
 	}
-	var block [64]byte
-	b.block0(&block, n)
 	ct := box[boxOverhead:]
-	if !polyVerify((*[16]byte)(box), ct, (*[32]byte)(block[:32])) {
+	var buf [headSize]byte
+	head := b.head(&buf, n, len(ct))
+	if !poly1305.Verify((*[16]byte)(box), ct, (*[32]byte)(head[:32])) {
 		return nil, false
 	}
 	start := len(dst)
 	dst = grow(dst, len(ct))
-	b.xor(dst[start:], ct, &block, n, 0)
+	b.xor(dst[start:], ct, head, 32, n)
 	return dst, true
 }
 
-// xor sets out to in XOR the keystream of nonce counter n from position
-// pos (0 or 1) on. Position 0 is byte 32 of block 0, whose first 32 bytes
-// are the Poly1305 key; block 0 is given, already computed.
-func (b *msgBox) xor(out, in []byte, block0 *[64]byte, n uint64, pos int) {
-	k := min(len(in), 32-pos)
-	subtle.XORBytes(out[:k], in[:k], block0[32+pos:32+pos+k])
-	in, out = in[k:], out[k:]
-	if b.wide && len(in) > 0 && n <= math.MaxUint64-16 {
-		b.xorWide(out, in, n)
-		return
+// headSize is the keystream that head computes for a box whose plaintext
+// does not fit in block 0: four blocks, which the amd64 code of
+// golang.org/x/crypto/salsa20/salsa computes together (below 256 bytes it
+// computes one block at a time), so that a frame of up to 224 bytes, such
+// as a VIP call's payload, takes one call.
+const headSize = 256
+
+// head sets buf to the start of the keystream of nonce counter n and
+// returns the part computed: block 0 alone when a plaintext of plainLen
+// bytes fits in its last 32 bytes, else blocks 0 to 3.
+func (b *msgBox) head(buf *[headSize]byte, n uint64, plainLen int) []byte {
+	ks := buf[:64]
+	if plainLen > 32 {
+		ks = buf[:]
 	}
-	if len(in) >= streamThreshold {
-		var counter [16]byte
-		binary.BigEndian.PutUint64(counter[:8], n)
-		counter[8] = 1
-		salsa.XORKeyStream(out, in, &counter, &b.sub)
-		return
-	}
-	var block [64]byte
-	for i := uint64(1); len(in) > 0; i++ {
-		b.block(&block, n, i)
-		k := subtle.XORBytes(out, in, block[:])
-		in, out = in[k:], out[k:]
+	counter := salsaCounter(n, 0)
+	salsa.XORKeyStream(ks, ks, &counter, &b.key)
+	return ks
+}
+
+// xor sets out to in XOR the keystream of nonce counter n from byte off
+// on, given its first blocks ks (what head returned).
+func (b *msgBox) xor(out, in, ks []byte, off int, n uint64) {
+	k := subtle.XORBytes(out, in, ks[off:])
+	if len(in) > k {
+		counter := salsaCounter(n, uint64(len(ks)/64))
+		salsa.XORKeyStream(out[k:len(in)], in[k:], &counter, &b.key)
 	}
 }
 
-// xorWide sets out to in XOR the keystream of nonce counter n from block 1
-// on, eight blocks per salsa8. The lanes the last pass does not need
-// compute block 0 of the counters after n.
-func (b *msgBox) xorWide(out, in []byte, n uint64) {
-	var lanes [4][8]uint32
-	var tags [8]uint64
-	var ks [8][64]byte
-	for ctr := uint64(1); len(in) > 0; ctr += 8 {
-		k := min((len(in)+63)/64, 8)
-		for i := range k {
-			lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i] = nonceWords(n, ctr+uint64(i))
-		}
-		if k < 8 {
-			b.aheadLanes(&lanes, &tags, k, n+1)
-		}
-		salsa8(&ks, &b.state, &lanes)
-		for i := range k {
-			m := subtle.XORBytes(out, in, ks[i][:])
-			in, out = in[m:], out[m:]
-		}
-		if k < 8 {
-			b.keep(&ks, &tags, k)
-		}
-	}
+// salsaCounter returns the 16 bytes of Salsa20's input that follow its key
+// for block ctr of nonce counter n: the MESSAGE nonce's last 8 bytes (n,
+// big-endian), then the block counter, little-endian.
+func salsaCounter(n, ctr uint64) (c [16]byte) {
+	binary.BigEndian.PutUint64(c[:8], n)
+	binary.LittleEndian.PutUint64(c[8:], ctr)
+	return c
 }
-
-// streamThreshold is the length from which the rest of a frame is
-// encrypted by golang.org/x/crypto's stream function (assembly on amd64),
-// which beats the single-block function here on long inputs. (salsa8,
-// where the CPU runs it wide, beats both: about 1.2 GB/s sealed against
-// 0.7 GB/s.)
-const streamThreshold = 512
 
 // grow extends dst by n bytes, reallocating if needed.
 func grow(dst []byte, n int) []byte {
@@ -213,105 +125,4 @@ func grow(dst []byte, n int) []byte {
 		dst = d
 	}
 	return dst[:len(dst)+n]
-}
-
-// Salsa20 constants, "expand 32-byte k".
-const (
-	sigma0 = 0x61707865
-	sigma1 = 0x3320646e
-	sigma2 = 0x79622d32
-	sigma3 = 0x6b206574
-)
-
-// block computes Salsa20/20 block number ctr of the 8-byte nonce whose
-// bytes are the big-endian encoding of n (the MESSAGE nonce counter).
-func (b *msgBox) block(out *[64]byte, n, ctr uint64) {
-	var in, x [16]uint32
-	in = b.state
-	in[6], in[7], in[8], in[9] = nonceWords(n, ctr)
-	salsaCore(&x, &in)
-	for w, v := range x {
-		binary.LittleEndian.PutUint32(out[4*w:], v)
-	}
-}
-
-// nonceWords returns input words 6 to 9 of Salsa20: the 8-byte nonce, the
-// big-endian encoding of n, and the block counter ctr, little-endian.
-func nonceWords(n, ctr uint64) (w6, w7, w8, w9 uint32) {
-	return bits.ReverseBytes32(uint32(n >> 32)), bits.ReverseBytes32(uint32(n)), uint32(ctr), uint32(ctr >> 32)
-}
-
-// salsa8Generic computes eight Salsa20/20 blocks: word w of the input of
-// block i is state[w], except words 6 to 9 (nonce and block counter),
-// which are lanes[w-6][i]; block i, 64 bytes of keystream, goes to out[i].
-// The assembly kernels compute the same in one pass; this is the reference
-// the tests compare them with, and the fallback.
-func salsa8Generic(out *[8][64]byte, state *[16]uint32, lanes *[4][8]uint32) {
-	for i := range out {
-		in := *state
-		in[6], in[7], in[8], in[9] = lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i]
-		var x [16]uint32
-		salsaCore(&x, &in)
-		for w, v := range x {
-			binary.LittleEndian.PutUint32(out[i][4*w:], v)
-		}
-	}
-}
-
-// salsaCore sets out to the Salsa20/20 block of the input words in.
-func salsaCore(out, in *[16]uint32) {
-	j0, j1, j2, j3, j4, j5, j6, j7 := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
-	j8, j9, j10, j11, j12, j13, j14, j15 := in[8], in[9], in[10], in[11], in[12], in[13], in[14], in[15]
-
-	x0, x1, x2, x3, x4, x5, x6, x7 := j0, j1, j2, j3, j4, j5, j6, j7
-	x8, x9, x10, x11, x12, x13, x14, x15 := j8, j9, j10, j11, j12, j13, j14, j15
-
-	for i := 0; i < 20; i += 2 {
-		// Column round.
-		x4 ^= bits.RotateLeft32(x0+x12, 7)
-		x8 ^= bits.RotateLeft32(x4+x0, 9)
-		x12 ^= bits.RotateLeft32(x8+x4, 13)
-		x0 ^= bits.RotateLeft32(x12+x8, 18)
-
-		x9 ^= bits.RotateLeft32(x5+x1, 7)
-		x13 ^= bits.RotateLeft32(x9+x5, 9)
-		x1 ^= bits.RotateLeft32(x13+x9, 13)
-		x5 ^= bits.RotateLeft32(x1+x13, 18)
-
-		x14 ^= bits.RotateLeft32(x10+x6, 7)
-		x2 ^= bits.RotateLeft32(x14+x10, 9)
-		x6 ^= bits.RotateLeft32(x2+x14, 13)
-		x10 ^= bits.RotateLeft32(x6+x2, 18)
-
-		x3 ^= bits.RotateLeft32(x15+x11, 7)
-		x7 ^= bits.RotateLeft32(x3+x15, 9)
-		x11 ^= bits.RotateLeft32(x7+x3, 13)
-		x15 ^= bits.RotateLeft32(x11+x7, 18)
-
-		// Row round.
-		x1 ^= bits.RotateLeft32(x0+x3, 7)
-		x2 ^= bits.RotateLeft32(x1+x0, 9)
-		x3 ^= bits.RotateLeft32(x2+x1, 13)
-		x0 ^= bits.RotateLeft32(x3+x2, 18)
-
-		x6 ^= bits.RotateLeft32(x5+x4, 7)
-		x7 ^= bits.RotateLeft32(x6+x5, 9)
-		x4 ^= bits.RotateLeft32(x7+x6, 13)
-		x5 ^= bits.RotateLeft32(x4+x7, 18)
-
-		x11 ^= bits.RotateLeft32(x10+x9, 7)
-		x8 ^= bits.RotateLeft32(x11+x10, 9)
-		x9 ^= bits.RotateLeft32(x8+x11, 13)
-		x10 ^= bits.RotateLeft32(x9+x8, 18)
-
-		x12 ^= bits.RotateLeft32(x15+x14, 7)
-		x13 ^= bits.RotateLeft32(x12+x15, 9)
-		x14 ^= bits.RotateLeft32(x13+x12, 13)
-		x15 ^= bits.RotateLeft32(x14+x13, 18)
-	}
-
-	out[0], out[1], out[2], out[3] = x0+j0, x1+j1, x2+j2, x3+j3
-	out[4], out[5], out[6], out[7] = x4+j4, x5+j5, x6+j6, x7+j7
-	out[8], out[9], out[10], out[11] = x8+j8, x9+j9, x10+j10, x11+j11
-	out[12], out[13], out[14], out[15] = x12+j12, x13+j13, x14+j14, x15+j15
 }
