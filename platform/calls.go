@@ -37,7 +37,7 @@ type pendingCall struct {
 // maximum when the frame is absent. ok is false when the frame is
 // malformed; expired is true when the time left is zero or less.
 func (p *Platform) callDeadline(frames [][]byte, now time.Time) (deadline time.Time, expired, ok bool) {
-	limit := now.Add(p.cfg.maxCallTime)
+	limit := now.Add(p.cfg.limits.MaxCallTime)
 	if len(frames) <= fTimeout || len(frames[fTimeout]) == 0 {
 		return limit, false, true
 	}
@@ -48,7 +48,7 @@ func (p *Platform) callDeadline(frames [][]byte, now time.Time) (deadline time.T
 	if ms <= 0 {
 		return now, true, true
 	}
-	if ms > int64(p.cfg.maxCallTime/time.Millisecond) {
+	if ms > int64(p.cfg.limits.MaxCallTime/time.Millisecond) {
 		return limit, false, true
 	}
 	return now.Add(time.Duration(ms) * time.Millisecond), false, true
@@ -58,9 +58,9 @@ func (p *Platform) callDeadline(frames [][]byte, now time.Time) (deadline time.T
 // fails when the caller has too many calls awaiting replies, or already
 // has one with this msg-id to this callee.
 func (p *Platform) track(caller, callee *peer, id []byte, method string, deadline time.Time) *wireError {
-	if caller.outstanding.Add(1) > int64(p.cfg.maxCallsInFlight) {
+	if caller.outstanding.Add(1) > int64(p.cfg.limits.MaxCallsInFlight) {
 		caller.outstanding.Add(-1)
-		return errorf(rpc.CodeOverloaded, "too many calls awaiting replies on this connection (limit "+strconv.Itoa(p.cfg.maxCallsInFlight)+")")
+		return errorf(rpc.CodeOverloaded, "too many calls awaiting replies on this connection (limit "+strconv.Itoa(p.cfg.limits.MaxCallsInFlight)+")")
 	}
 	k := callKey{caller, string(id)}
 	callee.pmu.Lock()

@@ -19,6 +19,9 @@ var (
 	ErrNoPolicy = errors.New("platform: no policy: use WithAuthFile, WithPolicyStore or WithPolicy")
 	// ErrAlreadyRun is returned by a second call of Run.
 	ErrAlreadyRun = errors.New("platform: Run called twice")
+	// ErrConnectionLimit is wrapped by the reason a handshake was refused
+	// for a connection limit (Limits).
+	ErrConnectionLimit = errors.New("connection limit")
 )
 
 // maxProtocolErrors is how many protocol errors a connection may make

@@ -70,6 +70,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	pe.meta = h.Meta
 	pe.exports.Store(&table)
 	pe.welcomed.Store(true)
+	p.preHello--
 	// Queue the welcome before the identity becomes routable, so that it
 	// precedes every call for the new peer.
 	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, pe.userBytes, msgID, []byte(vip.SubWelcome), w})

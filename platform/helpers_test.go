@@ -134,7 +134,7 @@ func startPlatform(t testing.TB, opts ...Option) *testPlatform {
 		WithKeyPair(c.server),
 		WithAuthFile(file),
 		WithAuditWriter(audit),
-		WithHandshakeTimeout(5 * time.Second),
+		WithLimits(Limits{HandshakeTimeout: 5 * time.Second}),
 		WithShutdownTimeout(time.Second),
 	}, opts...)
 	p, err := New(all...)

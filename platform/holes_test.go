@@ -216,7 +216,7 @@ func TestRouter_ForwardsACancelOnlyForACallAwaitingItsReply(t *testing.T) {
 }
 
 func TestRouter_DeadlineThatPassedIsATimeoutAndAnExpiredCallIsAnswered(t *testing.T) {
-	tp := startPlatform(t, WithMaxCallTime(200*time.Millisecond))
+	tp := startPlatform(t, WithLimits(Limits{MaxCallTime: 200 * time.Millisecond}))
 	w := tp.dial(t, tp.cast.weather) // never answers
 	w.mustHello("weather", weatherExports...)
 	alice := tp.dial(t, tp.cast.alice)
@@ -247,7 +247,7 @@ func TestRouter_DeadlineThatPassedIsATimeoutAndAnExpiredCallIsAnswered(t *testin
 }
 
 func TestRouter_BoundsTheCallsAwaitingReplies(t *testing.T) {
-	tp := startPlatform(t, WithMaxCallsInFlight(3))
+	tp := startPlatform(t, WithLimits(Limits{MaxCallsInFlight: 3}))
 	w := tp.dial(t, tp.cast.weather)
 	w.mustHello("weather", weatherExports...)
 	alice := tp.dial(t, tp.cast.alice)

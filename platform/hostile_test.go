@@ -13,7 +13,7 @@ import (
 )
 
 func TestPlatform_SurvivesHostileInputWhileOthersKeepCalling(t *testing.T) {
-	tp := startPlatform(t, WithMaxFrames(64))
+	tp := startPlatform(t, WithLimits(Limits{MaxFrames: 64}))
 	w := tp.startWeather(t)
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")
@@ -129,7 +129,7 @@ func TestPlatform_SurvivesHostileInputWhileOthersKeepCalling(t *testing.T) {
 }
 
 func TestPlatform_OversizedFrameClosesOnlyThatConnection(t *testing.T) {
-	tp := startPlatform(t, WithMaxFrameSize(4096))
+	tp := startPlatform(t, WithLimits(Limits{MaxFrameSize: 4096}))
 	tp.startWeather(t)
 	alice := tp.dial(t, tp.cast.alice)
 	alice.mustHello("alice")

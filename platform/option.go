@@ -13,25 +13,9 @@ import (
 const (
 	// DefaultAddress is VOLTTRON's default VIP address.
 	DefaultAddress = "tcp://127.0.0.1:22916"
-	// DefaultMaxFrameSize bounds one frame and one whole message (16 MiB).
-	DefaultMaxFrameSize int64 = 16 << 20
-	// DefaultMaxFrames bounds the frames of one message.
-	DefaultMaxFrames = 64
-	// DefaultQueueSize bounds the messages queued towards one connection.
-	DefaultQueueSize = 256
-	// DefaultQueueBytes bounds the bytes queued towards one connection.
-	DefaultQueueBytes int64 = 64 << 20
-	// DefaultHandshakeTimeout bounds the CURVE handshake of a connection.
-	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultShutdownTimeout bounds how long Run waits for connections to
 	// flush their last message at shutdown before closing them.
 	DefaultShutdownTimeout = 2 * time.Second
-	// DefaultMaxCallTime bounds how long the platform keeps a call awaiting
-	// its reply (a call's own deadline, when shorter, wins).
-	DefaultMaxCallTime = 10 * time.Minute
-	// DefaultMaxCallsInFlight bounds the calls of one connection awaiting
-	// replies.
-	DefaultMaxCallsInFlight = 1024
 	// DefaultAuditMaxMB is the size at which the audit file is rotated.
 	DefaultAuditMaxMB = 100
 	// DefaultAuditBackups is how many rotated audit files are kept.
@@ -48,29 +32,23 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	address          string
-	keyPair          *keys.Pair
-	keystore         string
-	authFile         string
-	store            *auth.Store
-	policy           *auth.Policy
-	logger           *slog.Logger
-	auditWriter      io.Writer
-	auditFile        string
-	auditMaxMB       int
-	auditBackups     int
-	auditAllowed     bool
-	admission        AdmissionHook
-	callHook         CallHook
-	maxFrameSize     int64
-	maxFrames        int
-	queueSize        int
-	queueBytes       int64
-	handshakeTimeout time.Duration
-	shutdownTimeout  time.Duration
-	maxCallTime      time.Duration
-	maxCallsInFlight int
-	version          string
+	address         string
+	keyPair         *keys.Pair
+	keystore        string
+	authFile        string
+	store           *auth.Store
+	policy          *auth.Policy
+	logger          *slog.Logger
+	auditWriter     io.Writer
+	auditFile       string
+	auditMaxMB      int
+	auditBackups    int
+	auditAllowed    bool
+	admission       AdmissionHook
+	callHook        CallHook
+	limits          Limits
+	shutdownTimeout time.Duration
+	version         string
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or
@@ -156,67 +134,19 @@ func WithCallHook(h CallHook) Option {
 	return optionFunc(func(c *config) { c.callHook = h })
 }
 
-// WithMaxFrameSize bounds one frame, and the total of one message's frames,
-// received from a peer. A peer exceeding it is disconnected. The default is
-// DefaultMaxFrameSize.
-func WithMaxFrameSize(n int64) Option {
-	return optionFunc(func(c *config) { c.maxFrameSize = n })
-}
-
-// WithMaxFrames bounds the number of frames of one message received from a
-// peer. A peer exceeding it is disconnected. The default is DefaultMaxFrames.
-func WithMaxFrames(n int) Option {
-	return optionFunc(func(c *config) { c.maxFrames = n })
-}
-
-// WithQueueSize bounds the messages queued towards one connection. A message
-// for a connection whose queue is full is refused with errno 105. The
-// default is DefaultQueueSize.
-func WithQueueSize(n int) Option {
-	return optionFunc(func(c *config) { c.queueSize = n })
-}
-
-// WithHandshakeTimeout bounds the CURVE handshake of each connection. The
-// default is DefaultHandshakeTimeout.
-func WithHandshakeTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.handshakeTimeout = d })
-}
-
 // WithShutdownTimeout bounds how long Run waits at shutdown for each
 // connection to be told and flushed. The default is DefaultShutdownTimeout.
 func WithShutdownTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.shutdownTimeout = d })
 }
 
-// WithMaxCallTime bounds how long the platform keeps a call awaiting its
-// reply; a call whose own deadline (its TIMEOUT frame) is shorter expires
-// at that deadline. An expired call is answered with errno 110 and its late
-// reply is dropped. The default is DefaultMaxCallTime.
-func WithMaxCallTime(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.maxCallTime = d })
-}
-
-// WithMaxCallsInFlight bounds the calls of one connection that await
-// replies; beyond it a call is refused with errno 105. The default is
-// DefaultMaxCallsInFlight.
-func WithMaxCallsInFlight(n int) Option {
-	return optionFunc(func(c *config) { c.maxCallsInFlight = n })
-}
-
 func newConfig(opts []Option) config {
 	c := config{
-		address:          DefaultAddress,
-		maxFrameSize:     DefaultMaxFrameSize,
-		maxFrames:        DefaultMaxFrames,
-		queueSize:        DefaultQueueSize,
-		queueBytes:       DefaultQueueBytes,
-		handshakeTimeout: DefaultHandshakeTimeout,
-		shutdownTimeout:  DefaultShutdownTimeout,
-		maxCallTime:      DefaultMaxCallTime,
-		maxCallsInFlight: DefaultMaxCallsInFlight,
-		auditMaxMB:       DefaultAuditMaxMB,
-		auditBackups:     DefaultAuditBackups,
-		version:          Version,
+		address:         DefaultAddress,
+		shutdownTimeout: DefaultShutdownTimeout,
+		auditMaxMB:      DefaultAuditMaxMB,
+		auditBackups:    DefaultAuditBackups,
+		version:         Version,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -226,26 +156,9 @@ func newConfig(opts []Option) config {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
-	if c.maxFrameSize <= 0 {
-		c.maxFrameSize = DefaultMaxFrameSize
-	}
-	if c.maxFrames < 5 {
-		c.maxFrames = DefaultMaxFrames
-	}
-	if c.queueSize <= 0 {
-		c.queueSize = DefaultQueueSize
-	}
-	if c.handshakeTimeout <= 0 {
-		c.handshakeTimeout = DefaultHandshakeTimeout
-	}
+	c.limits = c.limits.withDefaults()
 	if c.shutdownTimeout <= 0 {
 		c.shutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.maxCallTime <= 0 {
-		c.maxCallTime = DefaultMaxCallTime
-	}
-	if c.maxCallsInFlight <= 0 {
-		c.maxCallsInFlight = DefaultMaxCallsInFlight
 	}
 	return c
 }

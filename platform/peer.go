@@ -14,8 +14,18 @@ import (
 	"github.com/capbus/capbus/rpc"
 )
 
-// errQueueFull is returned by peer.send when the peer's queue is full.
-var errQueueFull = errors.New("queue full")
+// Errors of peer.send: a queue or a memory budget is full (errno 105 to
+// the sender of a call).
+var (
+	errQueueFull      = errors.New("queue full")
+	errUserBudget     = errors.New("the memory budget of the recipient's user is exhausted")
+	errPlatformBudget = errors.New("the platform's memory budget is exhausted")
+)
+
+// full reports whether err says a queue or budget is full.
+func full(err error) bool {
+	return err == errQueueFull || err == errUserBudget || err == errPlatformBudget
+}
 
 // outMsg is one message queued towards a peer.
 type outMsg struct {
@@ -68,6 +78,10 @@ type peer struct {
 
 	// Counters, for operators.
 	callsIn, callsOut atomic.Uint64
+
+	user       *userState   // the budgets shared by the user's connections
+	helloTimer *time.Timer  // closes a connection that does not say hello
+	fullSince atomic.Int64 // unix nanoseconds since the queue was found full, 0 if not
 
 	// Owned by the reader goroutine.
 	subj      *auth.Subject
@@ -148,22 +162,41 @@ func (src *peer) flushTouched() {
 	src.touched = src.touched[:0]
 }
 
+// push queues frames. Three budgets bound what is queued: the peer's
+// (messages and bytes; a message over the byte budget is still taken when
+// nothing else is queued), its user's across its connections, and the
+// platform's. A queue that stays full longer than the slow-consumer limit
+// gets its connection closed.
 func (pe *peer) push(frames [][]byte, wake bool) error {
 	if pe.closing.Load() {
 		return net.ErrClosed
 	}
+	lim := &pe.p.cfg.limits
 	var n int64
 	for _, f := range frames {
 		n += int64(len(f))
 	}
 	pe.qmu.Lock()
+	var err error
 	switch {
 	case pe.qclosed:
+		err = net.ErrClosed
+	case len(pe.queue) >= lim.QueueMessages || (len(pe.queue) > 0 && pe.qbytes+n > lim.QueueBytes):
+		err = errQueueFull
+	case pe.user.queued.Add(n) > lim.UserQueueBytes && len(pe.queue) > 0:
+		pe.user.queued.Add(-n)
+		err = errUserBudget
+	case pe.p.queued.Add(n) > lim.TotalQueueBytes && len(pe.queue) > 0:
+		pe.user.queued.Add(-n)
+		pe.p.queued.Add(-n)
+		err = errPlatformBudget
+	}
+	if err != nil {
 		pe.qmu.Unlock()
-		return net.ErrClosed
-	case len(pe.queue) >= pe.p.cfg.queueSize || pe.qbytes+n > pe.p.cfg.queueBytes:
-		pe.qmu.Unlock()
-		return errQueueFull
+		if full(err) {
+			pe.stillFull()
+		}
+		return err
 	}
 	pe.queue = append(pe.queue, outMsg{frames: frames, size: n})
 	pe.qbytes += n
@@ -172,6 +205,28 @@ func (pe *peer) push(frames [][]byte, wake bool) error {
 		pe.wakeWriter()
 	}
 	return nil
+}
+
+// stillFull notes that a message found pe's queue full, and closes the
+// connection when it has been full for longer than the slow-consumer
+// limit (NATS's slow consumer).
+func (pe *peer) stillFull() {
+	now := time.Now().UnixNano()
+	since := pe.fullSince.Load()
+	if since == 0 {
+		pe.fullSince.CompareAndSwap(0, now)
+		return
+	}
+	if d := time.Duration(now - since); d > pe.p.cfg.limits.SlowConsumer {
+		pe.p.stats.slowConsumers.Add(1)
+		pe.close(fmt.Sprintf("slow consumer: its queue stayed full for %v", d.Round(time.Millisecond)))
+	}
+}
+
+// unqueue gives back the budgets of n bytes written (or dropped).
+func (pe *peer) unqueue(n int64) {
+	pe.user.queued.Add(-n)
+	pe.p.queued.Add(-n)
 }
 
 func (pe *peer) wakeWriter() {
@@ -207,7 +262,8 @@ func (pe *peer) sendFinal(frames [][]byte, reason string) {
 		pe.qmu.Unlock()
 		return
 	}
-	// The final message goes last, beyond the bounds: it is small.
+	// The final message goes last, beyond the bounds: it is small (and
+	// not counted in the budgets).
 	pe.queue = append(pe.queue, outMsg{frames: frames, final: true})
 	pe.qmu.Unlock()
 	pe.finalTimer.Store(time.AfterFunc(finalGrace, func() { pe.close(reason) }))
@@ -224,7 +280,14 @@ func (pe *peer) close(reason string) {
 	pe.closeOnce.Do(func() {
 		pe.qmu.Lock()
 		pe.qclosed = true
+		var left int64
+		for _, m := range pe.queue {
+			left += m.size
+		}
+		pe.queue = nil
+		pe.qbytes = 0
 		pe.qmu.Unlock()
+		pe.unqueue(left) // what the writer will never write
 		close(pe.done)
 		_ = pe.conn.Close()
 	})
@@ -270,10 +333,17 @@ func (pe *peer) writeLoop() {
 				break
 			}
 		}
+		// A peer that takes longer than this to accept a write is a slow
+		// consumer: the write fails and the connection is closed.
+		_ = pe.conn.SetWriteDeadline(time.Now().Add(pe.p.cfg.limits.SlowConsumer))
 		err := pe.conn.WriteMsgs(frames)
 		pe.qmu.Lock()
-		pe.qbytes -= size
+		if !pe.qclosed { // close zeroed qbytes
+			pe.qbytes -= size
+		}
 		pe.qmu.Unlock()
+		pe.unqueue(size)
+		pe.fullSince.Store(0)
 		clear(batch) // keep no payload alive
 		clear(frames)
 		switch {

@@ -47,7 +47,11 @@ type Platform struct {
 	mu         sync.RWMutex
 	byIdentity map[string]*peer
 	conns      map[*peer]struct{}
+	users      map[string]*userState
+	perKey     map[keys.Key]int // live connections of each key
+	preHello   int              // connections not welcomed yet
 	nextID     atomic.Uint64
+	queued     atomic.Int64 // bytes queued towards every connection
 
 	subMu sync.RWMutex
 	subs  map[string]map[*peer]struct{} // pattern -> subscribers
@@ -70,6 +74,8 @@ func New(opts ...Option) (*Platform, error) {
 		reloads:    make(chan struct{}, 1),
 		byIdentity: make(map[string]*peer),
 		conns:      make(map[*peer]struct{}),
+		users:      make(map[string]*userState),
+		perKey:     make(map[keys.Key]int),
 		subs:       make(map[string]map[*peer]struct{}),
 		ctx:        context.Background(),
 	}
@@ -177,9 +183,11 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 
 	ln, err := curve.Listen(ctx, p.cfg.address, p.kp,
 		curve.WithAuthenticator(curve.AuthenticatorFunc(p.authenticate)),
-		curve.WithHandshakeTimeout(p.cfg.handshakeTimeout),
-		curve.WithMaxFrameSize(p.cfg.maxFrameSize),
-		curve.WithMessageLimits(p.cfg.maxFrames, p.cfg.maxFrameSize),
+		curve.WithHandshakeTimeout(p.cfg.limits.HandshakeTimeout),
+		curve.WithMaxFrameSize(p.cfg.limits.MaxFrameSize),
+		curve.WithMessageLimits(p.cfg.limits.MaxFrames, p.cfg.limits.MaxFrameSize),
+		curve.WithMaxPendingHandshakes(p.cfg.limits.MaxPendingHandshakes),
+		curve.WithFailureLimit(p.cfg.limits.HandshakeFailures),
 		curve.WithLogger(p.log),
 	)
 	if err != nil {
@@ -303,6 +311,12 @@ func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {
 // so a key added just before its agent connects is admitted without
 // waiting for the file watcher.
 func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (string, error) {
+	if err := p.connectionLimits(req.PublicKey); err != nil {
+		p.stats.refusedConns.Add(1)
+		p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: req.PublicKey.Z85(),
+			Remote: req.RemoteAddr, Reason: err.Error(), Generation: p.policy().Generation()})
+		return "", err
+	}
 	pol := p.policy()
 	user, err := pol.Authenticate(req.PublicKey, req.RemoteAddr)
 	if err != nil && errors.Is(err, auth.ErrUnknownKey) {
@@ -319,6 +333,24 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 		return "", err
 	}
 	return user, nil
+}
+
+// connectionLimits refuses a new connection of key beyond the limits of
+// connections in all, of one key, and of those not welcomed yet.
+func (p *Platform) connectionLimits(key keys.Key) error {
+	lim := &p.cfg.limits
+	p.mu.RLock()
+	total, ofKey, pre := len(p.conns), p.perKey[key], p.preHello
+	p.mu.RUnlock()
+	switch {
+	case total >= lim.MaxConnections:
+		return fmt.Errorf("%w: the platform has %d connections, its limit", ErrConnectionLimit, total)
+	case ofKey >= lim.MaxConnectionsPerKey:
+		return fmt.Errorf("%w: key %s has %d connections, the limit per key", ErrConnectionLimit, key.Z85(), ofKey)
+	case pre >= lim.MaxPreHello:
+		return fmt.Errorf("%w: %d connections have not said hello yet, the limit", ErrConnectionLimit, pre)
+	}
+	return nil
 }
 
 // serve runs one connection: a writer goroutine, and the read loop in
@@ -347,7 +379,16 @@ func (p *Platform) serve(c *curve.Conn) {
 		return
 	}
 	p.conns[pe] = struct{}{}
+	pe.user = p.userOf(pe.userID)
+	p.perKey[pe.key]++
+	p.preHello++
 	p.mu.Unlock()
+	// A connection that does not say hello in time is closed.
+	pe.helloTimer = time.AfterFunc(p.cfg.limits.HelloTimeout, func() {
+		if !pe.welcomed.Load() {
+			pe.close(fmt.Sprintf("no hello within %v", p.cfg.limits.HelloTimeout))
+		}
+	})
 
 	// A reload may have happened since the handshake.
 	if reason := p.revokedNow(pe); reason != "" {
@@ -386,8 +427,16 @@ func (p *Platform) readLoop(pe *peer) {
 
 // drop removes a closed connection from every table and tells the others.
 func (p *Platform) drop(pe *peer) {
+	pe.helloTimer.Stop()
 	p.mu.Lock()
 	delete(p.conns, pe)
+	p.leave(pe.userID)
+	if p.perKey[pe.key]--; p.perKey[pe.key] <= 0 {
+		delete(p.perKey, pe.key)
+	}
+	if !pe.welcomed.Load() {
+		p.preHello--
+	}
 	dropped := false
 	if pe.welcomed.Load() && p.byIdentity[pe.identity] == pe {
 		delete(p.byIdentity, pe.identity)

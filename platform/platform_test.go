@@ -158,7 +158,7 @@ func TestReload_DropsIdentityClaimsNoLongerAllowed(t *testing.T) {
 }
 
 func TestRouter_CallToAFullQueueIsOverloaded(t *testing.T) {
-	tp := startPlatform(t, WithQueueSize(4))
+	tp := startPlatform(t, WithLimits(Limits{QueueMessages: 4}))
 	// A callee that never reads.
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -266,7 +266,7 @@ func TestReload_KeyWrittenJustBeforeTheHandshakeIsAdmitted(t *testing.T) {
 func TestRouter_KeepsEachCallersOrderAcrossInlineAndQueuedWrites(t *testing.T) {
 	// Queues large enough for every call: the refusals of a full queue
 	// are platform replies, which a full queue of the caller would drop.
-	tp := startPlatform(t, WithQueueSize(8192))
+	tp := startPlatform(t, WithLimits(Limits{QueueMessages: 8192}))
 	weather := tp.dial(t, tp.cast.weather)
 	weather.mustHello("weather", weatherExports...)
 	alice := tp.dial(t, tp.cast.alice)

@@ -60,12 +60,20 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	if err != nil {
 		return s, err
 	}
+	// A client makes a new transient key for every connection: a HELLO
+	// with a key seen before is a replay, refused before the key agreement.
+	if o.seen != nil && o.seen.contains(hello.ClientTransient) {
+		return s, fmt.Errorf("%w: client transient key %s seen before", ErrReplay, keys.Key(hello.ClientTransient).Z85())
+	}
 	serverSecret := (*[32]byte)(&kp.Secret)
 	nonce := shortNonce(prefixHello, hello.Nonce)
 	var zeros [64]byte
 	plain, ok := box.Open(zeros[:0], hello.Box[:], &nonce, &hello.ClientTransient, serverSecret)
 	if !ok || len(plain) != 64 {
 		return s, fmt.Errorf("%w: HELLO (the client does not use this server's public key)", ErrDecrypt)
+	}
+	if o.seen != nil {
+		o.seen.add(hello.ClientTransient)
 	}
 
 	// WELCOME: our transient key and a cookie holding both transient keys.

@@ -28,14 +28,24 @@ type Listener struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // handshakes in progress
+
+	failures *failures // nil: no failure limit
+	report   failureReport
 }
 
 // Listen listens on addr ("tcp://host:port" or "host:port"; port 0 picks a
 // free port) as the CURVE server with key pair server. WithAuthenticator is
 // required: without it Listen returns ErrNoAuthenticator. Listen also takes
-// WithSocketType (default "ROUTER"), WithHandshakeTimeout, WithMaxFrameSize
-// and WithLogger. The context bounds the listener's life: cancelling it
-// closes the listener.
+// WithSocketType (default "ROUTER"), WithHandshakeTimeout, WithMaxFrameSize,
+// WithMessageLimits, WithMaxPendingHandshakes, WithFailureLimit and
+// WithLogger. The context bounds the listener's life: cancelling it closes
+// the listener.
+//
+// Against floods: each handshake runs in its own goroutine, bounded in
+// time and in number; a HELLO replayed from an earlier connection is
+// refused before the key agreement; hosts that keep failing are refused
+// for a growing backoff; each failure is logged at debug level, and a
+// warning every ten seconds counts them.
 func Listen(ctx context.Context, addr string, server keys.Pair, opts ...Option) (*Listener, error) {
 	o := newOptions("ROUTER", opts)
 	if o.authenticator == nil {
@@ -58,15 +68,38 @@ func Listen(ctx context.Context, addr string, server keys.Pair, opts ...Option) 
 		ready:   make(chan *Conn),
 		pending: make(map[net.Conn]struct{}),
 	}
+	l.opts.seen = newSeenKeys(seenKeysSize)
+	if o.failureLimit > 0 {
+		l.failures = newFailures(o.failureLimit)
+	}
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { l.Close() })
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go func() {
 		defer l.wg.Done()
 		defer stop()
 		l.acceptLoop()
 	}()
+	go func() {
+		defer l.wg.Done()
+		l.reportLoop()
+	}()
 	return l, nil
+}
+
+// reportLoop logs the count of failed handshakes every reportEvery.
+func (l *Listener) reportLoop() {
+	t := time.NewTicker(reportEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			l.report.flush(l.log, reportEvery)
+			return
+		case <-t.C:
+			l.report.flush(l.log, reportEvery)
+		}
+	}
 }
 
 // Addr returns the listener's network address.
@@ -122,11 +155,25 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		remote := raw.RemoteAddr().String()
+		if l.failures.blocked(hostOf(remote)) {
+			l.log.Debug("curve: connection closed: its host keeps failing handshakes", "remote", remote)
+			l.report.add("backoff")
+			raw.Close()
+			continue
+		}
 		l.mu.Lock()
 		if l.ctx.Err() != nil {
 			l.mu.Unlock()
 			raw.Close()
 			return
+		}
+		if l.opts.maxPending > 0 && len(l.pending) >= l.opts.maxPending {
+			l.mu.Unlock()
+			l.log.Debug("curve: connection closed: too many handshakes in progress", "remote", remote, "limit", l.opts.maxPending)
+			l.report.add("too_many_pending")
+			raw.Close()
+			continue
 		}
 		l.pending[raw] = struct{}{}
 		l.wg.Add(1)
@@ -170,13 +217,20 @@ func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
 		if !s.peer.PublicKey.IsZero() {
 			attrs = append(attrs, "client_key", s.peer.PublicKey.Z85())
 		}
+		// At debug level: a flood must not flood the log. The periodic
+		// warning counts them.
 		if errors.Is(err, ErrRefused) {
-			l.log.Warn("curve: client refused", attrs...)
+			l.log.Debug("curve: client refused", attrs...)
 		} else {
-			l.log.Warn("curve: handshake failed", attrs...)
+			l.log.Debug("curve: handshake failed", attrs...)
+		}
+		l.report.add(failureKind(err))
+		if d, ok := l.failures.failed(hostOf(remote)); ok {
+			l.log.Warn("curve: refusing a host that keeps failing handshakes", "host", hostOf(remote), "for", d)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
+	l.failures.succeeded(hostOf(remote))
 	c := newConn(raw, br, s, &l.opts, true)
 	l.log.Debug("curve: client admitted", "remote", remote, "client_key", s.peer.PublicKey.Z85(),
 		"user_id", s.peer.UserID, "identity", s.peer.Identity)

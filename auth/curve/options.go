@@ -25,6 +25,9 @@ type options struct {
 	logger           *slog.Logger
 	socketType       string
 	identity         string
+	maxPending       int                     // handshakes in progress at once (0: no limit)
+	failureLimit     int                     // failed handshakes per host per minute before a backoff (0: no limit)
+	seen             *seenKeys               // set by Listen
 	wrapConn         func(net.Conn) net.Conn // tests and benchmarks: count syscalls
 }
 
@@ -84,6 +87,21 @@ func WithMessageLimits(frames int, bytes int64) Option {
 // errors. Secret keys are never logged. By default nothing is logged.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
+}
+
+// WithMaxPendingHandshakes bounds the handshakes a Listener runs at once:
+// beyond n, a new TCP connection is closed at once (and counted in the
+// listener's periodic warning). Zero means no bound.
+func WithMaxPendingHandshakes(n int) Option {
+	return func(o *options) { o.maxPending = n }
+}
+
+// WithFailureLimit rate-limits addresses that keep failing handshakes:
+// after n failures (refusals included) from one host within a minute, the
+// Listener closes that host's new connections at once for a backoff of one
+// second, doubling to a minute. Zero means no limit.
+func WithFailureLimit(n int) Option {
+	return func(o *options) { o.failureLimit = n }
 }
 
 // WithSocketType sets our ZMTP "Socket-Type" metadata property. The default
