@@ -81,7 +81,7 @@ type peer struct {
 
 	user       *userState   // the budgets shared by the user's connections
 	helloTimer *time.Timer  // closes a connection that does not say hello
-	fullSince atomic.Int64 // unix nanoseconds since the queue was found full, 0 if not
+	fullSince  atomic.Int64 // unix nanoseconds since the queue was found full, 0 if not
 
 	// Owned by the reader goroutine.
 	subj      *auth.Subject
