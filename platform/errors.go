@@ -2,8 +2,10 @@ package platform
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
+	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
@@ -20,8 +22,10 @@ var (
 	// ErrAlreadyRun is returned by a second call of Run.
 	ErrAlreadyRun = errors.New("platform: Run called twice")
 	// ErrConnectionLimit is wrapped by the reason a handshake was refused
-	// for a connection limit (Limits).
-	ErrConnectionLimit = errors.New("connection limit")
+	// for a connection limit (Limits). It wraps curve.ErrBusy: the client
+	// is told to try again later (ERROR "300"), and the refusal does not
+	// count against its address.
+	ErrConnectionLimit = fmt.Errorf("connection limit: %w", curve.ErrBusy)
 )
 
 // maxProtocolErrors is how many protocol errors a connection may make

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/audit"
+	"github.com/capbus/capbus/internal/topictree"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
@@ -53,8 +55,8 @@ type Platform struct {
 	nextID     atomic.Uint64
 	queued     atomic.Int64 // bytes queued towards every connection
 
-	subMu sync.RWMutex
-	subs  map[string]map[*peer]struct{} // pattern -> subscribers
+	subMu sync.Mutex              // guards each peer's subs; held while changing the index
+	subs  *topictree.Index[*peer] // pattern -> subscribers
 
 	stats stats
 
@@ -76,7 +78,7 @@ func New(opts ...Option) (*Platform, error) {
 		conns:      make(map[*peer]struct{}),
 		users:      make(map[string]*userState),
 		perKey:     make(map[keys.Key]int),
-		subs:       make(map[string]map[*peer]struct{}),
+		subs:       topictree.New[*peer](),
 		ctx:        context.Background(),
 	}
 	if cfg.authFile == "" && cfg.store == nil && cfg.policy == nil {
@@ -313,8 +315,7 @@ func (p *Platform) acceptLoop(ctx context.Context, ln *curve.Listener) {
 func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (string, error) {
 	if err := p.connectionLimits(req.PublicKey); err != nil {
 		p.stats.refusedConns.Add(1)
-		p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: req.PublicKey.Z85(),
-			Remote: req.RemoteAddr, Reason: err.Error(), Generation: p.policy().Generation()})
+		p.auditHandshake(req, err, p.policy())
 		return "", err
 	}
 	pol := p.policy()
@@ -328,11 +329,20 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 		}
 	}
 	if err != nil {
-		p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: req.PublicKey.Z85(),
-			Remote: req.RemoteAddr, Reason: err.Error(), Generation: pol.Generation()})
+		p.auditHandshake(req, err, pol)
 		return "", err
 	}
 	return user, nil
+}
+
+// auditHandshake records a refused handshake. The reason names the key
+// only in the record's key field, so that the refusals of a flood of
+// made-up keys aggregate into one count line.
+func (p *Platform) auditHandshake(req curve.AuthRequest, err error, pol *auth.Policy) {
+	z := req.PublicKey.Z85()
+	reason := strings.ReplaceAll(err.Error(), "key "+z, "this key")
+	p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: z,
+		Remote: req.RemoteAddr, Reason: reason, Generation: pol.Generation()})
 }
 
 // connectionLimits refuses a new connection of key beyond the limits of
@@ -344,11 +354,11 @@ func (p *Platform) connectionLimits(key keys.Key) error {
 	p.mu.RUnlock()
 	switch {
 	case total >= lim.MaxConnections:
-		return fmt.Errorf("%w: the platform has %d connections, its limit", ErrConnectionLimit, total)
+		return fmt.Errorf("%w: the platform has its maximum of %d connections", ErrConnectionLimit, lim.MaxConnections)
 	case ofKey >= lim.MaxConnectionsPerKey:
-		return fmt.Errorf("%w: key %s has %d connections, the limit per key", ErrConnectionLimit, key.Z85(), ofKey)
+		return fmt.Errorf("%w: key %s has its maximum of %d connections", ErrConnectionLimit, key.Z85(), lim.MaxConnectionsPerKey)
 	case pre >= lim.MaxPreHello:
-		return fmt.Errorf("%w: %d connections have not said hello yet, the limit", ErrConnectionLimit, pre)
+		return fmt.Errorf("%w: %d connections have not said hello yet, the maximum", ErrConnectionLimit, lim.MaxPreHello)
 	}
 	return nil
 }

@@ -91,55 +91,70 @@ func (p *Platform) subscribe(pe *peer, frames [][]byte, pattern string) {
 	if p.topicDenied(pe, frames, auth.Subscribe, pattern) {
 		return
 	}
-	p.subMu.Lock()
-	if pe.subs == nil {
-		pe.subs = make(map[string]struct{})
-	}
-	if len(pe.subs) >= maxSubscriptions {
-		p.subMu.Unlock()
-		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeOverloaded, "too many subscriptions"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+	if msg := p.addSubscription(pe, pattern); msg != "" {
+		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeOverloaded, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
 		return
 	}
-	pe.subs[pattern] = struct{}{}
-	set := p.subs[pattern]
-	if set == nil {
-		set = make(map[*peer]struct{})
-		p.subs[pattern] = set
-	}
-	set[pe] = struct{}{}
-	p.subMu.Unlock()
 	p.ok(pe, frames)
 }
 
-// maxSubscriptions bounds the patterns one connection may subscribe to.
-const maxSubscriptions = 4096
+// addSubscription subscribes pe to pattern within the connection's and
+// the user's bounds, or says which bound refused it.
+func (p *Platform) addSubscription(pe *peer, pattern string) string {
+	lim := &p.cfg.limits
+	p.subMu.Lock()
+	defer p.subMu.Unlock()
+	if _, ok := pe.subs[pattern]; ok {
+		return ""
+	}
+	if len(pe.subs) >= lim.MaxSubscriptions {
+		return "too many subscriptions: this connection has " + strconv.Itoa(len(pe.subs)) +
+			" (the limit is " + strconv.Itoa(lim.MaxSubscriptions) + "); unsubscribe from some first"
+	}
+	if n := pe.user.subs.Add(1); n > int64(lim.MaxUserSubscriptions) {
+		pe.user.subs.Add(-1)
+		return "too many subscriptions: the connections of user " + strconv.Quote(pe.userID) + " have " +
+			strconv.FormatInt(n-1, 10) + " (the limit is " + strconv.Itoa(lim.MaxUserSubscriptions) + ")"
+	}
+	if pe.subs == nil {
+		pe.subs = make(map[string]struct{})
+	}
+	pe.subs[pattern] = struct{}{}
+	p.subs.Add(pattern, pe)
+	return ""
+}
 
 func (p *Platform) unsubscribe(pe *peer, pattern string) {
 	p.subMu.Lock()
 	defer p.subMu.Unlock()
-	p.unsubscribeLocked(pe, pattern)
-}
-
-func (p *Platform) unsubscribeLocked(pe *peer, pattern string) {
-	delete(pe.subs, pattern)
-	if set := p.subs[pattern]; set != nil {
-		delete(set, pe)
-		if len(set) == 0 {
-			delete(p.subs, pattern)
-		}
+	if _, ok := pe.subs[pattern]; !ok {
+		return
 	}
+	delete(pe.subs, pattern)
+	pe.user.subs.Add(-1)
+	p.subs.Remove(pattern, pe)
 }
 
 func (p *Platform) unsubscribeAll(pe *peer) {
 	p.subMu.Lock()
 	defer p.subMu.Unlock()
-	for pattern := range pe.subs {
-		p.unsubscribeLocked(pe, pattern)
+	if len(pe.subs) == 0 {
+		return
 	}
+	patterns := make([]string, 0, len(pe.subs))
+	for pattern := range pe.subs {
+		patterns = append(patterns, pattern)
+	}
+	pe.subs = nil
+	pe.user.subs.Add(-int64(len(patterns)))
+	p.subs.RemoveAll(pe, patterns)
 }
 
 // publish delivers [publisher, "VIP1", publisher-user, "", "pubsub",
-// "message", topic, VALUE] to each subscriber once.
+// "message", topic, VALUE] to each subscriber once. Finding them costs
+// what matches (see internal/topictree) and takes no lock the publisher's
+// other traffic needs; a subscriber whose queue is full misses the
+// message, which is counted.
 func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 	if msg := vip.CheckTopic(topic, false); msg != "" {
 		p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodeInvalidArgs, msg), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
@@ -153,24 +168,11 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 		value = frames[vip.FrameArgs+2]
 	}
 	msg := [][]byte{pe.identityBytes, vip.SignatureFrame, pe.userBytes, vip.Empty, []byte(vip.SubPubsub), []byte(vip.OpMessage), frames[vip.FrameArgs+1], value}
-	var sent []*peer
-	p.subMu.RLock()
-	for pattern, set := range p.subs {
-		if !vip.MatchTopic(pattern, topic) {
-			continue
+	p.subs.Match(topic, func(sub *peer) {
+		if err := sub.sendFrom(pe, msg); err != nil {
+			p.stats.dropped.Add(1)
 		}
-	next:
-		for sub := range set {
-			for _, s := range sent {
-				if s == sub {
-					continue next
-				}
-			}
-			sent = append(sent, sub)
-			_ = sub.send(msg) // a full subscriber queue drops the message
-		}
-	}
-	p.subMu.RUnlock()
+	})
 	if len(frames[vip.FrameMsgID]) > 0 {
 		p.ok(pe, frames)
 	}

@@ -181,12 +181,12 @@ func (p *Platform) revokeIfDenied(pol *auth.Policy, pe *peer) bool {
 
 // recheckSubscriptions drops pe's subscriptions that pol no longer allows.
 func (p *Platform) recheckSubscriptions(pol *auth.Policy, pe *peer) {
-	p.subMu.RLock()
+	p.subMu.Lock()
 	patterns := make([]string, 0, len(pe.subs))
 	for pat := range pe.subs {
 		patterns = append(patterns, pat)
 	}
-	p.subMu.RUnlock()
+	p.subMu.Unlock()
 	if len(patterns) == 0 {
 		return
 	}

@@ -42,6 +42,10 @@ func (p *Platform) handlePlatform(pe *peer, frames [][]byte) {
 		p.hello(pe, frames)
 		return
 	case vip.SubPing:
+		if msg := p.pingTooLarge(pe, frames); msg != "" {
+			p.protocolError(pe, frames, msg)
+			return
+		}
 		out := make([][]byte, len(frames))
 		copy(out, frames)
 		out[vip.FrameUser] = vip.Empty
@@ -66,6 +70,23 @@ func (p *Platform) handlePlatform(pe *peer, frames [][]byte) {
 	default:
 		p.protocolError(pe, frames, "unknown subsystem "+quote(frames[vip.FrameSubsystem]))
 	}
+}
+
+// pingTooLarge says why a ping's arguments are over the limit (MaxPing,
+// or MaxPingBeforeHello before the peer has been welcomed), or "".
+func (p *Platform) pingTooLarge(pe *peer, frames [][]byte) string {
+	var n int
+	for _, f := range frames[vip.FrameArgs:] {
+		n += len(f)
+	}
+	limit, when := p.cfg.limits.MaxPing, ""
+	if !pe.welcomed.Load() {
+		limit, when = p.cfg.limits.MaxPingBeforeHello, " before hello"
+	}
+	if n <= limit {
+		return ""
+	}
+	return "ping arguments of " + strconv.Itoa(n) + " bytes are over the limit of " + strconv.Itoa(limit) + when
 }
 
 // routeRPC enforces and forwards an RPC message addressed to a peer.
@@ -95,21 +116,33 @@ func (p *Platform) forward(from, to *peer, frames [][]byte) bool {
 	frames[vip.FramePeer] = from.identityBytes
 	frames[vip.FrameUser] = from.userBytes
 	err := to.sendFrom(from, frames)
-	if err != nil && len(frames[vip.FrameMsgID]) > 0 {
-		e := errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
-		if err != errQueueFull {
+	if err == nil {
+		return true
+	}
+	if full(err) {
+		p.stats.dropped.Add(1)
+	}
+	if len(frames[vip.FrameMsgID]) > 0 {
+		var e *wireError
+		switch err {
+		case errQueueFull:
+			e = errorf(rpc.CodeOverloaded, "queue of "+quote(to.identityBytes)+" is full")
+		case errUserBudget, errPlatformBudget:
+			e = errorf(rpc.CodeOverloaded, quote(to.identityBytes)+" cannot take more now: "+err.Error())
+		default:
 			e = errorf(rpc.CodeNoRoute, quote(to.identityBytes)+" is disconnecting")
 		}
 		p.reply(from, errorFrames(frames[vip.FrameMsgID], e, recipient, frames[vip.FrameSubsystem]))
 	}
-	return err == nil
+	return false
 }
 
 // reply sends a message from the platform to pe. If pe's queue is full the
 // message is dropped: the platform never blocks on a slow peer.
 func (p *Platform) reply(pe *peer, frames [][]byte) {
-	if err := pe.sendFrom(pe, frames); err == errQueueFull {
-		p.log.Debug("dropped reply to a full queue", "identity", pe.identity, "user_id", pe.userID)
+	if err := pe.sendFrom(pe, frames); full(err) {
+		p.stats.dropped.Add(1)
+		p.log.Debug("dropped reply to a full queue", "identity", pe.identity, "user_id", pe.userID, "reason", err)
 	}
 }
 

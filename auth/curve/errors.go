@@ -18,6 +18,13 @@ var (
 	// Authenticator refused wraps it.
 	ErrRefused = errors.New("curve: refused")
 
+	// ErrBusy is wrapped by an Authenticator's error to refuse a client for
+	// now rather than for good (the server is at a connection limit): the
+	// client gets ERROR "300", ZAP's temporary error, and the refusal does
+	// not count against the client's host (WithFailureLimit). On the
+	// client, the *RefusedError of such a refusal matches ErrBusy too.
+	ErrBusy = errors.New("curve: server busy, try again later")
+
 	// ErrServerKey is wrapped by the error of a client handshake that the
 	// server ended right after HELLO, as a server does when HELLO was
 	// sealed for another key: the client's server key is most likely wrong
@@ -58,8 +65,17 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("curve: refused by server: %q", e.Reason)
 }
 
-// Is reports whether target is ErrRefused.
-func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+// Is reports whether target is ErrRefused, or ErrBusy for a temporary
+// refusal (reason "300").
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrRefused || (target == ErrBusy && e.Reason == reasonBusy)
+}
+
+// ZAP status codes sent as the reason of an ERROR command (RFC 27).
+const (
+	reasonBusy    = "300" // temporary error: try again later
+	reasonRefused = "400" // authentication failure
+)
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)

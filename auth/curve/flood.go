@@ -206,6 +206,8 @@ func failureKind(err error) string {
 	switch {
 	case errors.Is(err, ErrReplay):
 		return "replayed_hello"
+	case errors.Is(err, ErrBusy):
+		return "busy"
 	case errors.Is(err, ErrRefused):
 		return "refused"
 	case errors.Is(err, ErrDecrypt):

@@ -158,7 +158,7 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	}
 	s.recvNonce = ini.Nonce
 
-	// Authorization, then READY or ERROR "400".
+	// Authorization, then READY, or ERROR "400" (refused) or "300" (busy).
 	userID, err := authenticate(ctx, o.authenticator, AuthRequest{
 		PublicKey:  s.peer.PublicKey,
 		RemoteAddr: s.peer.RemoteAddr,
@@ -166,7 +166,10 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 		SocketType: s.peer.SocketType,
 	})
 	if err != nil {
-		errCmd := errorCommand{Reason: "400"}
+		errCmd := errorCommand{Reason: reasonRefused}
+		if errors.Is(err, ErrBusy) {
+			errCmd.Reason = reasonBusy
+		}
 		if werr := writeCommand(rw, errCmd.append(nil)); werr != nil {
 			err = errors.Join(err, fmt.Errorf("write ERROR: %w", werr))
 		}

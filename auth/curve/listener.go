@@ -225,7 +225,9 @@ func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
 			l.log.Debug("curve: handshake failed", attrs...)
 		}
 		l.report.add(failureKind(err))
-		if d, ok := l.failures.failed(hostOf(remote)); ok {
+		if errors.Is(err, ErrBusy) {
+			// The server's limit, not the client's fault.
+		} else if d, ok := l.failures.failed(hostOf(remote)); ok {
 			l.log.Warn("curve: refusing a host that keeps failing handshakes", "host", hostOf(remote), "for", d)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)

@@ -79,6 +79,8 @@ type aggregate struct {
 	count  int    // further occurrences
 	remote string // of the further occurrences, unless mixed
 	mixed  bool
+	key    string // of the further occurrences, unless keyMixed (handshakes)
+	keyMix bool
 }
 
 // New returns a Log configured by opts. With WithFile it opens (creating,
@@ -176,9 +178,10 @@ func (l *Log) absorbLocked(r *Record, now time.Time) bool {
 	if a := l.pending[k]; a != nil {
 		switch {
 		case a.count == 0:
-			a.remote = r.Remote
-		case a.remote != r.Remote:
-			a.mixed = true
+			a.remote, a.key = r.Remote, r.Key
+		default:
+			a.mixed = a.mixed || a.remote != r.Remote
+			a.keyMix = a.keyMix || a.key != r.Key
 		}
 		a.count++
 		return true
@@ -235,9 +238,12 @@ func (l *Log) flushLocked(now time.Time, errs []error) []error {
 		}
 		r := a.first
 		r.Time = at.UTC()
-		r.Remote = a.remote
+		r.Remote, r.Key = a.remote, a.key
 		if a.mixed {
 			r.Remote = ""
+		}
+		if a.keyMix {
+			r.Key = ""
 		}
 		r.Count, r.Window = a.count, l.winText
 		errs = l.writeLocked(&r, errs)

@@ -85,7 +85,9 @@ func aggregated(r *Record) bool {
 }
 
 // aggKey is what makes two refusals "identical". Remote is left out: a
-// client retrying on new connections comes from a new port each time.
+// client retrying on new connections comes from a new port each time. So
+// is the key of a refused handshake: a flood of handshakes with made-up
+// keys is one refusal repeated, not thousands.
 type aggKey struct {
 	action, key, userID, identity, peer, method, topic, reason string
 	required, missing                                          string
@@ -94,8 +96,12 @@ type aggKey struct {
 }
 
 func keyOf(r *Record) aggKey {
+	key := r.Key
+	if r.Action == ActionHandshake {
+		key = ""
+	}
 	return aggKey{
-		action: r.Action, key: r.Key, userID: r.UserID, identity: r.Identity, peer: r.Peer,
+		action: r.Action, key: key, userID: r.UserID, identity: r.Identity, peer: r.Peer,
 		method: r.Method, topic: r.Topic, reason: r.Reason,
 		required: strings.Join(r.Required, "\x00"), missing: strings.Join(r.Missing, "\x00"),
 		errno: r.Errno, generation: r.Generation,
