@@ -152,6 +152,22 @@ func (s *Store) initial() error {
 // Policy returns the policy in force. It never returns nil.
 func (s *Store) Policy() *Policy { return s.cur.Load() }
 
+// Rejected returns the validation error of the file on disk when the
+// Store rejected it and an older policy (or, at start, a closed policy) is
+// in force, and nil when the policy in force is the file on disk (or the
+// file is missing or empty, which installs a closed policy). It reflects
+// the Store's last read: an edit not yet seen by the watcher is not judged
+// until the next reload.
+func (s *Store) Rejected() *ValidationError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ve *ValidationError
+	if errors.As(s.lastErr, &ve) {
+		return ve
+	}
+	return nil
+}
+
 // Path returns the absolute path of the watched file.
 func (s *Store) Path() string { return s.path }
 

@@ -151,10 +151,14 @@ func TestStore_BrokenEditKeepsTheOldPolicyAndReportsTheError_FixTakesEffect(t *t
 	assert.Same(t, old, f.store.Policy())
 	assert.True(t, f.allowed("Alice"))
 	assert.Contains(t, f.logs.String(), "keeping the previous policy")
+	rej := f.store.Rejected()
+	require.NotNil(t, rej, "the store says the file on disk is not the policy in force")
+	assert.Equal(t, 2, rej.Line)
 
 	require.NoError(t, atomicfile.Write(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
 	ev = f.await("fixed edit", bobbyMay)
 	assert.Greater(t, ev.Generation, old.Generation())
+	assert.Nil(t, f.store.Rejected(), "the file on disk is in force again")
 }
 
 func TestStore_DeletingTheFileDeniesEveryone(t *testing.T) {
