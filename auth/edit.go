@@ -8,10 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/internal/filelock"
 )
 
 // Sentinel errors of EditFile.
@@ -89,9 +89,12 @@ func EditFile(ctx context.Context, path string, change func(*File) error, opts .
 			o.applyEdit(&cfg)
 		}
 	}
-	unlock, err := lockFile(ctx, path, cfg.wait)
+	unlock, err := filelock.Lock(ctx, path, cfg.wait)
 	if err != nil {
-		return err
+		if errors.Is(err, filelock.ErrLocked) {
+			return fmt.Errorf("%w: %w", ErrEditLocked, err)
+		}
+		return fmt.Errorf("auth edit: %w", err)
 	}
 	defer unlock()
 
@@ -149,36 +152,4 @@ func EditFile(ctx context.Context, path string, change func(*File) error, opts .
 		return fmt.Errorf("auth edit: %w", err)
 	}
 	return nil
-}
-
-// lockFile takes the edit lock of path, polling while another process
-// holds it, for up to wait or until ctx ends.
-func lockFile(ctx context.Context, path string, wait time.Duration) (unlock func(), err error) {
-	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("auth edit: %w", err)
-	}
-	deadline := time.Now().Add(wait)
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("auth edit: lock %s: %w", path, err)
-		}
-		if !time.Now().Before(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrEditLocked, wait)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("%s: %w: %w", path, ErrEditLocked, ctx.Err())
-		case <-t.C:
-		}
-	}
 }

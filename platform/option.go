@@ -64,6 +64,7 @@ type config struct {
 	maxCallTime      time.Duration
 	maxCallsInFlight int
 	version          string
+	pendingKeysFile  string // see WithPendingKeysFile
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or

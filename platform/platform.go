@@ -14,6 +14,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
+	"github.com/capbus/capbus/internal/pendingkeys"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
@@ -35,8 +36,9 @@ type Platform struct {
 
 	pol         atomic.Pointer[auth.Policy]
 	reloads     chan struct{}
-	store       *auth.Store  // nil with WithPolicy
-	lastRefresh atomic.Int64 // unix nanoseconds of the last reload forced by an unknown key
+	store       *auth.Store           // nil with WithPolicy
+	pending     *pendingkeys.Recorder // nil without WithPendingKeysFile
+	lastRefresh atomic.Int64          // unix nanoseconds of the last reload forced by an unknown key
 
 	mu         sync.RWMutex
 	byIdentity map[string]*peer
@@ -143,6 +145,10 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		sinks = append(sinks, f)
 	}
 	p.audit = newAuditor(p.log, sinks...)
+	if p.cfg.pendingKeysFile != "" {
+		p.pending = pendingkeys.NewRecorder(p.cfg.pendingKeysFile, p.log)
+		defer p.pending.Close()
+	}
 
 	// Policy.
 	store := p.cfg.store
@@ -236,6 +242,9 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 	if err != nil {
 		p.audit.record(auditRecord{Action: actHandshake, Decision: decDeny, Key: req.PublicKey.Z85(),
 			Remote: req.RemoteAddr, Reason: err.Error(), Generation: pol.Generation()})
+		if p.pending != nil && errors.Is(err, auth.ErrUnknownKey) {
+			p.pending.Record(req.PublicKey, req.RemoteAddr, time.Now())
+		}
 		return "", err
 	}
 	return user, nil
