@@ -40,8 +40,10 @@ CURVE key against auth.json, and authorizes every call, publish and subscribe.
 On first run it creates the home directory (mode 0700) with keystore.json (the platform's
 key pair, mode 0600) and an auth.json that admits nobody. Edits of auth.json
 (capbus auth ..., or any editor) take effect within a second, without a restart;
-a broken edit keeps the last good policy and is logged. The audit log (JSON lines) is
-appended to audit.log in the home directory.`,
+a broken edit keeps the last good policy and is logged (capbus whoami says so). The
+audit log (JSON lines) is appended to audit.log in the home directory. Keys refused
+because auth.json does not know them are remembered in pending_keys.json (the 100 most
+recent; capbus auth pending lists them, capbus auth approve admits one).`,
 		Example: `  capbus platform run
   capbus platform run --address tcp://0.0.0.0:22916 --log-format json
   CAPBUS_HOME=/srv/capbus capbus platform run`,
@@ -65,6 +67,7 @@ appended to audit.log in the home directory.`,
 				platform.WithKeystore(g.serverKeystore()),
 				platform.WithAuthFile(g.authFile()),
 				platform.WithAuditFile(audit),
+				platform.WithPendingKeysFile(g.pendingKeys()),
 				platform.WithLogger(log),
 			)
 			if err != nil {
@@ -77,7 +80,7 @@ appended to audit.log in the home directory.`,
 				if err := rememberHost(g.knownHosts(), p.Addr(), p.ServerKey()); err != nil {
 					log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
 				}
-				fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
+				fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), quoteKey(p.ServerKey()), g.authFile())
 			case err := <-errc:
 				return err
 			}
