@@ -395,8 +395,8 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 	subscribe.Flags().IntVar(&count, "count", 0, "exit after this many messages (0: until interrupted)")
 
 	whoami := &cobra.Command{
-		Use:     "whoami",
-		Short:   "Show your user, identity and what you may call, and whether auth.json on disk is in force",
+		Use:   "whoami",
+		Short: "Show your user, identity and what you may call, and whether auth.json on disk is in force",
 		Long: `whoami asks the platform who the CLI's key is, what it may do and which methods of the
 connected agents it may call. When the platform rejected the auth.json on disk and an
 older policy is in force, it says so and where the file is wrong.`,
