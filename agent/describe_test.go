@@ -13,7 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -107,4 +109,26 @@ func TestAgent_WithConnectAttemptsGivesUpAtOnceWhenNothingListens(t *testing.T) 
 	werr := a.WaitConnected(context.Background())
 	require.Error(t, werr, "WaitConnected fails at once after Run gave up")
 	assert.Contains(t, werr.Error(), "nothing is listening")
+}
+
+// TestAgent_WaitConnectedSeesRunGiveUpEveryTime repeats a failed first
+// attempt: WaitConnected must return Run's diagnosis as soon as Run gives
+// up, never wait for its own deadline (a state change between reading the
+// state and waiting for the next change was once missed).
+func TestAgent_WaitConnectedSeesRunGiveUpEveryTime(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	other, err := keys.Generate()
+	require.NoError(t, err)
+	for i := range 50 {
+		a := b.newAgent("alice", "alice", WithServerKey(other.Public), WithConnectAttempts(1))
+		errc := make(chan error, 1)
+		go func() { errc <- a.Run(context.Background()) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := a.WaitConnected(ctx)
+		cancel()
+		require.Error(t, err)
+		require.NotErrorIs(t, err, context.DeadlineExceeded, "attempt %d: WaitConnected missed Run's end", i)
+		assert.Contains(t, err.Error(), "wrong or stale server key")
+		require.ErrorIs(t, <-errc, curve.ErrServerKey)
+	}
 }

@@ -202,7 +202,7 @@ func marshalVersion(v string) json.RawMessage {
 			return json.RawMessage(`{"major": ` + maj + `, "minor": ` + min + `}`)
 		}
 	}
-	b, _ := json.Marshal(v)
+	b, _ := marshalNoHTML(v)
 	return b
 }
 
@@ -225,12 +225,24 @@ func (e Entry) MarshalJSON() ([]byte, error) {
 		Comments                string               `json:"comments,omitempty"`
 		Enabled                 *bool                `json:"enabled,omitempty"`
 	}
-	return json.Marshal(entryJSON{
+	return marshalNoHTML(entryJSON{
 		Domain: e.Domain, Address: e.Address, Mechanism: e.Mechanism, Credentials: e.Credentials,
 		UserID: e.UserID, Identity: e.Identity, Identities: e.Identities, Capabilities: e.Capabilities,
 		Roles: e.Roles, Groups: e.Groups, RPCMethodAuthorizations: e.RPCMethodAuthorizations,
 		Agents: e.Agents, Attributes: e.Attributes, Comments: e.Comments, Enabled: e.Enabled,
 	})
+}
+
+// marshalNoHTML is json.Marshal without escaping <, > and &: Z85 keys and
+// regular expressions stay readable (and searchable) in the file.
+func marshalNoHTML(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // MarshalJSON implements json.Marshaler: a list of names, or an object in
@@ -243,7 +255,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 		}
 	}
 	if !restricted {
-		return json.Marshal(c.Names())
+		return marshalNoHTML(c.Names())
 	}
 	var buf bytes.Buffer
 	buf.WriteByte('{')
@@ -251,7 +263,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		k, err := json.Marshal(x.Name)
+		k, err := marshalNoHTML(x.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -261,7 +273,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 			buf.WriteString("null")
 			continue
 		}
-		v, err := json.Marshal(x.Params)
+		v, err := marshalNoHTML(x.Params)
 		if err != nil {
 			return nil, err
 		}

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"bytes"
-	"encoding/json"
 	"sort"
 	"strings"
 )
@@ -158,7 +157,7 @@ func (sp *splicer) object(t, o, n *node) {
 	}
 	for _, m := range n.members {
 		if !inText[m.key] {
-			k, _ := json.Marshal(m.key)
+			k, _ := marshalNoHTML(m.key)
 			p.addKeys = append(p.addKeys, string(k))
 			p.addVals = append(p.addVals, m.val)
 		}
@@ -428,7 +427,7 @@ func (sp *splicer) renderTo(b *strings.Builder, n *node, indent string) {
 			if i > 0 {
 				b.WriteString(",")
 			}
-			k, _ := json.Marshal(m.key)
+			k, _ := marshalNoHTML(m.key)
 			b.WriteString("\n" + indent + sp.unit)
 			b.Write(k)
 			b.WriteString(": ")

@@ -109,12 +109,10 @@ func newAuthShowCommand(g *globals, ed func() *authEditor) *cobra.Command {
 			if k, err := keys.Parse(strings.TrimPrefix(e.Credentials, "CURVE:")); err == nil {
 				e.Credentials = k.Z85() // one key form in what the CLI prints
 			}
-			out, err := json.MarshalIndent(e, "", "  ")
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, string(out))
-			return nil
+			enc := json.NewEncoder(g.stdout)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", "  ")
+			return enc.Encode(e)
 		},
 	}
 }
