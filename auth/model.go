@@ -10,7 +10,8 @@ import (
 // File is the parsed, editable form of an auth.json document: VOLTTRON's
 // format 1.4 plus the capbus extensions. ParseFile produces it, Compile turns
 // it into a Policy and Marshal writes it back (stable key order, two-space
-// indentation; comments in the original text are not kept).
+// indentation; comments in the original text are not kept: EditFile, which
+// writes only what changed into the original text, keeps them).
 type File struct {
 	// Version is the document version. VOLTTRON writes {"major": 1,
 	// "minor": 4}, which reads as "1.4"; a plain string is kept as is.
