@@ -278,3 +278,15 @@ func TestAuthCheck_VolttronFileIsValid(t *testing.T) {
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "ok")
 }
+
+func TestKeygen_WithoutOutPrintsBothKeysQuotedForTheShell(t *testing.T) {
+	r := capbus(t, t.TempDir(), "keygen")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2)
+	pub := strings.TrimPrefix(lines[0], "public: ")
+	require.True(t, strings.HasPrefix(pub, "'") && strings.HasSuffix(pub, "'"), pub)
+	_, err := keys.Parse(strings.Trim(pub, "'"))
+	assert.NoError(t, err)
+	assert.True(t, strings.HasPrefix(lines[1], "secret: '"))
+}
