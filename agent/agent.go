@@ -150,8 +150,10 @@ func (a *Agent) Ready() <-chan struct{} {
 // returns without connecting.
 func (a *Agent) WaitConnected(ctx context.Context) error {
 	for {
+		// The state and the channel that announces its next change are
+		// read together: a change in between would otherwise go unseen.
 		a.mu.RLock()
-		ready, last, stopped := a.ready, a.lastErr, a.stopped
+		ready, last, stopped, changed := a.ready, a.lastErr, a.stopped, a.stateCh
 		a.mu.RUnlock()
 		select {
 		case <-ready:
@@ -167,7 +169,7 @@ func (a *Agent) WaitConnected(ctx context.Context) error {
 		select {
 		case <-ready:
 			return nil
-		case <-a.changed():
+		case <-changed:
 			// the state moved: look again
 		case <-ctx.Done():
 			msg := "not connected to the platform at " + a.cfg.address
@@ -196,7 +198,7 @@ func (a *Agent) Welcome() (Welcome, bool) {
 func (a *Agent) current(ctx context.Context) (*session, error) {
 	for {
 		a.mu.RLock()
-		s, ready, stopped := a.sess, a.ready, a.stopped
+		s, ready, stopped, changed := a.sess, a.ready, a.stopped, a.stateCh
 		a.mu.RUnlock()
 		if s != nil {
 			return s, nil
@@ -206,7 +208,7 @@ func (a *Agent) current(ctx context.Context) (*session, error) {
 		}
 		select {
 		case <-ready:
-		case <-a.changed():
+		case <-changed:
 		case <-ctx.Done():
 			return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform before the deadline").WithCause(ctx.Err())
 		}
@@ -218,16 +220,6 @@ func (a *Agent) current(ctx context.Context) (*session, error) {
 func (a *Agent) appendID(b []byte) []byte {
 	b = append(b, a.idPrefix...)
 	return strconv.AppendUint(b, a.nextID.Add(1), 36)
-}
-
-// changed returns a channel that is closed at the next change of the
-// agent's connection state: a welcome, a failed attempt, a lost session,
-// Run's end.
-func (a *Agent) changed() <-chan struct{} {
-	a.mu.RLock()
-	ch := a.stateCh
-	a.mu.RUnlock()
-	return ch
 }
 
 // noteState records err as the latest connection failure (nil: connected)

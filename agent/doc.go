@@ -11,7 +11,12 @@
 //
 // # Walkthrough
 //
-// Create an agent with its key pair and the platform's address and key:
+// Create an agent from the environment a local platform lays out
+// (CAPBUS_HOME's known_hosts and keys/<identity>.json, CAPBUS_ADDRESS):
+//
+//	a, err := agent.FromEnv("weather")
+//
+// or with its key pair and the platform's address and key:
 //
 //	kp, _ := keys.Load("weather.keystore")
 //	a, err := agent.New("weather",
@@ -30,10 +35,14 @@
 //	a.Export("temperature", rpc.Func(temperature), rpc.Allow("can_read_temp"))
 //
 // Run connects and serves until the context ends, reconnecting when the
-// platform goes away; Ready tells when the agent is connected:
+// platform goes away; WaitConnected waits for the welcome, or fails with
+// the reason (the key refused, a wrong server key, nothing listening):
 //
 //	go a.Run(ctx)
-//	<-a.Ready()
+//	if err := a.WaitConnected(ctx); err != nil { ... }
+//
+// WithOnConnect and WithOnDisconnect follow each connection;
+// WithWaitForConnection makes calls wait for one instead of failing.
 //
 // Call other agents, untyped (Agent.Call returns the encoded result) or
 // typed (CallAs decodes it). Positional arguments follow the method name; a
@@ -61,7 +70,10 @@
 //	a.Publish(ctx, "devices/boiler/temperature", 61.5)
 //
 // Ask the platform who the agent is and what it may call with WhoAmI,
-// Permissions and Callable.
+// Permissions and Callable, and what another agent serves (each method's
+// parameters and requirement, and whether this agent may call it) with
+// Describe. When an export requires a role that nobody in auth.json
+// holds, the agent logs a warning: every call of it would be refused.
 //
 // # Concurrency
 //

@@ -68,6 +68,9 @@ func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) err
 		a.mu.Unlock()
 		return err
 	}
+	if len(decl.Roles) > 0 {
+		a.warnRoles(s, []string{name})
+	}
 	return nil
 }
 

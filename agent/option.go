@@ -66,6 +66,7 @@ type config struct {
 	dial           dialFunc // nil: CURVE over TCP
 
 	waitForConnection bool
+	connectAttempts   int // 0: retry until Run's context ends
 	onConnect         func(Welcome)
 	onDisconnect      func(error)
 }
@@ -284,6 +285,23 @@ func WithOnConnect(fn func(Welcome)) Option {
 func WithOnDisconnect(fn func(error)) Option {
 	return optionFunc(func(c *config) error {
 		c.onDisconnect = fn
+		return nil
+	})
+}
+
+// WithConnectAttempts makes Run give up after n failed connection attempts
+// before the agent was first welcomed, returning the last attempt's
+// diagnosis (WaitConnected then fails with it at once), instead of
+// retrying until its context ends. A one-shot tool wants 1: when nothing
+// listens at the address the dial fails at once (the error matches
+// syscall.ECONNREFUSED), so the tool can say so without waiting. Once
+// welcomed, the agent reconnects as usual. The default, 0, never gives up.
+func WithConnectAttempts(n int) Option {
+	return optionFunc(func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("agent: WithConnectAttempts(%d): must not be negative", n)
+		}
+		c.connectAttempts = n
 		return nil
 	})
 }

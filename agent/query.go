@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
@@ -15,6 +16,103 @@ type Self struct {
 	rpc.Principal
 	// Generation is the generation of the policy in force.
 	Generation uint64
+	// PolicyNote is empty when the policy in force is the platform's
+	// auth.json as it is on disk. Otherwise it says why not: the file was
+	// rejected and an older (or a closed) policy is in force.
+	PolicyNote string
+	// Rejected locates the error of the rejected auth.json; nil when the
+	// file on disk is in force.
+	Rejected *RejectedFile
+}
+
+// RejectedFile is where the platform's auth.json is wrong, when the
+// platform rejected the file and kept an older policy.
+type RejectedFile struct {
+	// File is the path of auth.json on the platform's host.
+	File string
+	// Line and Column locate the error (1-based; 0 when unknown).
+	Line, Column int
+	// Path is the JSON path of the offending value, such as
+	// "allow[1].capabilities".
+	Path string
+	// Message says what is wrong.
+	Message string
+}
+
+// String reads like a compiler diagnostic: FILE:LINE:COLUMN: PATH: MESSAGE.
+func (r RejectedFile) String() string {
+	s := r.File
+	if r.Line > 0 {
+		s += ":" + strconv.Itoa(r.Line) + ":" + strconv.Itoa(r.Column)
+	}
+	s += ": "
+	if r.Path != "" {
+		s += r.Path + ": "
+	}
+	return s + r.Message
+}
+
+// Description is what a connected agent serves, as the platform sees it:
+// its methods, what each requires under the policy in force, and whether
+// the asking agent may call each one.
+type Description struct {
+	// Identity and UserID are the described agent's identity and user.
+	Identity, UserID string
+	// Generation is the generation of the policy that judged.
+	Generation uint64
+	// Methods are the agent's methods, sorted by name.
+	Methods []MethodDescription
+}
+
+// MethodDescription is one method of a Description.
+type MethodDescription struct {
+	// Name is the method name.
+	Name string
+	// Params are its positional parameter names, as declared.
+	Params []string
+	// Capabilities and Roles are what a caller must hold: the agent's
+	// declaration (rpc.Allow, rpc.AllowRoles) plus what auth.json adds
+	// ("methods", rpc_method_authorizations, deny_by_default).
+	Capabilities, Roles []string
+	// DeclaredCapabilities and DeclaredRoles are the agent's declaration
+	// alone.
+	DeclaredCapabilities, DeclaredRoles []string
+	// Allowed is true when the asking agent may call the method now.
+	Allowed bool
+	// Conditional is true when the decision depends on the call's
+	// arguments (an auth.json parameter restriction applies).
+	Conditional bool
+	// Missing is what the asking agent lacks: capabilities, then roles as
+	// "role:name".
+	Missing []string
+	// Reason says why the asking agent may not call it ("" if it may).
+	Reason string
+	// Warnings name problems of the requirement that auth.json shows, such
+	// as a required role that nobody holds.
+	Warnings []string
+}
+
+// Describe asks the platform what the connected agent identity serves:
+// each method with its parameters, its requirement under the policy in
+// force, and whether this agent may call it. An identity that is not
+// connected fails with rpc.ErrNoRoute.
+func (a *Agent) Describe(ctx context.Context, identity string) (Description, error) {
+	var d vip.Description
+	if err := a.query(ctx, vip.QueryDescribe, &d, identity); err != nil {
+		return Description{}, err
+	}
+	return descriptionOf(d), nil
+}
+
+func descriptionOf(d vip.Description) Description {
+	out := Description{Identity: d.Identity, UserID: d.UserID, Generation: d.Generation,
+		Methods: make([]MethodDescription, len(d.Methods))}
+	for i, m := range d.Methods {
+		out.Methods[i] = MethodDescription{Name: m.Name, Params: m.Params, Capabilities: m.Capabilities, Roles: m.Roles,
+			DeclaredCapabilities: m.DeclaredCapabilities, DeclaredRoles: m.DeclaredRoles, Allowed: m.Allowed,
+			Conditional: m.Conditional, Missing: m.Missing, Reason: m.Reason, Warnings: m.Warnings}
+	}
+	return out
 }
 
 // Method is a method of a connected agent that the agent may call.
@@ -64,7 +162,11 @@ func (a *Agent) WhoAmI(ctx context.Context) (Self, error) {
 		return Self{}, err
 	}
 	k, _ := keys.Parse(p.Key)
-	return Self{Principal: rpc.Principal{UserID: p.UserID, Identity: p.Identity, Key: k}, Generation: p.Generation}, nil
+	self := Self{Principal: rpc.Principal{UserID: p.UserID, Identity: p.Identity, Key: k}, Generation: p.Generation, PolicyNote: p.PolicyNote}
+	if r := p.Rejected; r != nil {
+		self.Rejected = &RejectedFile{File: r.File, Line: r.Line, Column: r.Column, Path: r.Path, Message: r.Message}
+	}
+	return self, nil
 }
 
 // Callable asks the platform which methods of the connected agents the
@@ -127,16 +229,25 @@ func (a *Agent) Ping(ctx context.Context) error {
 	return err
 }
 
-// query runs the query subsystem: ["query", what] answered by
+// query runs the query subsystem: ["query", what, args...] answered by
 // ["query", what, VALUE].
-func (a *Agent) query(ctx context.Context, what string, v any) error {
+func (a *Agent) query(ctx context.Context, what string, v any, args ...string) error {
 	ctx, cancel := a.bound(ctx)
 	defer cancel()
 	s, err := a.current(ctx)
 	if err != nil {
 		return err
 	}
-	r, err := s.request(ctx, &message{Subsys: vip.SubQuery, Args: [][]byte{[]byte(what)}}, 0)
+	return s.query(ctx, what, v, args...)
+}
+
+// query runs a query on this session.
+func (s *session) query(ctx context.Context, what string, v any, args ...string) error {
+	frames := [][]byte{[]byte(what)}
+	for _, x := range args {
+		frames = append(frames, []byte(x))
+	}
+	r, err := s.request(ctx, &message{Subsys: vip.SubQuery, Args: frames}, 0)
 	if err != nil {
 		return err
 	}

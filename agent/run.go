@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/capbus/capbus/auth/curve"
@@ -55,6 +57,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	delay := a.cfg.minBackoff
 	welcomed := false
+	attempts := 0
 	for {
 		s, err := a.connect(ctx)
 		if err != nil {
@@ -65,7 +68,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Lock()
 			a.noteState(err)
 			a.mu.Unlock()
-			if !welcomed && permanent(err) {
+			attempts++
+			if !welcomed && (permanent(err) || attempts == a.cfg.connectAttempts) {
 				return err
 			}
 			wait := jitter(delay)
@@ -82,6 +86,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if fn := a.cfg.onConnect; fn != nil {
 			w := s.welcome
 			go fn(w)
+		}
+		if a.declaresRoles() {
+			a.handlers.Go(func() { a.warnRoles(s, nil) })
 		}
 
 		stopped := !a.serve(ctx, s)
@@ -251,12 +258,49 @@ func permanent(err error) bool {
 		errors.Is(err, rpc.ErrProtocol)
 }
 
+// declaresRoles reports whether an export requires a role.
+func (a *Agent) declaresRoles() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, e := range a.exports {
+		if len(e.decl.Roles) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// warnRoles asks the platform to describe this agent and logs a warning
+// for each method (of names; nil: every method) whose requirement auth.json
+// cannot meet, such as a role that nobody holds: the agent's author learns
+// that every call of it will be refused. A platform that cannot describe
+// is not an error.
+func (a *Agent) warnRoles(s *session, names []string) {
+	ctx, cancel := context.WithTimeout(s.ctx, a.cfg.callTimeout)
+	defer cancel()
+	var d vip.Description
+	if err := s.query(ctx, vip.QueryDescribe, &d, a.identity); err != nil {
+		a.log.Debug("capbus agent: could not check the exports' requirements", "err", err)
+		return
+	}
+	for _, m := range d.Methods {
+		if names != nil && !slices.Contains(names, m.Name) {
+			continue
+		}
+		for _, w := range m.Warnings {
+			a.log.Warn("capbus agent: export "+m.Name+": "+w+"; every call of it will be refused", "method", m.Name)
+		}
+	}
+}
+
 // diagnose says what a failed connection attempt means for the operator.
 func diagnose(err error, a *Agent) error {
 	switch {
 	case errors.Is(err, curve.ErrRefused):
 		return fmt.Errorf("the platform at %s refused this agent's key %s: it is not in auth.json, disabled or denied (add it: capbus auth add USER --credentials '%s'): %w",
 			a.cfg.address, a.cfg.keyPair.Public.Z85(), a.cfg.keyPair.Public.Z85(), err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("nothing is listening at %s (connection refused): is the platform running? %w", a.cfg.address, err)
 	case errors.Is(err, curve.ErrServerKey):
 		return fmt.Errorf("the platform at %s does not hold the server key %s: wrong or stale server key (known_hosts?): %w",
 			a.cfg.address, a.cfg.serverKey.Z85(), err)

@@ -194,10 +194,11 @@ func (k nodeKind) String() string {
 	return [...]string{"null", "a boolean", "a number", "a string", "an array", "an object"}[k]
 }
 
-// node is a JSON value with the byte offset where it starts.
+// node is a JSON value with the byte offsets where it starts and ends.
 type node struct {
 	kind    nodeKind
 	off     int
+	end     int      // offset just past the value's last byte
 	str     string   // kindString; kindNumber holds the literal
 	boolean bool     // kindBool
 	elems   []*node  // kindArray

@@ -10,7 +10,8 @@ import (
 // File is the parsed, editable form of an auth.json document: VOLTTRON's
 // format 1.4 plus the capbus extensions. ParseFile produces it, Compile turns
 // it into a Policy and Marshal writes it back (stable key order, two-space
-// indentation; comments in the original text are not kept).
+// indentation; comments in the original text are not kept: EditFile, which
+// writes only what changed into the original text, keeps them).
 type File struct {
 	// Version is the document version. VOLTTRON writes {"major": 1,
 	// "minor": 4}, which reads as "1.4"; a plain string is kept as is.
@@ -252,7 +253,7 @@ func marshalVersion(v string) json.RawMessage {
 			return json.RawMessage(`{"major": ` + maj + `, "minor": ` + min + `}`)
 		}
 	}
-	b, _ := json.Marshal(v)
+	b, _ := marshalNoHTML(v)
 	return b
 }
 
@@ -275,12 +276,24 @@ func (e Entry) MarshalJSON() ([]byte, error) {
 		Comments                string               `json:"comments,omitempty"`
 		Enabled                 *bool                `json:"enabled,omitempty"`
 	}
-	return json.Marshal(entryJSON{
+	return marshalNoHTML(entryJSON{
 		Domain: e.Domain, Address: e.Address, Mechanism: e.Mechanism, Credentials: e.Credentials,
 		UserID: e.UserID, Identity: e.Identity, Identities: e.Identities, Capabilities: e.Capabilities,
 		Roles: e.Roles, Groups: e.Groups, RPCMethodAuthorizations: e.RPCMethodAuthorizations,
 		Agents: e.Agents, Attributes: e.Attributes, Comments: e.Comments, Enabled: e.Enabled,
 	})
+}
+
+// marshalNoHTML is json.Marshal without escaping <, > and &: Z85 keys and
+// regular expressions stay readable (and searchable) in the file.
+func marshalNoHTML(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // MarshalJSON implements json.Marshaler: a list of names, or an object in
@@ -293,7 +306,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 		}
 	}
 	if !restricted {
-		return json.Marshal(c.Names())
+		return marshalNoHTML(c.Names())
 	}
 	var buf bytes.Buffer
 	buf.WriteByte('{')
@@ -301,7 +314,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		k, err := json.Marshal(x.Name)
+		k, err := marshalNoHTML(x.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -311,7 +324,7 @@ func (c Capabilities) MarshalJSON() ([]byte, error) {
 			buf.WriteString("null")
 			continue
 		}
-		v, err := json.Marshal(x.Params)
+		v, err := marshalNoHTML(x.Params)
 		if err != nil {
 			return nil, err
 		}

@@ -123,6 +123,14 @@ func (s *scanner) unexpected(what string) *posError {
 }
 
 func (s *scanner) value(depth int) (*node, *posError) {
+	n, err := s.value1(depth)
+	if n != nil && err == nil {
+		n.end = s.pos
+	}
+	return n, err
+}
+
+func (s *scanner) value1(depth int) (*node, *posError) {
 	if depth > maxDepth {
 		return nil, s.errorf("nesting deeper than %d levels", maxDepth)
 	}

@@ -119,9 +119,13 @@ type Store struct {
 	lastChange time.Time
 	confirmAt  chan time.Duration // asks the loop for a confirming read
 
-	subMu  sync.Mutex
-	subs   map[int]func(ReloadEvent)
-	nextID int
+	// notifyMu makes reloads and their notifications one step each, so
+	// that subscribers see the reloads in order even when Reload is
+	// called from outside the Store's goroutine.
+	notifyMu sync.Mutex
+	subMu    sync.Mutex
+	subs     map[int]func(ReloadEvent)
+	nextID   int
 
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -192,11 +196,28 @@ func (s *Store) initial() error {
 // Policy returns the policy in force. It never returns nil.
 func (s *Store) Policy() *Policy { return s.cur.Load() }
 
+// Rejected returns the validation error of the file on disk when the
+// Store rejected it and an older policy (or, at start, a closed policy) is
+// in force, and nil when the policy in force is the file on disk (or the
+// file is missing or empty, which installs a closed policy). It reflects
+// the Store's last read: an edit not yet seen by the watcher is not judged
+// until the next reload.
+func (s *Store) Rejected() *ValidationError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ve *ValidationError
+	if errors.As(s.lastErr, &ve) {
+		return ve
+	}
+	return nil
+}
+
 // Path returns the absolute path of the watched file.
 func (s *Store) Path() string { return s.path }
 
-// Subscribe calls fn after every reload, from the Store's goroutine, in
-// order; fn should not block for long and must not call Close. The returned
+// Subscribe calls fn after every reload, in order (from the Store's
+// goroutine, or from the caller of Reload); fn should not block for long
+// and must not call Close or Reload. The returned
 // function cancels the subscription.
 func (s *Store) Subscribe(fn func(ReloadEvent)) (cancel func()) {
 	s.subMu.Lock()
@@ -314,6 +335,8 @@ func (s *Store) loop(ctx context.Context) {
 // file found empty or missing keeps the policy in force until a read at
 // least the confirmation delay later finds it so still.
 func (s *Store) Reload() error {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
 	s.mu.Lock()
 	ev, changed := s.reloadLocked()
 	s.mu.Unlock()
@@ -423,31 +446,6 @@ func (s *Store) askConfirm(d time.Duration) {
 	case s.confirmAt <- d:
 	default: // one is pending already
 	}
-}
-
-// Peek reads the file now and returns the policy it holds, without
-// installing it and without telling subscribers: the policy in force when
-// the file is unchanged, nil when the file is empty, missing, unreadable or
-// invalid. The platform uses it to honour a grant written just before a
-// refused call, ahead of the watcher: what Peek returns may only allow
-// what the policy in force refused, never revoke.
-func (s *Store) Peek() *Policy {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return nil
-	}
-	s.mu.Lock()
-	same := s.lastData != nil && bytes.Equal(data, s.lastData)
-	s.mu.Unlock()
-	if same {
-		return s.cur.Load()
-	}
-	p, err := Parse(s.path, data)
-	if err != nil {
-		return nil
-	}
-	p.gen = s.cur.Load().gen + 1 // provisional: the watcher assigns the real one
-	return p
 }
 
 func (s *Store) notify(ev ReloadEvent) {

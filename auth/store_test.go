@@ -152,10 +152,14 @@ func TestStore_BrokenEditKeepsTheOldPolicyAndReportsTheError_FixTakesEffect(t *t
 	assert.Same(t, old, f.store.Policy())
 	assert.True(t, f.allowed("Alice"))
 	assert.Contains(t, f.logs.String(), "keeping the previous policy")
+	rej := f.store.Rejected()
+	require.NotNil(t, rej, "the store says the file on disk is not the policy in force")
+	assert.Equal(t, 2, rej.Line)
 
 	require.NoError(t, atomicfile.Write(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
 	ev = f.await("fixed edit", bobbyMay)
 	assert.Greater(t, ev.Generation, old.Generation())
+	assert.Nil(t, f.store.Rejected(), "the file on disk is in force again")
 }
 
 func TestStore_DeletingTheFileDeniesEveryone(t *testing.T) {
@@ -323,24 +327,6 @@ func TestStore_AFileStillEmptyAtTheConfirmingReadClosesThePolicy(t *testing.T) {
 		t.Fatal("a deliberately emptied file never closed the policy")
 	}
 	assert.True(t, s.Policy().Closed())
-}
-
-func TestStore_PeekReadsWithoutInstalling(t *testing.T) {
-	f := openStore(t, weatherPolicy(""))
-	old := f.store.Policy()
-	assert.Same(t, old, f.store.Peek(), "unchanged file: the policy in force")
-	require.NoError(t, os.WriteFile(f.path, []byte(weatherPolicy(`"can_read_temp"`)), 0o600))
-	p := f.store.Peek()
-	require.NotNil(t, p)
-	assert.NotSame(t, old, p)
-	s, err := p.Subject(rpc.Principal{UserID: "Bobby"})
-	require.NoError(t, err)
-	assert.True(t, p.Decide(s, p.Requirement(weatherAgent, "temperature", temperature), nil).Allowed)
-	assert.Same(t, old, f.store.Policy(), "Peek installs nothing")
-	require.NoError(t, os.WriteFile(f.path, nil, 0o600))
-	assert.Nil(t, f.store.Peek(), "an empty file gives nothing to grant from")
-	require.NoError(t, os.WriteFile(f.path, []byte(`{"allow": [`), 0o600))
-	assert.Nil(t, f.store.Peek(), "a half-written file gives nothing to grant from")
 }
 
 // TestStore_WritesToOtherFilesOfTheDirectoryDoNotHoldTheReloadBack: the

@@ -106,8 +106,7 @@ func (p *Platform) admit(pe *peer, identity string, exports []rpc.Export, meta m
 		if next == nil || next.CheckIdentity(pe.userID, identity) != nil {
 			return errorf(rpc.CodePermission, err.Error())
 		}
-		pol = next // a grant the watcher has not installed yet
-		p.grantedAhead()
+		pol = next // a grant the watcher had not installed yet
 	}
 	if p.cfg.admission == nil {
 		return nil

@@ -49,6 +49,7 @@ type config struct {
 	limits          Limits
 	shutdownTimeout time.Duration
 	version         string
+	pendingKeysFile string // see WithPendingKeysFile
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or

@@ -16,6 +16,7 @@ import (
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/audit"
+	"github.com/capbus/capbus/internal/pendingkeys"
 	"github.com/capbus/capbus/internal/topictree"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/keys"
@@ -39,11 +40,11 @@ type Platform struct {
 
 	pol     atomic.Pointer[auth.Policy]
 	reloads chan struct{}
-	store   *auth.Store // nil with WithPolicy
+	store   *auth.Store           // nil with WithPolicy
+	pending *pendingkeys.Recorder // nil without WithPendingKeysFile
 
-	// What auth.json held at the last read ahead of the watcher (fresher).
+	// auth.json's state at the last read ahead of the watcher (fresher).
 	peekMu     sync.Mutex
-	peeked     *auth.Policy
 	peekedStat os.FileInfo
 
 	mu         sync.RWMutex
@@ -150,6 +151,11 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 	// Until the audit log is open (once listening), records only reach
 	// the operators' list of denials.
 	p.audit = &auditor{allowed: p.cfg.auditAllowed}
+	// The keys refused as unknown; nothing is written before the first.
+	if p.cfg.pendingKeysFile != "" {
+		p.pending = pendingkeys.NewRecorder(p.cfg.pendingKeysFile, p.log)
+		defer p.pending.Close()
+	}
 
 	// Policy. Opening it writes nothing.
 	store := p.cfg.store
@@ -324,12 +330,14 @@ func (p *Platform) authenticate(_ context.Context, req curve.AuthRequest) (strin
 		if next := p.fresher(pol); next != nil {
 			if u, nerr := next.Authenticate(req.PublicKey, req.RemoteAddr); nerr == nil {
 				user, err = u, nil
-				p.grantedAhead()
 			}
 		}
 	}
 	if err != nil {
 		p.auditHandshake(req, err, pol)
+		if p.pending != nil && errors.Is(err, auth.ErrUnknownKey) {
+			p.pending.Record(req.PublicKey, req.RemoteAddr, time.Now())
+		}
 		return "", err
 	}
 	return user, nil

@@ -50,9 +50,6 @@ func (p *Platform) topicDenied(pe *peer, frames [][]byte, op auth.TopicOp, topic
 	// A grant written to auth.json just before applies now (see fresher).
 	if next := p.fresher(pol); next != nil {
 		if nsubj, err := pe.subject(next); err == nil && next.DecideTopic(nsubj, op, topic).Allowed {
-			if op == auth.Subscribe {
-				p.grantedAhead()
-			}
 			p.auditAllowedTopic(pe, op, topic, next)
 			return false
 		}

@@ -2,7 +2,9 @@ package platform
 
 import (
 	"sort"
+	"strconv"
 
+	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
@@ -16,6 +18,15 @@ func (p *Platform) query(pe *peer, frames [][]byte) {
 	}
 	what := string(frames[vip.FrameArgs])
 	pol := p.policy()
+	if _, err := pe.subject(pol); err != nil && pe.welcomed.Load() {
+		// A user the watcher has not installed yet (see fresher): the
+		// CLI asks right after adding itself.
+		if next := p.fresher(pol); next != nil {
+			if _, err := pe.subject(next); err == nil {
+				pol = next
+			}
+		}
+	}
 	var v any
 	switch what {
 	case vip.QueryServerKey:
@@ -23,7 +34,29 @@ func (p *Platform) query(pe *peer, frames [][]byte) {
 	case vip.QueryVersion:
 		v = p.cfg.version
 	case vip.QueryWhoami:
-		v = vip.Principal{UserID: pe.userID, Identity: pe.identity, Key: pe.key.Z85(), Generation: pol.Generation()}
+		who := vip.Principal{UserID: pe.userID, Identity: pe.ident(), Key: pe.key.Z85(), Generation: pol.Generation()}
+		if p.store != nil {
+			if rej := p.store.Rejected(); rej != nil {
+				who.Rejected = &vip.Rejected{File: rej.File, Line: rej.Line, Column: rej.Column, Path: rej.Path, Message: rej.Msg}
+				older := "an older policy (generation " + strconv.FormatUint(pol.Generation(), 10) + ")"
+				if pol.Closed() {
+					older = "a closed policy (nobody is admitted)"
+				}
+				who.PolicyNote = "the auth.json on disk was rejected (" + rej.Error() + "); " + older + " is in force until it is fixed"
+			}
+		}
+		v = who
+	case vip.QueryDescribe:
+		if !pe.welcomed.Load() {
+			p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodePermission, "say hello first"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+			return
+		}
+		d, e := p.describe(pe, pol, frames)
+		if e != nil {
+			p.reply(pe, errorFrames(frames[vip.FrameMsgID], e, frames[vip.FramePeer], frames[vip.FrameSubsystem]))
+			return
+		}
+		v = d
 	case vip.QueryCallable, vip.QueryPermissions:
 		if !pe.welcomed.Load() {
 			p.reply(pe, errorFrames(frames[vip.FrameMsgID], errorf(rpc.CodePermission, "say hello first"), frames[vip.FramePeer], frames[vip.FrameSubsystem]))
@@ -90,4 +123,47 @@ func (p *Platform) query(pe *peer, frames [][]byte) {
 		return
 	}
 	p.reply(pe, [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, frames[vip.FrameMsgID], []byte(vip.SubQuery), frames[vip.FrameArgs], b})
+}
+
+// describe answers ["query", "describe", identity]: the methods of the
+// connected agent identity, each with its requirement under pol and
+// whether pe may call it.
+func (p *Platform) describe(pe *peer, pol *auth.Policy, frames [][]byte) (vip.Description, *wireError) {
+	if len(frames) <= vip.FrameArgs+1 || len(frames[vip.FrameArgs+1]) == 0 {
+		return vip.Description{}, errorf(rpc.CodeInvalidArgs, "describe needs an identity frame")
+	}
+	identity := string(frames[vip.FrameArgs+1])
+	p.mu.RLock()
+	callee := p.byIdentity[identity]
+	p.mu.RUnlock()
+	if callee == nil {
+		return vip.Description{}, errorf(rpc.CodeNoRoute, "no connected agent "+strconv.Quote(identity))
+	}
+	subj, err := pe.subject(pol)
+	if err != nil {
+		return vip.Description{}, errorf(rpc.CodeUnauthorized, err.Error())
+	}
+	table := *callee.exports.Load()
+	out := vip.Description{Identity: identity, UserID: callee.userID, Generation: pol.Generation(),
+		Methods: make([]vip.MethodDescription, 0, len(table))}
+	for name, exp := range table {
+		req := exp.requirement(pol, callee)
+		d := pol.Decide(subj, req, nil)
+		m := vip.MethodDescription{Name: name, Params: nonNil(exp.decl.Params),
+			Capabilities: nonNil(req.Capabilities()), Roles: nonNil(req.Roles()),
+			DeclaredCapabilities: nonNil(exp.decl.Capabilities), DeclaredRoles: nonNil(exp.decl.Roles),
+			Allowed: d.Allowed, Missing: nonNil(d.Missing()), Warnings: []string{}}
+		if !d.Allowed {
+			m.Conditional = req.NeedsArgs() && len(m.Missing) == 0
+			m.Reason = d.Reason()
+		}
+		for _, r := range m.Roles {
+			if w := pol.RoleWarning(r, identity+"."+name); w != "" {
+				m.Warnings = append(m.Warnings, w)
+			}
+		}
+		out.Methods = append(out.Methods, m)
+	}
+	sort.Slice(out.Methods, func(i, j int) bool { return out.Methods[i].Name < out.Methods[j].Name })
+	return out, nil
 }

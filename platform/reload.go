@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/internal/vip"
@@ -26,7 +25,6 @@ func (p *Platform) onReload(ev auth.ReloadEvent) {
 	p.audit.record(rec)
 	if ev.Policy != nil {
 		p.install(ev.Policy)
-		p.forgetFresher()
 	}
 	select {
 	case p.reloads <- struct{}{}:
@@ -47,62 +45,43 @@ func (p *Platform) install(pol *auth.Policy) bool {
 	}
 }
 
-// fresher returns what auth.json holds now, when it differs from the
-// policy in force and from pol (the policy that refused something); nil
-// otherwise. The file is read again only when its size, modification time
-// or inode changed since the last read.
-//
-// It may only grant, never revoke: decisions consult it only for what the
-// policy in force refused, so a grant or a key written to auth.json just
-// before a refused call or connection is honoured at once, while every
-// change (revocations included) takes effect when the watcher installs it,
-// within 150 ms of the write. An empty, missing or half-written file gives
-// nothing.
+// fresher reads auth.json ahead of the watcher, before a refusal: when
+// the file changed since the last such read (size, modification time or
+// inode), the Store reloads it now, as its watcher would 40 ms later, and
+// fresher returns the policy then in force if it is not pol (the policy
+// that refused); nil otherwise. So a key, a grant or an identity written
+// to auth.json just before the refused request is honoured at once, and
+// the policy it was honoured under is the one in force from then on (a
+// later broken edit keeps it). An empty or missing file is handled as by
+// the watcher (kept until confirmed); an invalid one is rejected, keeping
+// the policy in force.
 func (p *Platform) fresher(pol *auth.Policy) *auth.Policy {
 	if p.store == nil {
 		return nil
 	}
-	p.peekMu.Lock()
-	defer p.peekMu.Unlock()
-	if st, err := os.Stat(p.store.Path()); err != nil {
-		p.peeked, p.peekedStat = nil, nil
-	} else if p.peekedStat == nil || !sameFile(st, p.peekedStat) {
-		p.peeked, p.peekedStat = p.store.Peek(), st
+	if cur := p.policy(); cur != pol {
+		return cur // installed meanwhile
 	}
-	if p.peeked == nil || p.peeked == pol || p.peeked == p.policy() {
+	st, err := os.Stat(p.store.Path())
+	p.peekMu.Lock()
+	changed := err == nil && (p.peekedStat == nil || !sameFile(st, p.peekedStat))
+	if changed {
+		p.peekedStat = st
+	}
+	p.peekMu.Unlock()
+	if !changed {
 		return nil
 	}
-	return p.peeked
+	_ = p.store.Reload() // a rejection is logged and audited by onReload
+	if cur := p.policy(); cur != pol {
+		return cur
+	}
+	return nil
 }
 
 // sameFile reports whether a and b describe the same unchanged file.
 func sameFile(a, b os.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
-}
-
-// grantedAhead notes that fresher allowed something that lasts (a
-// connection, an identity claim, a subscription): the live connections are
-// checked again against the policy in force once the watcher has had time
-// to install the file, so that a grant written and taken back before the
-// watcher read the file lasts no longer than an installed one would.
-func (p *Platform) grantedAhead() {
-	time.AfterFunc(aheadRecheck, func() {
-		select {
-		case p.reloads <- struct{}{}:
-		default: // a re-check is already pending
-		}
-	})
-}
-
-// aheadRecheck is when grantedAhead's re-check runs: the watcher has
-// installed any write made before it by then.
-const aheadRecheck = 150 * time.Millisecond
-
-// forgetFresher drops what fresher read: the watcher installed a policy.
-func (p *Platform) forgetFresher() {
-	p.peekMu.Lock()
-	p.peeked, p.peekedStat = nil, nil
-	p.peekMu.Unlock()
 }
 
 // reloadLoop re-checks every connection after each reload until ctx ends.
@@ -159,7 +138,6 @@ func (p *Platform) revokedNow(pe *peer) string {
 	reason := p.revoked(pol, pe)
 	if reason != "" {
 		if next := p.fresher(pol); next != nil && p.revoked(next, pe) == "" {
-			p.grantedAhead()
 			return ""
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -18,17 +19,25 @@ func newAuthCommand(g *globals) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "auth",
-		Short: "Read, edit, check and explain auth.json",
+		Short: "Read, edit, check and explain auth.json; list and approve refused keys",
 		Long: `auth reads and edits the platform's auth.json (default: auth.json in the home directory).
 
 Every edit is validated before it is written (an edit that would make the file invalid
-is refused and nothing changes), is atomic (a temporary file renamed over the old one;
-the previous version is kept as auth.json.bak), and is locked against concurrent edits.
-A running platform picks the change up within a second, without a restart.
+is refused, nothing changes and nothing is reported as done), is atomic (a temporary
+file renamed over the old one; the previous version is kept as auth.json.bak), and is
+locked against concurrent edits. An edit changes only the entries and keys it touches:
+comments and formatting elsewhere are kept. A running platform picks the change up
+within a second, without a restart.
+
+Keys: the CLI prints every key in Z85 (libzmq's form, 40 characters), single-quoted
+where it is meant to be pasted ('...': Z85 holds ( & < and other shell characters).
+--credentials accepts Z85 or base64url (VOLTTRON's form); entries the CLI writes store
+the key in Z85; existing entries keep the form they have.
 See docs/AUTH.md for every key of the file.`,
 		Example: `  capbus auth add alice --credentials "$(capbus keygen --out alice.json)" --grant can_read_temp
-  capbus auth update bobby --grant can_read_temp
-  capbus auth explain bobby --call weather.temperature --capabilities can_read_temp
+  capbus auth update bobby --grant can_read_temp --add-role viewer
+  capbus auth explain bobby --call weather.temperature
+  capbus auth pending
   capbus auth check /etc/capbus/auth.json`,
 	}
 	cmd.PersistentFlags().StringVarP(&file, "file", "f", "", "auth.json to use (default: auth.json in --home)")
@@ -52,6 +61,8 @@ See docs/AUTH.md for every key of the file.`,
 		newAuthNamedSetCommand(g, ed, "capgroup", "capability groups", "capabilities or capability groups", func(f *auth.File) *map[string][]string { return &f.CapabilityGroups }),
 		newAuthCheckCommand(g, ed),
 		newAuthExplainCommand(g, ed),
+		newAuthPendingCommand(g),
+		newAuthApproveCommand(g, ed),
 	)
 	return cmd
 }
@@ -82,7 +93,7 @@ func newAuthListCommand(g *globals, ed func() *authEditor) *cobra.Command {
 func newAuthShowCommand(g *globals, ed func() *authEditor) *cobra.Command {
 	return &cobra.Command{
 		Use:     "show USER",
-		Short:   "Show one allow entry as JSON",
+		Short:   "Show one allow entry as JSON (its key in Z85)",
 		Example: "  capbus auth show alice",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -94,12 +105,14 @@ func newAuthShowCommand(g *globals, ed func() *authEditor) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := json.MarshalIndent(f.Allow[i], "", "  ")
-			if err != nil {
-				return err
+			e := f.Allow[i]
+			if k, err := keys.Parse(strings.TrimPrefix(e.Credentials, "CURVE:")); err == nil {
+				e.Credentials = k.Z85() // one key form in what the CLI prints
 			}
-			fmt.Fprintln(g.stdout, string(out))
-			return nil
+			enc := json.NewEncoder(g.stdout)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", "  ")
+			return enc.Encode(e)
 		},
 	}
 }
@@ -113,28 +126,58 @@ type entryFlags struct {
 	grant        []string
 	revoke       []string
 	roles        []string
+	addRoles     []string
+	removeRoles  []string
 	groups       []string
+	addGroups    []string
+	removeGroups []string
 	comments     string
-	address      string
+	admitFrom    string
 	disabled     bool
 }
 
 func (ef *entryFlags) register(cmd *cobra.Command, add bool) {
 	fl := cmd.Flags()
-	fl.StringVar(&ef.credentials, "credentials", "", "the agent's CURVE public key (Z85, or base64url as VOLTTRON writes it)")
+	fl.StringVar(&ef.credentials, "credentials", "", "the agent's CURVE public key (Z85, or base64url as VOLTTRON writes it); stored in Z85")
 	fl.StringVar(&ef.identity, "identity", "", "the agent identity this key may claim (exact, or /regex/)")
-	fl.StringSliceVar(&ef.identities, "identities", nil, "more identities this key may claim (comma-separated)")
-	fl.StringSliceVar(&ef.capabilities, "capabilities", nil, "set the capabilities (comma-separated; !cap negates)")
+	fl.StringSliceVar(&ef.identities, "identities", nil, "more identities this key may claim (comma-separated; replaces the list)")
+	fl.StringSliceVar(&ef.capabilities, "capabilities", nil, "replace the capabilities with these (comma-separated; !cap negates)")
 	fl.StringSliceVar(&ef.grant, "grant", nil, "add capabilities (comma-separated)")
-	fl.StringSliceVar(&ef.roles, "roles", nil, "set the roles (comma-separated)")
-	fl.StringSliceVar(&ef.groups, "groups", nil, "set the groups (comma-separated)")
+	fl.StringSliceVar(&ef.roles, "roles", nil, "replace the roles with these (comma-separated; each must be defined: capbus auth role set)")
+	fl.StringSliceVar(&ef.groups, "groups", nil, "replace the groups with these (comma-separated)")
 	fl.StringVar(&ef.comments, "comments", "", "a comment for people")
-	fl.StringVar(&ef.address, "address", "", "only admit this key from this address (exact, or /regex/)")
+	fl.StringVar(&ef.admitFrom, "admit-from", "", "admit this key only from this peer address (host or host:port, exact or /regex/); the entry's \"address\"")
 	if add {
 		fl.BoolVar(&ef.disabled, "disabled", false, "add the entry disabled")
 	} else {
 		fl.StringSliceVar(&ef.revoke, "revoke", nil, "remove capabilities (comma-separated)")
+		fl.StringSliceVar(&ef.addRoles, "add-role", nil, "add roles, keeping the others (comma-separated)")
+		fl.StringSliceVar(&ef.removeRoles, "remove-role", nil, "remove roles (comma-separated)")
+		fl.StringSliceVar(&ef.addGroups, "add-group", nil, "add groups, keeping the others (comma-separated)")
+		fl.StringSliceVar(&ef.removeGroups, "remove-group", nil, "remove groups (comma-separated)")
 	}
+}
+
+// addNames appends the names not yet in list.
+func addNames(list, names []string) []string {
+	for _, n := range names {
+		if !slices.Contains(list, n) {
+			list = append(list, n)
+		}
+	}
+	return list
+}
+
+// removeNames removes names from list; a name not there is "not found".
+func removeNames(user, what string, list, names []string) ([]string, error) {
+	for _, n := range names {
+		i := slices.Index(list, n)
+		if i < 0 {
+			return nil, withCode(exitNotFound, fmt.Errorf("user %q does not hold %s %q", user, what, n))
+		}
+		list = slices.Delete(list, i, i+1)
+	}
+	return list, nil
 }
 
 func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
@@ -144,7 +187,7 @@ func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
 		if err != nil {
 			return &usageError{fmt.Sprintf("--credentials: %v", err)}
 		}
-		e.Credentials = k.Base64URL()
+		e.Credentials = k.Z85()
 	}
 	if ch("identity") {
 		e.Identity = ef.identity
@@ -170,17 +213,26 @@ func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
 		}
 		e.Capabilities = slices.Delete(e.Capabilities, i, i+1)
 	}
+	var err error
 	if ch("roles") {
 		e.Roles = ef.roles
+	}
+	e.Roles = addNames(e.Roles, ef.addRoles)
+	if e.Roles, err = removeNames(e.UserID, "role", e.Roles, ef.removeRoles); err != nil {
+		return err
 	}
 	if ch("groups") {
 		e.Groups = ef.groups
 	}
+	e.Groups = addNames(e.Groups, ef.addGroups)
+	if e.Groups, err = removeNames(e.UserID, "group", e.Groups, ef.removeGroups); err != nil {
+		return err
+	}
 	if ch("comments") {
 		e.Comments = ef.comments
 	}
-	if ch("address") {
-		e.Address = ef.address
+	if ch("admit-from") {
+		e.Address = ef.admitFrom
 	}
 	if ch("disabled") && ef.disabled {
 		f := false
@@ -189,59 +241,113 @@ func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
 	return nil
 }
 
+// summary describes an entry in one line, its key quoted for pasting.
+func summary(e auth.Entry) string {
+	var parts []string
+	if k, err := keys.Parse(strings.TrimPrefix(e.Credentials, "CURVE:")); err == nil {
+		parts = append(parts, "key "+quoteKey(k))
+	}
+	if ids := nonEmpty(append([]string{e.Identity}, e.Identities...)); len(ids) > 0 {
+		parts = append(parts, "identity "+strings.Join(ids, ","))
+	}
+	parts = append(parts, "capabilities ["+strings.Join(e.Capabilities.Names(), ", ")+"]")
+	if len(e.Roles) > 0 {
+		parts = append(parts, "roles ["+strings.Join(e.Roles, ", ")+"]")
+	}
+	if len(e.Groups) > 0 {
+		parts = append(parts, "groups ["+strings.Join(e.Groups, ", ")+"]")
+	}
+	if e.Address != "" {
+		parts = append(parts, "admitted only from "+e.Address)
+	}
+	if !e.IsEnabled() {
+		parts = append(parts, "disabled")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// editHint adds what to do to an edit refused because the result would
+// be invalid.
+func editHint(err error) error {
+	if errors.Is(err, auth.ErrInvalidEdit) && strings.Contains(err.Error(), `is not defined in "roles"`) {
+		return fmt.Errorf("%w\n(define the role first: capbus auth role set ROLE CAPABILITY...)", err)
+	}
+	return err
+}
+
 func newAuthAddCommand(g *globals, ed func() *authEditor) *cobra.Command {
 	var ef entryFlags
 	cmd := &cobra.Command{
 		Use:   "add USER --credentials KEY",
 		Short: "Add an allow entry for a user's key",
 		Long: `add appends an allow entry: the key may connect as USER and gets the given grants.
-The key is stored in base64url (VOLTTRON's form). A user id or key already in the file
-is refused.`,
+The key is stored in Z85. A user id or key already in the file is refused.
+--admit-from limits where the key may connect from; the platform's own address is the
+global --address.`,
 		Example: `  capbus auth add alice --credentials "$(capbus keygen --out alice.json)" --grant can_read_temp
-  capbus auth add weather --credentials KEY --identity weather --roles admin`,
+  capbus auth add weather --credentials KEY --identity weather --roles admin
+  capbus auth add sensor --credentials KEY --admit-from '/192\.168\..*/'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("credentials") {
 				return &usageError{"add: --credentials is required (the agent's public key; see capbus keygen)"}
 			}
 			user := args[0]
-			return ed().edit(func(f *auth.File) error {
-				if _, err := findEntry(f, user); err == nil {
-					return fmt.Errorf("add: user %q already has an entry; use capbus auth update", user)
-				}
-				e := auth.Entry{UserID: user}
-				if err := ef.apply(cmd, &e); err != nil {
-					return err
-				}
-				for _, o := range f.Allow {
-					if sameKey(o.Credentials, e.Credentials) {
-						return fmt.Errorf("add: key %s is already used by user %q", shortKey(e.Credentials), o.UserID)
-					}
-				}
-				f.Allow = append(f.Allow, e)
-				fmt.Fprintf(g.stdout, "added %s\n", user)
-				return nil
+			var added auth.Entry
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
+				return addEntry(cmd, &ef, f, user, &added)
 			})
+			if err != nil {
+				return editHint(err)
+			}
+			fmt.Fprintf(g.stdout, "added %s: %s\n", user, summary(added))
+			return nil
 		},
 	}
 	ef.register(cmd, true)
 	return cmd
 }
 
+// addEntry appends the entry of user built from ef to f.
+func addEntry(cmd *cobra.Command, ef *entryFlags, f *auth.File, user string, added *auth.Entry) error {
+	if _, err := findEntry(f, user); err == nil {
+		return fmt.Errorf("add: user %q already has an entry; use capbus auth update", user)
+	}
+	e := auth.Entry{UserID: user}
+	if err := ef.apply(cmd, &e); err != nil {
+		return err
+	}
+	for _, o := range f.Allow {
+		if sameKey(o.Credentials, e.Credentials) {
+			return fmt.Errorf("add: key %s is already used by user %q", shortKey(e.Credentials), o.UserID)
+		}
+	}
+	f.Allow = append(f.Allow, e)
+	*added = e
+	return nil
+}
+
 func newAuthUpdateCommand(g *globals, ed func() *authEditor) *cobra.Command {
 	var ef entryFlags
 	cmd := &cobra.Command{
 		Use:   "update USER",
-		Short: "Change a user's entry: grant or revoke capabilities, set roles, groups, key",
+		Short: "Change a user's entry: grant or revoke capabilities, add or remove roles and groups, change the key",
+		Long: `update changes USER's allow entry. --grant and --revoke add and remove capabilities,
+--add-role and --remove-role roles, --add-group and --remove-group groups, keeping the
+rest. --capabilities, --roles and --groups replace the whole list. A role must be
+defined (capbus auth role set) before an entry can hold it. The entry as it now stands
+is printed once the file is written.`,
 		Example: `  capbus auth update bobby --grant can_read_temp
   capbus auth update bobby --revoke can_read_temp
-  capbus auth update alice --roles admin,operator`,
+  capbus auth update alice --add-role admin --remove-role viewer
+  capbus auth update alice --roles admin,operator     # replaces every role`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().NFlag() == 0 {
 				return &usageError{"update: nothing to change; see capbus auth update --help"}
 			}
-			return ed().edit(func(f *auth.File) error {
+			var updated auth.Entry
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				i, err := findEntry(f, args[0])
 				if err != nil {
 					return err
@@ -254,9 +360,14 @@ func newAuthUpdateCommand(g *globals, ed func() *authEditor) *cobra.Command {
 						return fmt.Errorf("update: key %s is already used by user %q", shortKey(o.Credentials), o.UserID)
 					}
 				}
-				fmt.Fprintf(g.stdout, "updated %s\n", args[0])
+				updated = f.Allow[i]
 				return nil
 			})
+			if err != nil {
+				return editHint(err)
+			}
+			fmt.Fprintf(g.stdout, "updated %s: %s\n", args[0], summary(updated))
+			return nil
 		},
 	}
 	ef.register(cmd, false)
@@ -270,15 +381,19 @@ func newAuthRemoveCommand(g *globals, ed func() *authEditor) *cobra.Command {
 		Example: "  capbus auth remove bobby",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return ed().edit(func(f *auth.File) error {
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				i, err := findEntry(f, args[0])
 				if err != nil {
 					return err
 				}
 				f.Allow = slices.Delete(f.Allow, i, i+1)
-				fmt.Fprintf(g.stdout, "removed %s\n", args[0])
 				return nil
 			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "removed %s\n", args[0])
+			return nil
 		},
 	}
 }
@@ -295,7 +410,7 @@ func newAuthEnableCommand(g *globals, ed func() *authEditor, enable bool) *cobra
 		Example: "  capbus auth " + verb + " bobby",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return ed().edit(func(f *auth.File) error {
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				i, err := findEntry(f, args[0])
 				if err != nil {
 					return err
@@ -306,9 +421,13 @@ func newAuthEnableCommand(g *globals, ed func() *authEditor, enable bool) *cobra
 					v := false
 					f.Allow[i].Enabled = &v
 				}
-				fmt.Fprintf(g.stdout, "%sd %s\n", verb, args[0])
 				return nil
 			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%sd %s\n", verb, args[0])
+			return nil
 		},
 	}
 }
@@ -350,15 +469,19 @@ func newAuthNamedSetCommand(g *globals, ed func() *authEditor, noun, plural, mem
 		Example: fmt.Sprintf("  capbus auth %s set NAME MEMBER...", noun),
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return ed().edit(func(f *auth.File) error {
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				m := field(f)
 				if *m == nil {
 					*m = map[string][]string{}
 				}
 				(*m)[args[0]] = args[1:]
-				fmt.Fprintf(g.stdout, "set %s %s\n", noun, args[0])
 				return nil
 			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "set %s %s: %s\n", noun, args[0], strings.Join(args[1:], ", "))
+			return nil
 		},
 	}, &cobra.Command{
 		Use:     "remove NAME",
@@ -366,43 +489,22 @@ func newAuthNamedSetCommand(g *globals, ed func() *authEditor, noun, plural, mem
 		Example: fmt.Sprintf("  capbus auth %s remove NAME", noun),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return ed().edit(func(f *auth.File) error {
+			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				m := field(f)
 				if _, ok := (*m)[args[0]]; !ok {
 					return withCode(exitNotFound, fmt.Errorf("no %s %q", noun, args[0]))
 				}
 				delete(*m, args[0])
-				fmt.Fprintf(g.stdout, "removed %s %s\n", noun, args[0])
 				return nil
 			})
-		},
-	})
-	return cmd
-}
-
-func newAuthCheckCommand(g *globals, ed func() *authEditor) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check [FILE]",
-		Short: "Validate an auth.json as the platform would",
-		Long: `check validates an auth.json exactly as the platform does and prints the first error
-as FILE:LINE:COLUMN: PATH: MESSAGE. It exits 0 when the file is valid.`,
-		Example: `  capbus auth check
-  capbus auth check ./auth.json`,
-		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path := ed().path
-			if len(args) == 1 {
-				path = args[0]
-			}
-			p, err := auth.LoadFile(path)
 			if err != nil {
 				return err
 			}
-			_ = p
-			fmt.Fprintf(g.stdout, "%s: ok\n", path)
+			fmt.Fprintf(g.stdout, "removed %s %s\n", noun, args[0])
 			return nil
 		},
-	}
+	})
+	return cmd
 }
 
 func dash(s string) string {

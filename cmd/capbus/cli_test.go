@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/auth"
+	"github.com/capbus/capbus/internal/filelock"
 	"github.com/capbus/capbus/keys"
 )
 
@@ -85,7 +86,10 @@ func TestAuthAdd_AddsEntryAndListShowsIt(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	k, err := keys.Parse(key)
 	require.NoError(t, err)
-	assert.Contains(t, r.stdout, k.Base64URL(), "keys are stored in VOLTTRON's base64url form")
+	assert.Contains(t, r.stdout, key, "the CLI prints keys in Z85")
+	data, err := os.ReadFile(filepath.Join(home, "auth.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(data), key, "entries the CLI writes store the key in Z85")
 	assert.Contains(t, r.stdout, `"alice-agent"`)
 
 	p, err := auth.LoadFile(filepath.Join(home, "auth.json"))
@@ -221,13 +225,13 @@ func TestAuthEdit_RefusedWhileAnotherProcessHoldsTheLock(t *testing.T) {
 	path := filepath.Join(home, "auth.json")
 	require.Equal(t, 0, capbus(t, home, "auth", "add", "alice", "--credentials", newKey(t)).code)
 	before, _ := os.ReadFile(path)
-	unlock, err := (&authEditor{path: path}).lock()
+	unlock, err := filelock.Lock(context.Background(), path, 0)
 	require.NoError(t, err)
 	defer unlock()
-	// The held lock is exercised through editLocked with no wait.
+	// The held lock is exercised through an editor with no wait.
 	e := &authEditor{path: path, notice: &bytes.Buffer{}, wait: 0}
-	err = e.edit(func(f *auth.File) error { f.Allow = nil; return nil })
-	require.ErrorIs(t, err, errLocked)
+	err = e.edit(context.Background(), func(f *auth.File) error { f.Allow = nil; return nil })
+	require.ErrorIs(t, err, auth.ErrEditLocked)
 	fileUnchanged(t, path, before)
 }
 
@@ -273,4 +277,16 @@ func TestAuthCheck_VolttronFileIsValid(t *testing.T) {
 	r := capbus(t, dir, "auth", "check", path)
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "ok")
+}
+
+func TestKeygen_WithoutOutPrintsBothKeysQuotedForTheShell(t *testing.T) {
+	r := capbus(t, t.TempDir(), "keygen")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2)
+	pub := strings.TrimPrefix(lines[0], "public: ")
+	require.True(t, strings.HasPrefix(pub, "'") && strings.HasSuffix(pub, "'"), pub)
+	_, err := keys.Parse(strings.Trim(pub, "'"))
+	assert.NoError(t, err)
+	assert.True(t, strings.HasPrefix(lines[1], "secret: '"))
 }

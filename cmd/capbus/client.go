@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +17,7 @@ import (
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/keys"
+	"github.com/capbus/capbus/rpc"
 )
 
 // clientFlags configure the small agent the CLI runs to talk to the bus.
@@ -32,7 +33,7 @@ func (cf *clientFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&cf.key, "key", "", "keystore of the CLI's own key pair (default: cli-keystore.json in --home, created on first use)")
 	fl.StringVar(&cf.serverKey, "server-key", "", "the platform's public key (default: from known_hosts or the platform keystore in --home)")
 	fl.StringVar(&cf.identity, "identity", "", "agent identity to claim (default: capbus-cli-RANDOM)")
-	fl.DurationVar(&cf.timeout, "timeout", 10*time.Second, "how long to wait for the platform and for replies")
+	fl.DurationVar(&cf.timeout, "timeout", 10*time.Second, "how long to wait for the platform and for replies (a refused connection fails at once)")
 }
 
 // keyPair loads the CLI key, creating the default one on first use.
@@ -45,7 +46,8 @@ func (cf *clientFlags) keyPair(g *globals) (keys.Pair, error) {
 		return kp, err
 	}
 	if created {
-		fmt.Fprintf(g.stderr, "created the CLI key %s (public key %s)\n", g.cliKeystore(), kp.Public.Z85())
+		fmt.Fprintf(g.stderr, "created the CLI key %s (public key %s)\nadmit it with: capbus auth add USER --credentials %s\n",
+			g.cliKeystore(), quoteKey(kp.Public), quoteKey(kp.Public))
 	}
 	return kp, nil
 }
@@ -70,7 +72,11 @@ func (cf *clientFlags) platformKey(g *globals) (keys.Key, error) {
 	return keys.Key{}, &usageError{fmt.Sprintf("no server key for %s: pass --server-key (capbus serverkey on the platform prints it), or add \"%s KEY\" to %s", g.address, g.address, g.knownHosts())}
 }
 
-// connect starts the CLI agent and waits until the platform welcomed it.
+// connect starts the CLI agent and waits until the platform welcomed it,
+// for at most --timeout. It makes one connection attempt, so that a
+// refusal is reported at once with its diagnosis: nothing listening
+// (exit 5), a key the platform does not admit (exit 3, with the command
+// that admits it), a wrong server key (exit 5).
 func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, func(), error) {
 	kp, err := cf.keyPair(g)
 	if err != nil {
@@ -80,6 +86,10 @@ func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, f
 	if err != nil {
 		return nil, nil, err
 	}
+	return cf.dial(ctx, g, kp, sk)
+}
+
+func (cf *clientFlags) dial(ctx context.Context, g *globals, kp keys.Pair, sk keys.Key) (*agent.Agent, func(), error) {
 	id := cf.identity
 	if id == "" {
 		var b [4]byte
@@ -91,11 +101,13 @@ func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, f
 		return nil, nil, err
 	}
 	if g.logLevel == "info" {
-		// Reconnect chatter is noise for a one-shot command.
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		// Connection chatter is noise for a one-shot command: the
+		// command reports what went wrong itself.
+		log = slog.New(slog.DiscardHandler)
 	}
 	a, err := agent.New(id, agent.WithKeyPair(kp), agent.WithPlatform(g.address, sk),
-		agent.WithConnectTimeout(cf.timeout), agent.WithCallTimeout(cf.timeout), agent.WithLogger(log))
+		agent.WithConnectTimeout(cf.timeout), agent.WithCallTimeout(cf.timeout), agent.WithLogger(log),
+		agent.WithConnectAttempts(1))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -103,28 +115,65 @@ func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, f
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(runCtx) }()
 	stop := func() { cancel(); <-errc }
-	timer := time.NewTimer(cf.timeout)
-	defer timer.Stop()
-	select {
-	case <-a.Ready():
-		return a, stop, nil
-	case err := <-errc:
-		cancel()
-		if errors.Is(err, curve.ErrRefused) {
-			return nil, nil, withCode(exitRefused, fmt.Errorf("the platform at %s refused key %s: add it with: capbus auth add USER --credentials %s", g.address, kp.Public.Z85(), kp.Public.Z85()))
-		}
-		if err == nil {
-			err = ctx.Err()
-		}
-		return nil, nil, err
-	case <-timer.C:
+	wctx, wcancel := context.WithTimeout(ctx, cf.timeout)
+	defer wcancel()
+	if err := a.WaitConnected(wctx); err != nil {
 		stop()
-		return nil, nil, withCode(exitUnreachable, fmt.Errorf("could not reach the platform at %s within %s", g.address, cf.timeout))
-	case <-ctx.Done():
-		stop()
-		return nil, nil, ctx.Err()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, connectError(err, g, kp, sk, cf.timeout)
 	}
+	return a, stop, nil
 }
+
+// connectError turns the diagnosis of a failed connection into what the
+// operator should do, with the exit code that says what happened.
+func connectError(err error, g *globals, kp keys.Pair, sk keys.Key, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return withCode(exitUnreachable, fmt.Errorf("nothing is listening at %s (connection refused): is the platform running (capbus platform run)? Check --address or $CAPBUS_ADDRESS", g.address))
+	case errors.Is(err, curve.ErrRefused):
+		return withCode(exitRefused, fmt.Errorf("the platform at %s refused this CLI's key %s: it is not in auth.json, or disabled or denied; admit it with:\n  capbus auth add USER --credentials %s\n(or, if the platform records refused keys: capbus auth pending, capbus auth approve)",
+			g.address, quoteKey(kp.Public), quoteKey(kp.Public)))
+	case errors.Is(err, curve.ErrServerKey):
+		return withCode(exitUnreachable, fmt.Errorf("the platform at %s does not hold the server key %s (wrong or stale: was the platform's keystore replaced?); check %s or pass --server-key (capbus serverkey on the platform's host prints it)",
+			g.address, quoteKey(sk), g.knownHosts()))
+	case errors.Is(err, rpc.ErrPermission), errors.Is(err, rpc.ErrIdentityInUse):
+		return withCode(exitRefused, fmt.Errorf("the platform at %s refused the CLI's hello: %w", g.address, errors.Unwrap(err)))
+	case errors.Is(err, context.DeadlineExceeded):
+		return withCode(exitUnreachable, fmt.Errorf("no answer from the platform at %s within %s: %w", g.address, timeout, err))
+	}
+	return withCode(exitUnreachable, fmt.Errorf("could not connect to the platform at %s: %w", g.address, err))
+}
+
+// probe connects to the platform for a command that can do without it
+// (auth check, auth explain): it never creates the CLI key, waits at most
+// probeTimeout, and returns a note saying why not instead of an error.
+func probe(ctx context.Context, g *globals) (a *agent.Agent, stop func(), note string) {
+	kp, err := keys.Load(g.cliKeystore())
+	if err != nil {
+		return nil, nil, fmt.Sprintf("no CLI key (%s) to ask the platform with", g.cliKeystore())
+	}
+	cf := &clientFlags{timeout: probeTimeout}
+	sk, err := cf.platformKey(g)
+	if err != nil {
+		return nil, nil, fmt.Sprintf("no server key for %s", g.address)
+	}
+	a, stop, err = cf.dial(ctx, g, kp, sk)
+	if err != nil {
+		return nil, nil, err.Error()
+	}
+	return a, stop, ""
+}
+
+// probeTimeout bounds how long auth check and auth explain wait for the
+// platform.
+const probeTimeout = 3 * time.Second
+
+// quoteKey writes a key in Z85, single-quoted so that it pastes into a
+// shell as one word (the Z85 alphabet has no quote or backslash).
+func quoteKey(k keys.Key) string { return "'" + k.Z85() + "'" }
 
 // do connects, runs fn with a context bounded by --timeout, and
 // disconnects.
@@ -239,6 +288,9 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 				}
 				fmt.Fprintf(g.stdout, "pong from %s in %s (connect %s); you are user %q as identity %q, policy generation %d\n",
 					g.address, rtt.Round(time.Microsecond), t0.Sub(start).Round(time.Millisecond), me.UserID, me.Identity, me.Generation)
+				if me.PolicyNote != "" {
+					fmt.Fprintf(g.stdout, "policy: %s\n", me.PolicyNote)
+				}
 				return nil
 			})
 		},
@@ -313,8 +365,11 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 	subscribe.Flags().IntVar(&count, "count", 0, "exit after this many messages (0: until interrupted)")
 
 	whoami := &cobra.Command{
-		Use:     "whoami",
-		Short:   "Show your user, identity and what you may call",
+		Use:   "whoami",
+		Short: "Show your user, identity and what you may call, and whether auth.json on disk is in force",
+		Long: `whoami asks the platform who the CLI's key is, what it may do and which methods of the
+connected agents it may call. When the platform rejected the auth.json on disk and an
+older policy is in force, it says so and where the file is wrong.`,
 		Example: "  capbus whoami",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -331,7 +386,10 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "user %s, identity %s, key %s, policy generation %d\n", me.UserID, me.Identity, me.Key, me.Generation)
+				fmt.Fprintf(g.stdout, "user %s, identity %s, key %s, policy generation %d\n", me.UserID, me.Identity, quoteKey(me.Key), me.Generation)
+				if me.PolicyNote != "" {
+					fmt.Fprintf(g.stdout, "policy: %s\n", me.PolicyNote)
+				}
 				fmt.Fprintf(g.stdout, "capabilities: %s\nroles: %s\n", dash(strings.Join(perms.Capabilities, ", ")), dash(strings.Join(perms.Roles, ", ")))
 				fmt.Fprintln(g.stdout, "callable now:")
 				for _, m := range methods {
@@ -342,7 +400,7 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 		},
 	}
 
-	cmds := []*cobra.Command{call, peers, ping, publish, subscribe, whoami}
+	cmds := []*cobra.Command{call, peers, ping, publish, subscribe, whoami, newDescribeCommand(g, cf)}
 	for _, c := range cmds {
 		cf.register(c)
 	}

@@ -19,8 +19,9 @@ func newKeygenCommand(g *globals) *cobra.Command {
 		Long: `keygen generates a CURVE key pair.
 
 With --out it writes a keystore file (mode 0600, JSON with "public" and "secret" in Z85)
-and prints the public key; without --out it prints both keys (treat the output as secret).
-An existing file is never overwritten unless --force is given.`,
+and prints the bare public key, for use as "$(capbus keygen --out FILE)"; without --out
+it prints both keys single-quoted, ready to paste into a shell (treat the output as
+secret). An existing file is never overwritten unless --force is given.`,
 		Example: `  capbus keygen --out alice.json
   capbus auth add alice --credentials "$(capbus keygen --out alice.json)"
   capbus keygen            # prints public and secret`,
@@ -31,7 +32,7 @@ An existing file is never overwritten unless --force is given.`,
 				return err
 			}
 			if out == "" {
-				fmt.Fprintf(g.stdout, "public: %s\nsecret: %s\n", kp.Public.Z85(), kp.Secret.Z85())
+				fmt.Fprintf(g.stdout, "public: '%s'\nsecret: '%s'\n", kp.Public.Z85(), kp.Secret.Z85())
 				return nil
 			}
 			if _, err := os.Stat(out); err == nil && !force {

@@ -47,8 +47,11 @@ CURVE key against auth.json, and authorizes every call, publish and subscribe.
 On first run it creates the home directory (mode 0700) with keystore.json (the platform's
 key pair, mode 0600) and an auth.json that admits nobody. Edits of auth.json
 (capbus auth ..., or any editor) take effect within a second, without a restart;
-a broken edit keeps the last good policy and is logged. The audit log (JSON lines) is
-appended to audit.log in the home directory and rotated by size.
+a broken edit keeps the last good policy and is logged (capbus whoami says so). The
+audit log (JSON lines) is appended to audit.log in the home directory and rotated by
+size. Keys refused because auth.json does not know them are remembered in
+pending_keys.json (the 100 most recent; capbus auth pending lists them, capbus auth
+approve admits one).
 
 SIGHUP reloads auth.json and reopens the audit log (after logrotate moved it); SIGINT
 and SIGTERM stop the platform. A failed start (the address in use, say) exits with
@@ -78,6 +81,7 @@ line, no audit record).`,
 				platform.WithAuditFile(audit),
 				platform.WithAuditRotation(auditMaxMB, auditBackups),
 				platform.WithAuditAllowed(auditAllowed),
+				platform.WithPendingKeysFile(g.pendingKeys()),
 				platform.WithLogger(log),
 			)
 			if err != nil {
@@ -95,7 +99,7 @@ line, no audit record).`,
 			if err := rememberHost(g.knownHosts(), p.Addr(), p.ServerKey()); err != nil {
 				log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
 			}
-			fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), p.ServerKey().Z85(), g.authFile())
+			fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), quoteKey(p.ServerKey()), g.authFile())
 
 			// SIGHUP: reload auth.json and reopen the audit log.
 			hup := make(chan os.Signal, 1)

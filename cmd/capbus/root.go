@@ -33,6 +33,7 @@ func (g *globals) authFile() string       { return filepath.Join(g.home, "auth.j
 func (g *globals) knownHosts() string     { return filepath.Join(g.home, "known_hosts") }
 func (g *globals) auditLog() string       { return filepath.Join(g.home, "audit.log") }
 func (g *globals) cliKeystore() string    { return filepath.Join(g.home, "cli-keystore.json") }
+func (g *globals) pendingKeys() string    { return filepath.Join(g.home, "pending_keys.json") }
 
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level
@@ -110,12 +111,20 @@ A platform is the process every agent connects to. Each connection is authentica
 by a CURVE key listed in auth.json, and every call is authorized by the capabilities
 and roles auth.json grants. The platform's files live in a home directory
 (default ~/.capbus, or $CAPBUS_HOME, or --home): keystore.json (the platform's keys),
-auth.json, known_hosts and audit.log.
+auth.json, known_hosts, audit.log and pending_keys.json. --address (or $CAPBUS_ADDRESS)
+is the platform's address for every command.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 not found, 5 unreachable, 6 timeout.`,
+Keys are printed in Z85 (libzmq's form); where a key is meant to be pasted it is
+single-quoted, since Z85 holds characters such as ( & < that a shell would read.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 refused (the platform or policy said no: a key
+not in auth.json, an identity or call refused), 4 not found, 5 unreachable (nothing
+listening, no answer, or the platform does not hold the expected server key),
+6 timeout.`,
 		Example: `  capbus platform run
   capbus keygen --out alice.json
   capbus auth add alice --credentials "$(capbus keygen --out alice.json)" --capabilities can_read_temp
+  capbus describe weather
   capbus call weather temperature`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -137,16 +137,21 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Len(t, strings.TrimSpace(r.stdout), 40)
 
-	// 2. A key for the weather agent, admitted with its identity.
-	r = tu.run("keygen", "--out", "weather.json")
+	// 2. A key for the weather agent where agents look for it, admitted
+	// with its identity.
+	r = tu.run("keygen", "--out", filepath.Join(home, "keys", "weather.json"))
 	require.Equal(t, 0, r.code, r.stderr)
 	weatherKey := strings.TrimSpace(r.stdout)
 	r = tu.run("auth", "add", "weather", "--identity", "weather", "--credentials", weatherKey)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "added weather")
+	assert.Equal(t, "added weather: key '"+weatherKey+"', identity weather, capabilities []\n", r.stdout)
+	authJSON, err := os.ReadFile(filepath.Join(home, "auth.json"))
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(authJSON), "// capbus auth.json"), "the platform's comments are kept")
 
-	// 3. Run the weather agent.
-	tu.start("weather agent connected", tu.weather, "--key", "weather.json", "--publish-interval", "100ms")
+	// 3. Run the weather agent: it finds its key and the platform from
+	// CAPBUS_HOME and CAPBUS_ADDRESS.
+	tu.start("weather agent connected", tu.weather, "--publish-interval", "100ms")
 
 	// 4. A key for yourself (the CLI's default key), admitted with nothing.
 	r = tu.run("keygen", "--out", filepath.Join(home, "cli-keystore.json"))
@@ -157,6 +162,10 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	r = tu.run("peers")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "weather")
+	r = tu.run("describe", "weather")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `temperature\s+city\s+can_read_temp\s+no: missing can_read_temp`, r.stdout)
+	assert.Contains(t, r.stdout, `warning: role "admin" (required by weather.set_units) grants no capability in auth.json`)
 
 	// 5. Calling the weather agent is refused, naming the capability.
 	r = tu.run("call", "weather", "temperature")
@@ -167,6 +176,7 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	// 6. Grant the capability; 7. the very next call passes, no restart.
 	r = tu.run("auth", "update", "me", "--grant", "can_read_temp")
 	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "updated me: key '")
 	r = tu.run("call", "weather", "temperature")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.JSONEq(t, `{"city":"paris","temperature":21.5,"units":"C"}`, r.stdout)
@@ -192,10 +202,25 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "/temperature weather@weather {")
 
-	// The explanation is available offline from the file.
-	r = tu.run("auth", "explain", "me", "--call", "weather.forecast", "--capabilities", "can_read_temp,can_read_weather_data")
+	// The explanation takes what the agent declares from the platform.
+	r = tu.run("auth", "explain", "me", "--call", "weather.forecast")
 	assert.Equal(t, exitRefused, r.code)
-	assert.Contains(t, r.stdout, "can_read_weather_data")
+	assert.Contains(t, r.stdout, "missing: [can_read_weather_data]")
+
+	// 8. A stranger's key is remembered and can be approved.
+	r = tu.run("keygen", "--out", "stranger.json")
+	require.Equal(t, 0, r.code, r.stderr)
+	stranger := strings.TrimSpace(r.stdout)
+	r = tu.run("ping", "--key", "stranger.json")
+	assert.Equal(t, exitRefused, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "capbus auth add USER --credentials '"+stranger+"'")
+	require.Eventually(t, func() bool {
+		return strings.Contains(tu.run("auth", "pending").stdout, "'"+stranger+"'")
+	}, 10*time.Second, 50*time.Millisecond)
+	r = tu.run("auth", "approve", stranger[:10], "--user", "stranger")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = tu.run("ping", "--key", "stranger.json")
+	assert.Equal(t, 0, r.code, r.stderr)
 
 	// The audit log recorded the refusal.
 	audit, err := os.ReadFile(filepath.Join(home, "audit.log"))

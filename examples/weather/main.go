@@ -4,8 +4,12 @@
 // can_read_temp and can_read_weather_data) and set_units (needs role admin),
 // and publishes readings on "weather/<city>/temperature".
 //
-//	capbus auth add weather --credentials "$(capbus keygen --out weather.json)" --identity weather
-//	go run ./examples/weather --key weather.json
+//	capbus auth add weather --identity weather --credentials "$(capbus keygen --out ~/.capbus/keys/weather.json)"
+//	go run ./examples/weather
+//
+// It finds the platform the way agent.FromEnv does ($CAPBUS_HOME,
+// $CAPBUS_ADDRESS, known_hosts, keys/weather.json); --home, --address,
+// --key and --server-key override.
 package main
 
 import (
@@ -15,7 +19,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -32,36 +35,37 @@ func main() {
 }
 
 func run() error {
-	home := os.Getenv("CAPBUS_HOME")
-	if home == "" {
-		if h, err := os.UserHomeDir(); err == nil {
-			home = filepath.Join(h, ".capbus")
-		}
-	}
-	address := os.Getenv("CAPBUS_ADDRESS")
-	if address == "" {
-		address = "tcp://127.0.0.1:22916"
-	}
-	flag.StringVar(&home, "home", home, "capbus home of a local platform, for its known_hosts (env CAPBUS_HOME)")
-	flag.StringVar(&address, "address", address, "platform address (env CAPBUS_ADDRESS)")
-	key := flag.String("key", "weather.json", "keystore file with this agent's key pair (capbus keygen --out)")
-	serverKey := flag.String("server-key", "", "the platform's public key (default: from known_hosts in --home)")
+	home := flag.String("home", "", "capbus home of a local platform, for its known_hosts and keys/ (default $CAPBUS_HOME or ~/.capbus)")
+	address := flag.String("address", "", "platform address (default $CAPBUS_ADDRESS or "+agent.DefaultAddress+")")
+	key := flag.String("key", "", "keystore file with this agent's key pair (default $CAPBUS_KEYSTORE or <home>/keys/<identity>.json)")
+	serverKey := flag.String("server-key", "", "the platform's public key (default: from known_hosts in the home)")
 	identity := flag.String("identity", station.Identity, "agent identity to claim")
 	interval := flag.Duration("publish-interval", 5*time.Second, "how often to publish readings")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	opts := []agent.Option{agent.WithKeystore(*key), agent.WithAddress(address), agent.WithLogger(log)}
+	// FromEnv finds the address, the platform's key and this agent's key
+	// pair; each flag given overrides what it found.
+	opts := []agent.Option{agent.WithLogger(log)}
+	if *home != "" {
+		if err := os.Setenv(agent.EnvHome, *home); err != nil {
+			return err
+		}
+	}
+	if *address != "" {
+		opts = append(opts, agent.WithAddress(*address))
+	}
+	if *key != "" {
+		opts = append(opts, agent.WithKeystore(*key))
+	}
 	if *serverKey != "" {
 		k, err := keys.Parse(*serverKey)
 		if err != nil {
 			return fmt.Errorf("--server-key: %w", err)
 		}
 		opts = append(opts, agent.WithServerKey(k))
-	} else {
-		opts = append(opts, agent.WithKnownHosts(filepath.Join(home, "known_hosts")))
 	}
-	a, err := agent.New(*identity, opts...)
+	a, err := agent.FromEnv(*identity, opts...)
 	if err != nil {
 		return err
 	}
@@ -74,7 +78,8 @@ func run() error {
 	go func() {
 		select {
 		case <-a.Ready():
-			fmt.Printf("weather agent connected to %s as %q\n", address, *identity)
+			w, _ := a.Welcome()
+			fmt.Printf("weather agent connected as %q (user %s)\n", w.Identity, w.UserID)
 		case <-ctx.Done():
 		}
 	}()

@@ -110,6 +110,9 @@ const (
 	QueryWhoami      = "whoami"
 	QueryCallable    = "callable"
 	QueryPermissions = "permissions"
+	// QueryDescribe is followed by an identity frame: ["query",
+	// "describe", identity].
+	QueryDescribe = "describe"
 )
 
 // Argument indexes of an RPC message between peers, [op, method, PAYLOAD,
@@ -193,6 +196,58 @@ type Principal struct {
 	Key string `msgpack:"key"`
 	// Generation is the policy generation in force.
 	Generation uint64 `msgpack:"generation"`
+	// PolicyNote, when set, says that the policy in force is not the
+	// auth.json on disk, and why.
+	PolicyNote string `msgpack:"policy_note,omitempty"`
+	// Rejected is where the auth.json on disk is wrong, when the platform
+	// rejected it and an older (or closed) policy is in force.
+	Rejected *Rejected `msgpack:"rejected,omitempty"`
+}
+
+// Rejected locates the error of a rejected auth.json (in the VALUE of
+// query "whoami").
+type Rejected struct {
+	File    string `msgpack:"file"`
+	Line    int    `msgpack:"line"`
+	Column  int    `msgpack:"column"`
+	Path    string `msgpack:"path"`
+	Message string `msgpack:"message"`
+}
+
+// Description is the VALUE of query "describe" (docs/PROTOCOL.md section
+// 4, "query"): a connected agent's methods, what each requires and whether
+// the asking peer may call it.
+type Description struct {
+	Identity   string              `msgpack:"identity"`
+	UserID     string              `msgpack:"user_id"`
+	Generation uint64              `msgpack:"generation"`
+	Methods    []MethodDescription `msgpack:"methods"`
+}
+
+// MethodDescription is one method of a Description. Every list is present,
+// empty rather than nil.
+type MethodDescription struct {
+	Name   string   `msgpack:"name"`
+	Params []string `msgpack:"params"`
+	// Capabilities and Roles are the requirement in force: the agent's
+	// declaration plus what auth.json adds.
+	Capabilities []string `msgpack:"capabilities"`
+	Roles        []string `msgpack:"roles"`
+	// DeclaredCapabilities and DeclaredRoles are the agent's declaration
+	// alone.
+	DeclaredCapabilities []string `msgpack:"declared_capabilities"`
+	DeclaredRoles        []string `msgpack:"declared_roles"`
+	// Allowed says whether the asking peer may call the method now;
+	// Conditional that the decision depends on the call's arguments.
+	Allowed     bool `msgpack:"allowed"`
+	Conditional bool `msgpack:"conditional"`
+	// Missing lists what the asking peer lacks (roles as "role:name"), and
+	// Reason why it is refused ("" when allowed).
+	Missing []string `msgpack:"missing"`
+	Reason  string   `msgpack:"reason"`
+	// Warnings are problems of the requirement that auth.json shows, such
+	// as a required role that nobody can hold.
+	Warnings []string `msgpack:"warnings"`
 }
 
 // Method is one element of the VALUE of query "callable" (docs/PROTOCOL.md
