@@ -64,6 +64,7 @@ type config struct {
 	maxCallTime      time.Duration
 	maxCallsInFlight int
 	version          string
+	configStore      string // the configuration store's file (config.go)
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or

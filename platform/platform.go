@@ -48,6 +48,8 @@ type Platform struct {
 
 	stats stats
 
+	config configService // the configuration store (config.go)
+
 	wg sync.WaitGroup // connection goroutines
 }
 
@@ -143,6 +145,12 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		sinks = append(sinks, f)
 	}
 	p.audit = newAuditor(p.log, sinks...)
+
+	closeConfig, err := p.openConfigStore()
+	if err != nil {
+		return err
+	}
+	defer closeConfig()
 
 	// Policy.
 	store := p.cfg.store
