@@ -164,8 +164,9 @@ func (a *Agent) drain(s *session) {
 	}
 }
 
-// connect opens a transport, says hello, waits for welcome, subscribes and
-// publishes the session.
+// connect opens a transport, says hello, waits for welcome, asks for the
+// agent's configuration (config.go), subscribes, waits for the
+// configuration and publishes the session.
 func (a *Agent) connect(ctx context.Context) (*session, error) {
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.connectTimeout)
 	defer cancel()
@@ -178,6 +179,7 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 		s.close(err)
 		return nil, err
 	}
+	configured := a.config.arm(s) // calls wait for the configuration
 
 	a.mu.Lock()
 	hello := vip.Hello{Identity: a.identity, Exports: a.exportTable(), Meta: a.cfg.meta}
@@ -204,6 +206,9 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 		s.welcome = Welcome{Identity: w.Identity, UserID: w.UserID, Version: w.Version, Generation: w.Generation}
 		s.welcome.ServerKey, _ = keys.Parse(w.ServerKey)
 	}
+	if err := a.config.watch(cctx, s); err != nil {
+		return fail(err)
+	}
 	for _, p := range subs {
 		if err := s.subscribe(cctx, p); err != nil {
 			if ctx.Err() != nil || errors.Is(err, rpc.ErrUnavailable) {
@@ -211,6 +216,13 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 			}
 			a.log.Error("capbus agent: subscription refused", "pattern", p, "err", err)
 		}
+	}
+	select {
+	case <-configured:
+	case <-s.done:
+		return fail(s.unavailable())
+	case <-cctx.Done():
+		return fail(rpc.NewError(rpc.CodeTimeout, "no configuration from the platform before the connect timeout").WithCause(cctx.Err()))
 	}
 
 	a.mu.Lock()
