@@ -41,7 +41,8 @@ On first run it creates the home directory (mode 0700) with keystore.json (the p
 key pair, mode 0600) and an auth.json that admits nobody. Edits of auth.json
 (capbus auth ..., or any editor) take effect within a second, without a restart;
 a broken edit keeps the last good policy and is logged. The audit log (JSON lines) is
-appended to audit.log in the home directory.`,
+appended to audit.log in the home directory. The agents' configuration store (capbus
+config) is config.db in the home directory.`,
 		Example: `  capbus platform run
   capbus platform run --address tcp://0.0.0.0:22916 --log-format json
   CAPBUS_HOME=/srv/capbus capbus platform run`,
@@ -65,6 +66,7 @@ appended to audit.log in the home directory.`,
 				platform.WithKeystore(g.serverKeystore()),
 				platform.WithAuthFile(g.authFile()),
 				platform.WithAuditFile(audit),
+				platform.WithConfigStore(g.configDB()),
 				platform.WithLogger(log),
 			)
 			if err != nil {

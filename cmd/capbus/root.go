@@ -130,6 +130,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 not found, 5 unreachable, 6 tim
 		newKeygenCommand(g),
 		newServerKeyCommand(g),
 		newAuthCommand(g),
+		newConfigCommand(g),
 	)
 	root.AddCommand(newClientCommands(g)...)
 	return root
