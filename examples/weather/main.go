@@ -2,10 +2,12 @@
 //
 // It exports temperature (needs can_read_temp), forecast (needs
 // can_read_temp and can_read_weather_data) and set_units (needs role admin),
-// and publishes readings on "weather/<city>/temperature".
+// and publishes readings on "weather/<city>/temperature". Its cities and
+// units come from its configuration entry "config", which it follows live:
 //
 //	capbus auth add weather --credentials "$(capbus keygen --out weather.json)" --identity weather
 //	go run ./examples/weather --key weather.json
+//	capbus config store weather config examples/weather/config.json
 package main
 
 import (
