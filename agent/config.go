@@ -70,7 +70,13 @@ type ConfigHandler func(ctx context.Context, ev ConfigEvent)
 // Handlers run on one goroutine per agent, one event at a time, in
 // revision order (the order of the changes in the store); each event goes
 // to the matching handlers in the order they were registered. A slow
-// handler delays the events behind it, never the agent's calls.
+// handler delays the events behind it, never the agent's calls. A
+// handler's context is that of the connection the change arrived on: it
+// ends when that connection does. A handler's panic is logged and
+// recovered.
+//
+// The copy lives in memory, for the life of the Agent: a new process gets
+// every entry again, as creates.
 //
 // A platform without a configuration store gives no entries; nothing is
 // pushed. Only the agent's own entries are kept and pushed; an agent that
