@@ -170,6 +170,23 @@ func BenchmarkConfig_Put(b *testing.B) {
 	})
 }
 
+// BenchmarkConfig_Get measures a read of an entry through the platform: one
+// request round trip, the store's read transaction, no disk write.
+func BenchmarkConfig_Get(b *testing.B) {
+	ctx := context.Background()
+	cb := startConfigBus(b, func(context.Context, agent.ConfigEvent) {})
+	defer cb.stop()
+	store := cb.op.ConfigStore("weather")
+	if _, err := store.Put(ctx, "config", configstore.KindJSON, configDoc); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := store.Get(ctx, "config"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkConfig_WriteToCallback measures, per write, the time from the
 // operator's Put to the call of the weather agent's OnChange handler with
 // the new entry (the write's fsync included), one write at a time. It
