@@ -45,7 +45,8 @@ type ConfigEvent struct {
 
 // Decode decodes the entry's data into v (see configstore.Entry.Decode):
 // JSON into a struct, map or slice; CSV into a slice of structs or
-// []map[string]string; raw text into a string.
+// []map[string]string; raw text into a string. A delete's tombstone has no
+// data: its Decode fails with an error matching configstore.ErrNotFound.
 func (ev ConfigEvent) Decode(v any) error { return ev.Entry.Decode(v) }
 
 // ConfigHandler handles changes of configuration entries.
