@@ -50,6 +50,8 @@ type Agent struct {
 	subs     map[*Subscription]struct{}
 	exportsV uint64 // bumped by every change to exports
 	subsV    uint64 // bumped by every change to subs
+
+	config *Config // the agent's configuration store (config.go)
 }
 
 // Welcome is what the platform said when it admitted the agent.
@@ -105,7 +107,7 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		}
 		dial = dialCurve(cfg.address, cfg.keyPair, cfg.serverKey, identity, &cfg)
 	}
-	return &Agent{
+	a := &Agent{
 		idPrefix: strconv.FormatUint(rand.Uint64(), 36) + ".",
 		identity: identity,
 		cfg:      cfg,
@@ -115,7 +117,9 @@ func New(identity string, opts ...Option) (*Agent, error) {
 		stateCh:  make(chan struct{}),
 		exports:  make(map[string]*export),
 		subs:     make(map[*Subscription]struct{}),
-	}, nil
+	}
+	a.config = newConfig(a)
+	return a, nil
 }
 
 func checkIdentity(id string) error {

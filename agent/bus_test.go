@@ -29,6 +29,7 @@ type bus struct {
 	addr     string
 	authFile string
 	keys     map[string]keys.Pair
+	opts     []platform.Option
 	stop     func()
 }
 
@@ -42,14 +43,15 @@ type user struct {
 }
 
 // newBus writes auth.json for users (plus extra top-level keys) and starts
-// a platform on a free port. The platform stops at the end of the test.
-func newBus(t testing.TB, users []user, extra map[string]any) *bus {
+// a platform on a free port, with opts. The platform stops at the end of
+// the test.
+func newBus(t testing.TB, users []user, extra map[string]any, opts ...platform.Option) *bus {
 	t.Helper()
 	server, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bus{t: t, server: server, addr: "tcp://127.0.0.1:0", keys: map[string]keys.Pair{}}
+	b := &bus{t: t, server: server, addr: "tcp://127.0.0.1:0", keys: map[string]keys.Pair{}, opts: opts}
 	doc := map[string]any{}
 	for k, v := range extra {
 		doc[k] = v
@@ -81,8 +83,8 @@ func newBus(t testing.TB, users []user, extra map[string]any) *bus {
 // start runs a platform with the bus's key pair, address and auth.json.
 func (b *bus) start() {
 	b.t.Helper()
-	p, err := platform.New(platform.WithAddress(b.addr), platform.WithKeyPair(b.server),
-		platform.WithAuthFile(b.authFile), platform.WithLogger(slog.New(slog.DiscardHandler)))
+	p, err := platform.New(append([]platform.Option{platform.WithAddress(b.addr), platform.WithKeyPair(b.server),
+		platform.WithAuthFile(b.authFile), platform.WithLogger(slog.New(slog.DiscardHandler))}, b.opts...)...)
 	if err != nil {
 		b.t.Fatal(err)
 	}

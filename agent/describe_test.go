@@ -16,6 +16,7 @@ import (
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/atomicfile"
 	"github.com/capbus/capbus/keys"
+	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -116,7 +117,9 @@ func TestAgent_WithConnectAttemptsGivesUpAtOnceWhenNothingListens(t *testing.T) 
 // up, never wait for its own deadline (a state change between reading the
 // state and waiting for the next change was once missed).
 func TestAgent_WaitConnectedSeesRunGiveUpEveryTime(t *testing.T) {
-	b := newBus(t, standardUsers(), standardExtra())
+	// 50 failed handshakes from one host: more than the failure limit,
+	// which would answer the last ones "busy" (see the next test).
+	b := newBus(t, standardUsers(), standardExtra(), platform.WithLimits(platform.Limits{HandshakeFailures: 1000}))
 	other, err := keys.Generate()
 	require.NoError(t, err)
 	for i := range 50 {
@@ -131,4 +134,32 @@ func TestAgent_WaitConnectedSeesRunGiveUpEveryTime(t *testing.T) {
 		assert.Contains(t, err.Error(), "wrong or stale server key")
 		require.ErrorIs(t, <-errc, curve.ErrServerKey)
 	}
+}
+
+// TestAgent_AHostThatKeepsFailingHandshakesIsToldToComeBackLater: past
+// the platform's failure limit, a host's handshakes are answered "busy"
+// (ERROR "300") without a key agreement; the agent says so and, as the
+// refusal is temporary, keeps trying until the backoff ends.
+func TestAgent_AHostThatKeepsFailingHandshakesIsToldToComeBackLater(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra(), platform.WithLimits(platform.Limits{HandshakeFailures: 3}))
+	other, err := keys.Generate()
+	require.NoError(t, err)
+	for range 3 {
+		a := b.newAgent("alice", "alice", WithServerKey(other.Public), WithConnectAttempts(1))
+		require.ErrorIs(t, a.Run(context.Background()), curve.ErrServerKey)
+	}
+	// Now even the right server key is told to come back later...
+	a := b.newAgent("alice", "alice", WithConnectAttempts(1))
+	err = a.Run(context.Background())
+	require.ErrorIs(t, err, curve.ErrBusy)
+	assert.Contains(t, err.Error(), "takes no connection from this agent for now")
+	// ...and an agent that keeps trying gets in once the backoff (1 s) ends.
+	a = b.newAgent("alice", "alice", WithBackoff(50*time.Millisecond, 200*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	require.NoError(t, a.WaitConnected(ctx))
+	cancel()
+	require.NoError(t, <-done)
 }

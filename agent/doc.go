@@ -69,6 +69,22 @@
 //	})
 //	a.Publish(ctx, "devices/boiler/temperature", 61.5)
 //
+// Take configuration from the platform's configuration store, where the
+// operator keeps named JSON, CSV or raw entries per agent (capbus config
+// store weather config weather.json): the agent has its entries when it is
+// connected, before it serves a call, and a handler is called for every
+// create, update and delete (see Config):
+//
+//	type Settings struct{ Units string }
+//	a.Config().OnChange("config", func(ctx context.Context, ev agent.ConfigEvent) {
+//		var s Settings
+//		ev.Decode(&s)
+//	})
+//	s, err := agent.ConfigAs[Settings](a, "config")
+//
+// An agent holding edit_config_store (or read_config_store) changes (or
+// reads) other agents' entries with ConfigStore.
+//
 // Ask the platform who the agent is and what it may call with WhoAmI,
 // Permissions and Callable, and what another agent serves (each method's
 // parameters and requirement, and whether this agent may call it) with

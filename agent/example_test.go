@@ -17,7 +17,8 @@ import (
 )
 
 // demo is an embedded platform for the examples: users weatherman (agent
-// "weather"), alice (holds can_read_temp) and bob (holds nothing).
+// "weather"), alice (holds can_read_temp), bob (holds nothing) and operator
+// (holds edit_config_store), and a configuration store.
 type demo struct {
 	addr      string
 	serverKey keys.Key
@@ -36,7 +37,7 @@ func startDemo() *demo {
 	for _, u := range []struct {
 		id   string
 		caps []string
-	}{{"weatherman", nil}, {"alice", []string{"can_read_temp"}}, {"bob", nil}} {
+	}{{"weatherman", nil}, {"alice", []string{"can_read_temp"}}, {"bob", nil}, {"operator", []string{"edit_config_store"}}} {
 		kp, _ := keys.Generate()
 		d.keys[u.id] = kp
 		allow = append(allow, map[string]any{"credentials": kp.Public.Z85(), "user_id": u.id, "capabilities": u.caps})
@@ -48,7 +49,8 @@ func startDemo() *demo {
 	}
 	server, _ := keys.Generate()
 	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(server),
-		platform.WithAuthFile(authFile), platform.WithLogger(slog.New(slog.DiscardHandler)))
+		platform.WithAuthFile(authFile), platform.WithConfigStore(filepath.Join(dir, "config.db")),
+		platform.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if !welcomed && (permanent(err) || attempts == a.cfg.connectAttempts) {
 				return err
 			}
-			wait := jitter(delay)
+			wait := fullJitter(delay)
 			a.log.Warn("capbus agent: cannot connect; retrying", "address", a.cfg.address, "err", err, "in", wait)
 			if !sleep(ctx, wait) {
 				return nil
@@ -81,7 +81,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		welcomed = true
-		delay = a.cfg.minBackoff
+		since := time.Now()
 		a.log.Info("capbus agent: connected", "address", a.cfg.address, "user_id", s.welcome.UserID)
 		if fn := a.cfg.onConnect; fn != nil {
 			w := s.welcome
@@ -106,11 +106,18 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("capbus agent: identity taken over; stopping", "err", s.err)
 			return s.err
 		}
-		a.log.Warn("capbus agent: connection lost; reconnecting", "err", s.err)
-		// A platform that closes connections right after welcome must not
-		// make the agent spin; many agents losing one platform must not
-		// come back in lockstep.
-		if !sleep(ctx, jitter(a.cfg.minBackoff)) {
+		// Many agents losing one platform must not come back in lockstep:
+		// each waits a random time up to the delay ("full jitter"). A
+		// platform that closes connections right after welcome must not
+		// make the agent spin: the delay starts over only after a session
+		// that lasted.
+		if time.Since(since) >= a.cfg.maxBackoff {
+			delay = a.cfg.minBackoff
+		}
+		wait := fullJitter(delay)
+		delay = min(2*delay, a.cfg.maxBackoff)
+		a.log.Warn("capbus agent: connection lost; reconnecting", "err", s.err, "in", wait)
+		if !sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -171,8 +178,9 @@ func (a *Agent) drain(s *session) {
 	}
 }
 
-// connect opens a transport, says hello, waits for welcome, subscribes and
-// publishes the session.
+// connect opens a transport, says hello, waits for welcome, asks for the
+// agent's configuration (config.go), subscribes, waits for the
+// configuration and publishes the session.
 func (a *Agent) connect(ctx context.Context) (*session, error) {
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.connectTimeout)
 	defer cancel()
@@ -185,6 +193,7 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 		s.close(err)
 		return nil, err
 	}
+	configured := a.config.arm(s) // calls wait for the configuration
 
 	a.mu.Lock()
 	hello := vip.Hello{Identity: a.identity, Exports: a.exportTable(), Meta: a.cfg.meta}
@@ -211,6 +220,9 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 		s.welcome = Welcome{Identity: w.Identity, UserID: w.UserID, Version: w.Version, Generation: w.Generation}
 		s.welcome.ServerKey, _ = keys.Parse(w.ServerKey)
 	}
+	if err := a.config.watch(cctx, s); err != nil {
+		return fail(err)
+	}
 	for _, p := range subs {
 		if err := s.subscribe(cctx, p); err != nil {
 			if ctx.Err() != nil || errors.Is(err, rpc.ErrUnavailable) {
@@ -218,6 +230,13 @@ func (a *Agent) connect(ctx context.Context) (*session, error) {
 			}
 			a.log.Error("capbus agent: subscription refused", "pattern", p, "err", err)
 		}
+	}
+	select {
+	case <-configured:
+	case <-s.done:
+		return fail(s.unavailable())
+	case <-cctx.Done():
+		return fail(rpc.NewError(rpc.CodeTimeout, "no configuration from the platform before the connect timeout").WithCause(cctx.Err()))
 	}
 
 	a.mu.Lock()
@@ -252,6 +271,9 @@ func (a *Agent) unpublish(s *session) {
 
 // permanent reports whether err is a refusal that retrying cannot fix.
 func permanent(err error) bool {
+	if errors.Is(err, curve.ErrBusy) {
+		return false // a connection limit or a backoff: later, it may work
+	}
 	return errors.Is(err, curve.ErrRefused) ||
 		errors.Is(err, rpc.ErrPermission) ||
 		errors.Is(err, rpc.ErrIdentityInUse) ||
@@ -296,6 +318,9 @@ func (a *Agent) warnRoles(s *session, names []string) {
 // diagnose says what a failed connection attempt means for the operator.
 func diagnose(err error, a *Agent) error {
 	switch {
+	case errors.Is(err, curve.ErrBusy):
+		return fmt.Errorf("the platform at %s takes no connection from this agent for now (a connection limit, or too many failed handshakes from this host): %w",
+			a.cfg.address, err)
 	case errors.Is(err, curve.ErrRefused):
 		return fmt.Errorf("the platform at %s refused this agent's key %s: it is not in auth.json, disabled or denied (add it: capbus auth add USER --credentials '%s'): %w",
 			a.cfg.address, a.cfg.keyPair.Public.Z85(), a.cfg.keyPair.Public.Z85(), err)
@@ -308,9 +333,11 @@ func diagnose(err error, a *Agent) error {
 	return err
 }
 
-// jitter returns d randomized by up to ±20%.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+// fullJitter returns a random duration in [0, d]: with exponential
+// backoff it spreads the reconnections of many agents best (Brooker,
+// "Exponential Backoff And Jitter").
+func fullJitter(d time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(d) + 1))
 }
 
 // sleep waits d, and reports false if ctx ended first.

@@ -411,7 +411,9 @@ func (s *session) dispatch(m message) {
 	case vip.SubRPC:
 		switch m.arg(vip.RPCArgOp) {
 		case vip.OpCall, vip.OpNotify:
-			s.serve(m)
+			if !s.a.config.holds(s, m) { // calls wait for the configuration (config.go)
+				s.serve(m)
+			}
 			return
 		case vip.OpCancel:
 			s.mu.Lock()
@@ -442,8 +444,11 @@ func (s *session) dispatch(m message) {
 			s.a.log.Debug("capbus agent: peer left", "peer", m.arg(1))
 			return
 		}
+	case vip.SubConfig:
+		s.a.config.dispatch(s, m)
+		return
 	case vip.SubError:
-		if s.reply(m) {
+		if s.reply(m) || s.a.config.refused(s, m) {
 			return
 		}
 		s.notice(m)

@@ -88,7 +88,7 @@ func DefaultLimits() Limits {
 		HelloTimeout:         10 * time.Second,
 		HandshakeTimeout:     10 * time.Second,
 		MaxPendingHandshakes: 256,
-		HandshakeFailures:    20,
+		HandshakeFailures:    100,
 		MaxCallsInFlight:     1024,
 		MaxCallTime:          10 * time.Minute,
 		MaxSubscriptions:     4096,

@@ -50,6 +50,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	version         string
 	pendingKeysFile string // see WithPendingKeysFile
+	configStore     string // the configuration store's file (config.go)
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or

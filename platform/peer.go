@@ -76,6 +76,10 @@ type peer struct {
 
 	exports atomic.Pointer[exportTable]
 
+	// configWatch is set once the peer asked for the changes of its own
+	// configuration store (config.go).
+	configWatch atomic.Bool
+
 	// Counters, for operators.
 	callsIn, callsOut atomic.Uint64
 

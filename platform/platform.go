@@ -61,6 +61,8 @@ type Platform struct {
 
 	stats stats
 
+	config configService // the configuration store (config.go)
+
 	wg sync.WaitGroup // connection goroutines
 }
 
@@ -210,6 +212,13 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer p.closeAudit()
+	closeConfig, err := p.openConfigStore()
+	if err != nil {
+		cancel()
+		_ = ln.Close()
+		return err
+	}
+	defer closeConfig()
 	if err := p.saveKeystore(); err != nil {
 		cancel()
 		_ = ln.Close()

@@ -67,6 +67,8 @@ func (p *Platform) handlePlatform(pe *peer, frames [][]byte) {
 		p.export(pe, frames)
 	case vip.SubPubsub:
 		p.pubsub(pe, frames)
+	case vip.SubConfig:
+		p.configOp(pe, frames)
 	default:
 		p.protocolError(pe, frames, "unknown subsystem "+quote(frames[vip.FrameSubsystem]))
 	}

@@ -56,9 +56,10 @@ func (s *seenKeys) add(k [32]byte) {
 }
 
 // failures rate-limits the handshakes of addresses that keep failing them:
-// after limit failures from one host within a minute, new connections from
-// it are closed at once for a backoff that starts at one second and
-// doubles, up to a minute. A successful handshake from the host forgets
+// after limit failures from one host within a minute, the handshakes of
+// its new connections are refused after their HELLO, with ERROR "300" and
+// no key agreement, for a backoff that starts at one second and doubles,
+// up to a minute. A successful handshake from the host forgets
 // its failures. Bounded in hosts tracked.
 type failures struct {
 	limit int
@@ -76,6 +77,9 @@ type hostFailures struct {
 }
 
 const (
+	// busyTimeout bounds the exchange with a host in its backoff: its
+	// greeting and HELLO, answered with ERROR "300".
+	busyTimeout    = time.Second
 	failureWindow  = time.Minute
 	minBackoff     = time.Second
 	maxBackoff     = time.Minute

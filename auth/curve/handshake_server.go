@@ -42,7 +42,10 @@ func readCommand(r io.Reader) ([]byte, error) {
 // serverHandshake runs the server side of the CURVE handshake on rw,
 // reading through r. On error, s.peer holds what was learnt about the
 // client (its key once the vouch was verified) for logging.
-func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pair, o *options, remote string) (s session, err error) {
+//
+// busy makes it answer the HELLO with ERROR "300" (try again later) before
+// any key agreement: the client's host is in its failure backoff.
+func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pair, o *options, remote string, busy bool) (s session, err error) {
 	s.peer.RemoteAddr = remote
 	if err := writeGreeting(rw, true); err != nil {
 		return s, fmt.Errorf("write greeting: %w", err)
@@ -59,6 +62,13 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	hello, err := decodeHello(body)
 	if err != nil {
 		return s, err
+	}
+	if busy {
+		errCmd := errorCommand{Reason: reasonBusy}
+		if werr := writeCommand(rw, errCmd.append(nil)); werr != nil {
+			return s, fmt.Errorf("%w: host in its failure backoff; write ERROR: %w", ErrBusy, werr)
+		}
+		return s, fmt.Errorf("%w: host in its failure backoff", ErrBusy)
 	}
 	// A client makes a new transient key for every connection: a HELLO
 	// with a key seen before is a replay, refused before the key agreement.

@@ -156,12 +156,7 @@ func (l *Listener) acceptLoop() {
 		}
 		backoff = 0
 		remote := raw.RemoteAddr().String()
-		if l.failures.blocked(hostOf(remote)) {
-			l.log.Debug("curve: connection closed: its host keeps failing handshakes", "remote", remote)
-			l.report.add("backoff")
-			raw.Close()
-			continue
-		}
+		busy := l.failures.blocked(hostOf(remote))
 		l.mu.Lock()
 		if l.ctx.Err() != nil {
 			l.mu.Unlock()
@@ -178,14 +173,16 @@ func (l *Listener) acceptLoop() {
 		l.pending[raw] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
-		go l.serve(raw)
+		go l.serve(raw, busy)
 	}
 }
 
-// serve runs one handshake and hands the conn to Accept.
-func (l *Listener) serve(raw net.Conn) {
+// serve runs one handshake and hands the conn to Accept. A connection
+// from a host in its failure backoff (busy) is told so after its HELLO,
+// with no key agreement.
+func (l *Listener) serve(raw net.Conn, busy bool) {
 	defer l.wg.Done()
-	c, err := l.handshake(raw)
+	c, err := l.handshake(raw, busy)
 	l.mu.Lock()
 	delete(l.pending, raw)
 	l.mu.Unlock()
@@ -200,8 +197,12 @@ func (l *Listener) serve(raw net.Conn) {
 	}
 }
 
-func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
-	ctx, cancel := context.WithTimeout(l.ctx, l.opts.handshakeTimeout)
+func (l *Listener) handshake(raw net.Conn, busy bool) (*Conn, error) {
+	timeout := l.opts.handshakeTimeout
+	if busy {
+		timeout = min(timeout, busyTimeout)
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
 	remote := raw.RemoteAddr().String()
 	l.log.Debug("curve: handshake started", "remote", remote)
@@ -210,7 +211,7 @@ func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
 	}
 	br := bufio.NewReaderSize(raw, readBufferSize)
 	s, err := withDeadline(ctx, raw, func() (session, error) {
-		return serverHandshake(ctx, raw, br, l.kp, &l.opts, remote)
+		return serverHandshake(ctx, raw, br, l.kp, &l.opts, remote, busy)
 	})
 	if err != nil {
 		attrs := []any{"remote", remote, "reason", err}
@@ -225,7 +226,7 @@ func (l *Listener) handshake(raw net.Conn) (*Conn, error) {
 			l.log.Debug("curve: handshake failed", attrs...)
 		}
 		l.report.add(failureKind(err))
-		if errors.Is(err, ErrBusy) {
+		if busy || errors.Is(err, ErrBusy) {
 			// The server's limit, not the client's fault.
 		} else if d, ok := l.failures.failed(hostOf(remote)); ok {
 			l.log.Warn("curve: refusing a host that keeps failing handshakes", "host", hostOf(remote), "for", d)

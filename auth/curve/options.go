@@ -97,9 +97,10 @@ func WithMaxPendingHandshakes(n int) Option {
 }
 
 // WithFailureLimit rate-limits addresses that keep failing handshakes:
-// after n failures (refusals included) from one host within a minute, the
-// Listener closes that host's new connections at once for a backoff of one
-// second, doubling to a minute. Zero means no limit.
+// after n failures (refusals included, ErrBusy ones not) from one host
+// within a minute, the Listener answers that host's HELLOs with ERROR
+// "300" (the client's error matches ErrBusy), before any key agreement,
+// for a backoff of one second, doubling to a minute. Zero means no limit.
 func WithFailureLimit(n int) Option {
 	return func(o *options) { o.failureLimit = n }
 }

@@ -133,6 +133,8 @@ func connectError(err error, g *globals, kp keys.Pair, sk keys.Key, timeout time
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return withCode(exitUnreachable, fmt.Errorf("nothing is listening at %s (connection refused): is the platform running (capbus platform run)? Check --address or $CAPBUS_ADDRESS", g.address))
+	case errors.Is(err, curve.ErrBusy):
+		return withCode(exitUnreachable, fmt.Errorf("the platform at %s takes no connection from this CLI for now (a connection limit, or too many failed handshakes from this host); try again later", g.address))
 	case errors.Is(err, curve.ErrRefused):
 		return withCode(exitRefused, fmt.Errorf("the platform at %s refused this CLI's key %s: it is not in auth.json, or disabled or denied; admit it with:\n  capbus auth add USER --credentials %s\n(or, if the platform records refused keys: capbus auth pending, capbus auth approve)",
 			g.address, quoteKey(kp.Public), quoteKey(kp.Public)))

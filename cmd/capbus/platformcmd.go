@@ -51,7 +51,8 @@ a broken edit keeps the last good policy and is logged (capbus whoami says so). 
 audit log (JSON lines) is appended to audit.log in the home directory and rotated by
 size. Keys refused because auth.json does not know them are remembered in
 pending_keys.json (the 100 most recent; capbus auth pending lists them, capbus auth
-approve admits one).
+approve admits one). The agents' configuration store (capbus config) is config.db in
+the home directory.
 
 SIGHUP reloads auth.json and reopens the audit log (after logrotate moved it); SIGINT
 and SIGTERM stop the platform. A failed start (the address in use, say) exits with
@@ -82,6 +83,7 @@ line, no audit record).`,
 				platform.WithAuditRotation(auditMaxMB, auditBackups),
 				platform.WithAuditAllowed(auditAllowed),
 				platform.WithPendingKeysFile(g.pendingKeys()),
+				platform.WithConfigStore(g.configDB()),
 				platform.WithLogger(log),
 			)
 			if err != nil {

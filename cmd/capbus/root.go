@@ -139,6 +139,7 @@ listening, no answer, or the platform does not hold the expected server key),
 		newKeygenCommand(g),
 		newServerKeyCommand(g),
 		newAuthCommand(g),
+		newConfigCommand(g),
 	)
 	root.AddCommand(newClientCommands(g)...)
 	return root

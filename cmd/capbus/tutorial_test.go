@@ -222,8 +222,39 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	r = tu.run("ping", "--key", "stranger.json")
 	assert.Equal(t, 0, r.code, r.stderr)
 
-	// The audit log recorded the refusal.
+	// 9. Configure the weather agent: refused until granted, then followed
+	// live; deleting the entry brings the defaults back.
+	config, err := filepath.Abs("../../examples/weather/config.json")
+	require.NoError(t, err)
+	r = tu.run("config", "store", "weather", "config", config)
+	assert.Equal(t, exitRefused, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "missing [edit_config_store]")
+	r = tu.run("auth", "update", "me", "--grant", "edit_config_store")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = tu.run("config", "store", "weather", "config", config)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `stored weather "config" version 1 (json,`)
+	// The agent applies the entry on its own goroutine, as it arrives.
+	require.Eventually(t, func() bool {
+		r = tu.run("call", "weather", "temperature")
+		return r.code == 0 && strings.Contains(r.stdout, `"units":"F"`)
+	}, 10*time.Second, 50*time.Millisecond, "the weather agent follows its configuration")
+	assert.JSONEq(t, `{"city":"paris","temperature":70.7,"units":"F"}`, r.stdout)
+	r = tu.run("config", "delete", "weather", "config")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Eventually(t, func() bool {
+		r = tu.run("call", "weather", "temperature")
+		return r.code == 0 && strings.Contains(r.stdout, `"units":"C"`)
+	}, 10*time.Second, 50*time.Millisecond, "the defaults are back")
+	r = tu.run("config", "history", "weather", "config")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `(?m)^2\s+\S+\s+me\s+deleted$`, r.stdout)
+	_, err = os.Stat(filepath.Join(home, "config.db"))
+	require.NoError(t, err, "the platform keeps its configuration store in its home")
+
+	// The audit log recorded the refusals and the changes, with the user.
 	audit, err := os.ReadFile(filepath.Join(home, "audit.log"))
 	require.NoError(t, err)
 	assert.Contains(t, string(audit), `"can_read_temp"`)
+	assert.Contains(t, string(audit), `"action":"config","decision":"allow","user_id":"me"`)
 }

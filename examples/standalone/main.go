@@ -5,14 +5,19 @@
 //   - an auth.json with Alice (granted can_read_temp) and Bobby (no
 //     capabilities);
 //   - the weather agent, whose temperature method requires can_read_temp;
-//   - Alice's and Bobby's agents, each calling weather.temperature.
+//   - Alice's and Bobby's agents, each calling weather.temperature;
+//   - an operator, granted edit_config_store for the weather agent only,
+//     who stores the weather agent's configuration entry.
 //
 // Alice gets the temperature; the platform refuses Bobby's call and says
 // which capability he is missing. The weather agent never sees Bobby's call.
+// Then the operator switches the weather agent to Fahrenheit through the
+// configuration store, and Alice's next reading is in °F: the agent picked
+// the change up live.
 //
 // With --address, --server-key, --alice-key and --bobby-key it runs the two
-// callers (and, with --weather-key, the weather agent) against an existing
-// platform instead.
+// callers (and, with --weather-key, the weather agent; with --operator-key
+// too, the configuration change) against an existing platform instead.
 package main
 
 import (
@@ -27,6 +32,7 @@ import (
 	"time"
 
 	"github.com/capbus/capbus/agent"
+	"github.com/capbus/capbus/configstore"
 	"github.com/capbus/capbus/examples/weather/station"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
@@ -50,6 +56,7 @@ type config struct {
 	alice     keys.Pair
 	bobby     keys.Pair
 	weather   *keys.Pair // nil: an existing weather agent is used
+	operator  *keys.Pair // nil: no configuration change
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	aliceKey := fs.String("alice-key", "", "keystore of Alice's key (existing platform)")
 	bobbyKey := fs.String("bobby-key", "", "keystore of Bobby's key (existing platform)")
 	weatherKey := fs.String("weather-key", "", "keystore of the weather agent's key: also run the weather agent (existing platform)")
+	operatorKey := fs.String("operator-key", "", "keystore of a key holding edit_config_store for weather: also change its configuration (existing platform, with --weather-key)")
 	verbose := fs.Bool("v", false, "log the platform and agents to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -78,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer stop()
 		cfg = c
 	} else {
-		c, err := existing(*address, *serverKey, *aliceKey, *bobbyKey, *weatherKey)
+		c, err := existing(*address, *serverKey, *aliceKey, *bobbyKey, *weatherKey, *operatorKey)
 		if err != nil {
 			return err
 		}
@@ -96,7 +104,7 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
 		return nil, cfg, err
 	}
 	pairs := map[string]keys.Pair{}
-	for _, name := range []string{"platform", "weather", "alice", "bobby"} {
+	for _, name := range []string{"platform", "weather", "alice", "bobby", "operator"} {
 		kp, err := keys.Generate()
 		if err != nil {
 			return nil, cfg, err
@@ -114,16 +122,20 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
     {"user_id": "alice", "identity": "alice", "credentials": %q,
      "capabilities": ["can_read_temp"], "comments": "may read the temperature"},
     {"user_id": "bobby", "identity": "bobby", "credentials": %q,
-     "capabilities": [], "comments": "holds no capability"}
+     "capabilities": [], "comments": "holds no capability"},
+    {"user_id": "operator", "identity": "operator", "credentials": %q,
+     "capabilities": [{"edit_config_store": {"identity": "weather"}}],
+     "comments": "may change the weather agent's configuration, and no other agent's"}
   ]
 }
-`, pairs["weather"].Public.Base64URL(), pairs["alice"].Public.Base64URL(), pairs["bobby"].Public.Base64URL())
+`, pairs["weather"].Public.Base64URL(), pairs["alice"].Public.Base64URL(), pairs["bobby"].Public.Base64URL(),
+		pairs["operator"].Public.Base64URL())
 	authFile := filepath.Join(home, "auth.json")
 	if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
 		return nil, cfg, err
 	}
 	p, err := platform.New(platform.WithAddress("tcp://127.0.0.1:0"), platform.WithKeyPair(pairs["platform"]),
-		platform.WithAuthFile(authFile), platform.WithLogger(log))
+		platform.WithAuthFile(authFile), platform.WithConfigStore(filepath.Join(home, "config.db")), platform.WithLogger(log))
 	if err != nil {
 		return nil, cfg, err
 	}
@@ -136,9 +148,9 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
 		cancel()
 		return nil, cfg, fmt.Errorf("platform: %w", err)
 	}
-	fmt.Fprintf(stdout, "Started a platform on %s (home %s) with auth.json:\n  alice: can_read_temp\n  bobby: no capabilities\n", p.Addr(), home)
-	w := pairs["weather"]
-	cfg = config{address: p.Addr(), serverKey: p.ServerKey(), alice: pairs["alice"], bobby: pairs["bobby"], weather: &w}
+	fmt.Fprintf(stdout, "Started a platform on %s (home %s) with auth.json:\n  alice: can_read_temp\n  bobby: no capabilities\n  operator: edit_config_store for identity weather\n", p.Addr(), home)
+	w, op := pairs["weather"], pairs["operator"]
+	cfg = config{address: p.Addr(), serverKey: p.ServerKey(), alice: pairs["alice"], bobby: pairs["bobby"], weather: &w, operator: &op}
 	stop := func() {
 		cancel()
 		<-done
@@ -147,7 +159,7 @@ func startEmbedded(ctx context.Context, log *slog.Logger, stdout io.Writer) (fun
 	return stop, cfg, nil
 }
 
-func existing(address, serverKey, aliceKey, bobbyKey, weatherKey string) (config, error) {
+func existing(address, serverKey, aliceKey, bobbyKey, weatherKey, operatorKey string) (config, error) {
 	cfg := config{address: address}
 	if serverKey == "" || aliceKey == "" || bobbyKey == "" {
 		return cfg, errors.New("with --address, also give --server-key, --alice-key and --bobby-key")
@@ -168,6 +180,13 @@ func existing(address, serverKey, aliceKey, bobbyKey, weatherKey string) (config
 			return cfg, err
 		}
 		cfg.weather = &kp
+	}
+	if operatorKey != "" {
+		kp, err := keys.Load(operatorKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.operator = &kp
 	}
 	return cfg, nil
 }
@@ -254,5 +273,43 @@ func scenario(ctx context.Context, cfg config, log *slog.Logger, stdout io.Write
 	if st != nil {
 		fmt.Fprintf(stdout, "The weather agent served %d call(s): Bobby's never reached it.\n", st.Served("temperature"))
 	}
+	if st == nil || cfg.operator == nil {
+		return nil
+	}
+	return configChange(ctx, cfg, newAgent, alice, st, stdout)
+}
+
+// configChange has the operator store the weather agent's configuration
+// entry, as "capbus config store weather config f.json" would, and shows
+// the weather agent following it.
+func configChange(ctx context.Context, cfg config, newAgent func(string, keys.Pair) (*agent.Agent, error),
+	alice *agent.Agent, st *station.Station, stdout io.Writer) error {
+	op, err := newAgent("operator", *cfg.operator)
+	if err != nil {
+		return err
+	}
+	stop, err := start(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	settings := []byte(`{"units": "F"}`)
+	e, err := op.ConfigStore(station.Identity).Put(ctx, station.ConfigName, configstore.KindJSON, settings)
+	if err != nil {
+		return fmt.Errorf("the operator's configuration change failed: %w", err)
+	}
+	fmt.Fprintf(stdout, "The operator stored the weather agent's %q entry (version %d): %s\n", e.Name, e.Version, settings)
+	if err := st.WaitApplied(ctx, e.Revision); err != nil {
+		return err
+	}
+	reading, err := agent.CallAs[station.Reading](ctx, alice, station.Identity, "temperature", station.TemperatureArgs{City: "paris"})
+	if err != nil {
+		return fmt.Errorf("alice's second call failed: %w", err)
+	}
+	fmt.Fprintf(stdout, "Alice called weather.temperature: %s.\n", reading)
+	if reading.Units != "F" {
+		return fmt.Errorf("the weather agent still reports in °%s after the configuration change", reading.Units)
+	}
+	fmt.Fprintln(stdout, "The weather agent now reports in °F after a config change.")
 	return nil
 }

@@ -13,7 +13,8 @@ import (
 )
 
 // TestStandalone_ShowsAliceReadingAndBobbysRefusal builds the example and runs
-// it as a newcomer would, as its own process.
+// it as a newcomer would, as its own process: Alice's reading, Bobby's
+// refusal, and the weather agent following a configuration change.
 func TestStandalone_ShowsAliceReadingAndBobbysRefusal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a binary")
@@ -35,6 +36,9 @@ func TestStandalone_ShowsAliceReadingAndBobbysRefusal(t *testing.T) {
 	assert.Contains(t, got, `Bobby called weather.temperature and the platform refused: method "temperature" of "weather" requires capabilities [can_read_temp]`)
 	assert.Contains(t, got, "Bobby is missing: [can_read_temp]")
 	assert.Contains(t, got, "served 1 call(s): Bobby's never reached it")
+	assert.Contains(t, got, `The operator stored the weather agent's "config" entry (version 1): {"units": "F"}`)
+	assert.Contains(t, got, "Alice called weather.temperature: 70.7 °F in paris.")
+	assert.Contains(t, got, "The weather agent now reports in °F after a config change.")
 }
 
 func TestStandalone_FlagsNeedAllKeysForAnExistingPlatform(t *testing.T) {

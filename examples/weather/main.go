@@ -2,10 +2,12 @@
 //
 // It exports temperature (needs can_read_temp), forecast (needs
 // can_read_temp and can_read_weather_data) and set_units (needs role admin),
-// and publishes readings on "weather/<city>/temperature".
+// and publishes readings on "weather/<city>/temperature". Its cities and
+// units come from its configuration entry "config", which it follows live:
 //
 //	capbus auth add weather --identity weather --credentials "$(capbus keygen --out ~/.capbus/keys/weather.json)"
 //	go run ./examples/weather
+//	capbus config store weather config examples/weather/config.json
 //
 // It finds the platform the way agent.FromEnv does ($CAPBUS_HOME,
 // $CAPBUS_ADDRESS, known_hosts, keys/weather.json); --home, --address,

@@ -68,10 +68,11 @@ const (
 	SubPubsub   = "pubsub"
 	SubQuery    = "query"
 	SubError    = "error"
+	SubConfig   = "config"
 )
 
 // Subsystems lists every subsystem name. It is never modified.
-var Subsystems = []string{SubHello, SubWelcome, SubPing, SubPong, SubPeerlist, SubRPC, SubPubsub, SubQuery, SubError}
+var Subsystems = []string{SubHello, SubWelcome, SubPing, SubPong, SubPeerlist, SubRPC, SubPubsub, SubQuery, SubError, SubConfig}
 
 // Operations: the first argument frame of a message of a subsystem.
 const (

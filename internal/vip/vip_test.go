@@ -120,7 +120,7 @@ func TestWireEncodingPinned(t *testing.T) {
 }
 
 func TestSubsystems(t *testing.T) {
-	want := []string{"hello", "welcome", "ping", "pong", "peerlist", "RPC", "pubsub", "query", "error"}
+	want := []string{"hello", "welcome", "ping", "pong", "peerlist", "RPC", "pubsub", "query", "error", "config"}
 	if !slices.Equal(Subsystems, want) {
 		t.Errorf("Subsystems = %q, want %q", Subsystems, want)
 	}

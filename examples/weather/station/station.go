@@ -8,10 +8,19 @@
 //	set_units    role admin
 //
 // and publishes a reading per city on "weather/<city>/temperature".
+//
+// Its cities and units come from its configuration entry "config" in the
+// platform's configuration store, JSON like
+//
+//	{"units": "F", "cities": {"paris": 21.5, "oslo": 9.0}}
+//
+// (temperatures in degrees Celsius; a missing field, or a missing entry,
+// keeps the built-in default). It follows changes of the entry live.
 package station
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -25,6 +34,22 @@ import (
 
 // Identity is the agent identity the weather agent claims.
 const Identity = "weather"
+
+// ConfigName is the name of the weather agent's configuration entry.
+const ConfigName = "config"
+
+// Settings is the weather agent's configuration entry.
+type Settings struct {
+	// Units is "C" or "F".
+	Units string `json:"units,omitempty"`
+	// Cities maps each city to its base temperature in degrees Celsius.
+	Cities map[string]float64 `json:"cities,omitempty"`
+}
+
+// DefaultSettings are the settings without a configuration entry.
+func DefaultSettings() Settings {
+	return Settings{Units: "C", Cities: map[string]float64{"paris": 21.5, "oslo": 9.0, "cairo": 31.0, "richland": 18.0}}
+}
 
 // Reading is one temperature reading.
 type Reading struct {
@@ -64,6 +89,9 @@ type Station struct {
 	base   map[string]float64 // degrees Celsius
 	served map[string]int     // calls served per method
 	log    *slog.Logger
+
+	applied   uint64        // revision of the configuration applied last
+	appliedCh chan struct{} // closed and replaced at every application
 }
 
 // New returns a station with a few cities, reporting in Celsius. log may be
@@ -72,15 +100,18 @@ func New(log *slog.Logger) *Station {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	d := DefaultSettings()
 	return &Station{
-		log:    log,
-		units:  "C",
-		base:   map[string]float64{"paris": 21.5, "oslo": 9.0, "cairo": 31.0, "richland": 18.0},
-		served: map[string]int{},
+		log:       log,
+		units:     d.Units,
+		base:      d.Cities,
+		served:    map[string]int{},
+		appliedCh: make(chan struct{}),
 	}
 }
 
-// Register exports the station's methods on a, with their requirements.
+// Register exports the station's methods on a, with their requirements,
+// and follows the agent's configuration entry "config".
 func (s *Station) Register(a *agent.Agent) error {
 	if err := a.Export("temperature", rpc.Func(s.Temperature), rpc.Allow("can_read_temp")); err != nil {
 		return err
@@ -88,7 +119,82 @@ func (s *Station) Register(a *agent.Agent) error {
 	if err := a.Export("forecast", rpc.Func(s.Forecast), rpc.Allow("can_read_temp", "can_read_weather_data")); err != nil {
 		return err
 	}
-	return a.Export("set_units", rpc.Func(s.SetUnits), rpc.AllowRoles("admin"))
+	if err := a.Export("set_units", rpc.Func(s.SetUnits), rpc.AllowRoles("admin")); err != nil {
+		return err
+	}
+	return a.Config().OnChange(ConfigName, s.configure)
+}
+
+// configure applies a create, update or delete of the configuration
+// entry. An entry that does not decode, or names other units, is logged
+// and leaves the settings as they are.
+func (s *Station) configure(_ context.Context, ev agent.ConfigEvent) {
+	set := DefaultSettings()
+	if ev.Action != agent.ConfigDelete {
+		var got Settings
+		if err := ev.Decode(&got); err != nil {
+			s.log.Warn("configuration ignored", "version", ev.Entry.Version, "err", err)
+			s.noteApplied(ev.Entry.Revision)
+			return
+		}
+		if u := strings.ToUpper(got.Units); u != "" && u != "C" && u != "F" {
+			s.log.Warn("configuration ignored", "version", ev.Entry.Version, "err", fmt.Sprintf("units must be \"C\" or \"F\", got %q", got.Units))
+			s.noteApplied(ev.Entry.Revision)
+			return
+		}
+		if got.Units != "" {
+			set.Units = strings.ToUpper(got.Units)
+		}
+		if len(got.Cities) > 0 {
+			set.Cities = make(map[string]float64, len(got.Cities))
+			for city, t := range got.Cities {
+				set.Cities[strings.ToLower(city)] = t
+			}
+		}
+	}
+	s.mu.Lock()
+	s.units, s.base = set.Units, set.Cities
+	s.mu.Unlock()
+	s.log.Info("configuration applied", "action", ev.Action, "version", ev.Entry.Version, "by_user", ev.Entry.User,
+		"units", set.Units, "cities", len(set.Cities))
+	s.noteApplied(ev.Entry.Revision)
+}
+
+func (s *Station) noteApplied(revision uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied = max(s.applied, revision)
+	close(s.appliedCh)
+	s.appliedCh = make(chan struct{})
+}
+
+// WaitApplied waits until the station has applied (or ignored) the
+// configuration change of the given revision of its store, or ctx ends.
+func (s *Station) WaitApplied(ctx context.Context, revision uint64) error {
+	for {
+		s.mu.Lock()
+		applied, ch := s.applied, s.appliedCh
+		s.mu.Unlock()
+		if applied >= revision {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return errors.Join(fmt.Errorf("station: configuration revision %d not applied (at %d)", revision, applied), ctx.Err())
+		}
+	}
+}
+
+// Settings returns the units and cities in use.
+func (s *Station) Settings() Settings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cities := make(map[string]float64, len(s.base))
+	for k, v := range s.base {
+		cities[k] = v
+	}
+	return Settings{Units: s.units, Cities: cities}
 }
 
 // Served reports how many calls of method the station has handled: calls
