@@ -2,7 +2,6 @@ package platform
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/capbus/capbus/auth/curve"
@@ -21,11 +20,11 @@ var (
 	ErrNoPolicy = errors.New("platform: no policy: use WithAuthFile, WithPolicyStore or WithPolicy")
 	// ErrAlreadyRun is returned by a second call of Run.
 	ErrAlreadyRun = errors.New("platform: Run called twice")
-	// ErrConnectionLimit is wrapped by the reason a handshake was refused
-	// for a connection limit (Limits). It wraps curve.ErrBusy: the client
-	// is told to try again later (ERROR "300"), and the refusal does not
-	// count against its address.
-	ErrConnectionLimit = fmt.Errorf("connection limit: %w", curve.ErrBusy)
+	// ErrConnectionLimit is matched by the reason a handshake was refused
+	// for a connection limit (Limits). That reason matches curve.ErrBusy
+	// too: the client is told to try again later (ERROR "300"), and the
+	// refusal does not count against its address.
+	ErrConnectionLimit = errors.New("connection limit")
 )
 
 // maxProtocolErrors is how many protocol errors a connection may make
@@ -63,4 +62,14 @@ func clone(b []byte) []byte {
 		return vip.Empty
 	}
 	return append([]byte(nil), b...)
+}
+
+// limitError is the reason a handshake was refused for a connection
+// limit: it matches ErrConnectionLimit and curve.ErrBusy.
+type limitError struct{ msg string }
+
+func (e *limitError) Error() string { return "connection limit: " + e.msg }
+
+func (e *limitError) Is(target error) bool {
+	return target == ErrConnectionLimit || target == curve.ErrBusy
 }

@@ -371,11 +371,11 @@ func (p *Platform) connectionLimits(key keys.Key) error {
 	p.mu.RUnlock()
 	switch {
 	case total >= lim.MaxConnections:
-		return fmt.Errorf("%w: the platform has its maximum of %d connections", ErrConnectionLimit, lim.MaxConnections)
+		return &limitError{fmt.Sprintf("the platform has its maximum of %d connections", lim.MaxConnections)}
 	case ofKey >= lim.MaxConnectionsPerKey:
-		return fmt.Errorf("%w: key %s has its maximum of %d connections", ErrConnectionLimit, key.Z85(), lim.MaxConnectionsPerKey)
+		return &limitError{fmt.Sprintf("key %s has its maximum of %d connections", key.Z85(), lim.MaxConnectionsPerKey)}
 	case pre >= lim.MaxPreHello:
-		return fmt.Errorf("%w: %d connections have not said hello yet, the maximum", ErrConnectionLimit, lim.MaxPreHello)
+		return &limitError{fmt.Sprintf("%d connections have not said hello yet, the maximum", lim.MaxPreHello)}
 	}
 	return nil
 }

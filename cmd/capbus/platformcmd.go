@@ -37,6 +37,7 @@ func newPlatformCommand(g *globals) *cobra.Command {
 		auditMaxMB   int
 		auditBackups int
 		auditAllowed bool
+		limits       *platform.Limits
 	)
 	run := &cobra.Command{
 		Use:   "run",
@@ -57,7 +58,10 @@ the home directory.
 SIGHUP reloads auth.json and reopens the audit log (after logrotate moved it); SIGINT
 and SIGTERM stop the platform. A failed start (the address in use, say) exits with
 status 1 and the reason, and writes nothing (no keystore, no auth.json, no known_hosts
-line, no audit record).`,
+line, no audit record).
+
+Every resource one peer, one user or all of them can take is bounded; the flags below
+set each bound (docs/PROTOCOL.md, "Limits", says what happens beyond it).`,
 		Example: `  capbus platform run
   capbus platform run --address tcp://0.0.0.0:22916 --log-format json
   CAPBUS_HOME=/srv/capbus capbus platform run`,
@@ -84,6 +88,7 @@ line, no audit record).`,
 				platform.WithAuditAllowed(auditAllowed),
 				platform.WithPendingKeysFile(g.pendingKeys()),
 				platform.WithConfigStore(g.configDB()),
+				platform.WithLimits(*limits),
 				platform.WithLogger(log),
 			)
 			if err != nil {
@@ -126,6 +131,7 @@ line, no audit record).`,
 			return err
 		},
 	}
+	limits = limitFlags(run.Flags())
 	run.Flags().StringVar(&audit, "audit", "", "audit log file (default: audit.log in --home)")
 	run.Flags().IntVar(&auditMaxMB, "audit-max-size", platform.DefaultAuditMaxMB, "rotate the audit log when it reaches this many MB")
 	run.Flags().IntVar(&auditBackups, "audit-keep", platform.DefaultAuditBackups, "rotated audit logs to keep")
