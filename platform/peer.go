@@ -350,7 +350,12 @@ func (pe *peer) writeLoop() {
 		pe.fullSince.Store(0)
 		clear(batch) // keep no payload alive
 		clear(frames)
+		var ne net.Error
 		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			pe.p.stats.slowConsumers.Add(1)
+			pe.close(fmt.Sprintf("slow consumer: a write took longer than %v", pe.p.cfg.limits.SlowConsumer))
+			return
 		case err != nil:
 			pe.close(fmt.Sprintf("write: %v", err))
 			return
