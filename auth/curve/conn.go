@@ -152,6 +152,10 @@ func (c *Conn) readMsg() ([][]byte, error) {
 	buf := make([]byte, 0, c.msgHint)
 	c.rends = c.rends[:0]
 	var total int64
+	// The keystream of the MESSAGEs that were in the read buffer together
+	// with the one being opened (exact nonces from their headers), at most
+	// eight; this call's only (see batch).
+	var z batch
 	for {
 		body, err := c.nextMessageBody()
 		if err != nil {
@@ -164,8 +168,13 @@ func (c *Conn) readMsg() ([][]byte, error) {
 		if msg.Nonce <= c.recvNonce {
 			return nil, fmt.Errorf("%w: MESSAGE nonce %d after %d", ErrBadNonce, msg.Nonce, c.recvNonce)
 		}
+		ks := z.keystream(msg.Nonce)
+		if ks == nil && c.recvBox.wide && c.rpeeked > 0 {
+			c.fillBuffered(&z)
+			ks = z.keystream(msg.Nonce)
+		}
 		start := len(buf)
-		out, ok := c.recvBox.open(buf, msg.Box, msg.Nonce)
+		out, ok := c.recvBox.openWith(buf, msg.Box, msg.Nonce, ks)
 		if !ok {
 			return nil, fmt.Errorf("%w: MESSAGE %d", ErrDecrypt, msg.Nonce)
 		}
@@ -273,6 +282,37 @@ func (c *Conn) nextMessageBody() ([]byte, error) {
 		return nil, eof(err)
 	}
 	return c.rbody, nil
+}
+
+// fillBuffered sets z to the keystream of the MESSAGE commands complete in
+// the read buffer, at most eight, from the one nextMessageBody returned
+// (it is still there) on, as long as each has a nonce above the one
+// before; their nonces and lengths are those of their headers. A command
+// that is anything else ends the list; ReadMsg then handles it as usual.
+func (c *Conn) fillBuffered(z *batch) {
+	b, _ := c.br.Peek(c.br.Buffered())
+	var ns [8]uint64
+	var lens [8]int
+	k, after := 0, c.recvNonce
+	for k < 8 && len(b) >= 2 {
+		hsz, size := 2, uint64(b[1])
+		if b[0] == flagLong && len(b) >= 9 {
+			hsz, size = 9, binary.BigEndian.Uint64(b[1:9])
+		} else if b[0] != 0 {
+			break
+		}
+		if size < messageMinSize || size > uint64(len(b)-hsz) {
+			break
+		}
+		body := b[hsz : hsz+int(size)]
+		n := binary.BigEndian.Uint64(body[8:16])
+		if string(body[:8]) != nameMessage || n <= after {
+			break
+		}
+		ns[k], lens[k] = n, len(body)-16-boxOverhead
+		k, after, b = k+1, n, b[hsz+len(body):]
+	}
+	c.recvBox.fill(z, ns[:k], lens[:k])
 }
 
 // doneMessageBody releases the body nextMessageBody returned.
@@ -383,6 +423,7 @@ func (c *Conn) seal(inner byte, frames [][]byte) (err error) {
 	if cap(c.wout) < need {
 		c.wout = append(make([]byte, 0, need+len(c.wout)), c.wout...)
 	}
+	var z batch // the keystream of the next frames (at most eight); see batch
 	last := len(frames) - 1
 	for i, f := range frames {
 		flags := inner
@@ -390,10 +431,17 @@ func (c *Conn) seal(inner byte, frames [][]byte) (err error) {
 			flags |= innerMore
 		}
 		c.sendNonce++
+		var ks []byte
+		if c.sendBox.wide {
+			if i%8 == 0 {
+				c.sendBox.fillFrames(&z, c.sendNonce, frames[i:min(i+8, len(frames))])
+			}
+			ks = z.keystream(c.sendNonce)
+		}
 		c.wout = appendFrameHeader(c.wout, 0, 16+1+len(f)+boxOverhead)
 		c.wout = append(c.wout, nameMessage...)
 		c.wout = binary.BigEndian.AppendUint64(c.wout, c.sendNonce)
-		c.wout = c.sendBox.sealFrame(c.wout, flags, f, c.sendNonce)
+		c.wout = c.sendBox.sealFrameWith(c.wout, flags, f, c.sendNonce, ks)
 	}
 	return nil
 }
