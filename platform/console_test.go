@@ -88,14 +88,14 @@ func TestAdmin_MetricsCountWhatThePlatformDoes(t *testing.T) {
 		`capbus_calls_total{callee="_other",method="_other",outcome="refused"}`:      1,
 		`capbus_handshakes_total{outcome="ok"}`:                                      3,
 		`capbus_handshakes_total{outcome="refused"}`:                                 1,
-		`capbus_connections`:                                                         3,
-		`capbus_call_duration_seconds_count`:                                         1,
-		`capbus_pubsub_published_total`:                                              1,
-		`capbus_pubsub_delivered_total`:                                              1,
-		`capbus_subscriptions`:                                                       1,
-		`capbus_policy_generation`:                                                   1,
-		`capbus_queued_bytes`:                                                        0,
-		`capbus_audit_write_errors_total`:                                            0,
+		`capbus_connections`:                 3,
+		`capbus_call_duration_seconds_count`: 1,
+		`capbus_pubsub_published_total`:      1,
+		`capbus_pubsub_delivered_total`:      1,
+		`capbus_subscriptions`:               1,
+		`capbus_policy_generation`:           1,
+		`capbus_queued_bytes`:                0,
+		`capbus_audit_write_errors_total`:    0,
 	} {
 		assert.Equal(t, want, scrape(t, base, series), series)
 	}
