@@ -23,8 +23,8 @@ type callCtx struct {
 	mu    sync.Mutex
 	done  chan struct{} // made by the first Done
 	err   error
-	timer *time.Timer   // the deadline, armed by the first Done
-	stop  func() bool   // unlinks from parent, set by the first Done
+	timer *time.Timer // the deadline, armed by the first Done
+	stop  func() bool // unlinks from parent, set by the first Done
 }
 
 // newCallCtx returns the context of a call under parent with the given

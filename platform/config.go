@@ -358,8 +358,8 @@ func (p *Platform) judgeConfig(pe *peer, pol *auth.Policy, op, target string, wr
 // a pseudo-method named after the capability, with the one parameter
 // "identity", declared by no agent (so no "methods" rule or
 // rpc_method_authorizations of auth.json adds to it). It is compiled for
-// each request that needs it (0.8 us), not cached: a request costs 50 us
-// or more.
+// each request that needs it, not cached: compiling is a small part of a
+// configuration request (docs/BENCHMARKS.md, "The configuration store").
 func configRequirement(pol *auth.Policy, c string) *auth.Requirement {
 	return pol.Requirement(rpc.Principal{}, c, auth.Declared{Capabilities: []string{c}, Params: []string{ConfigIdentityParam}})
 }
