@@ -97,7 +97,7 @@ func (e Entry) Decode(v any) error {
 		}
 		return fmt.Errorf("configstore: decode raw entry %q into %T: %w: want *string or *[]byte", e.Name, v, ErrInvalid)
 	}
-	return checkKind(e.Kind, e.Name)
+	return CheckKind(e.Kind, e.Name)
 }
 
 func (e Entry) deletedError() error {

@@ -426,10 +426,10 @@ func checkAgent(ctx context.Context, identity, user string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkIdentity(identity); err != nil {
+	if err := CheckIdentity(identity); err != nil {
 		return err
 	}
-	return checkUser(user)
+	return CheckUser(user)
 }
 
 // checkEntry checks what checkAgent checks and the entry name.
@@ -437,12 +437,12 @@ func checkEntry(ctx context.Context, identity, name, user string) error {
 	if err := checkAgent(ctx, identity, user); err != nil {
 		return err
 	}
-	return checkName(name)
+	return CheckName(name)
 }
 
 // validate checks kind, size and data.
 func (s *Store) validate(kind Kind, name string, data []byte) error {
-	if err := checkKind(kind, name); err != nil {
+	if err := CheckKind(kind, name); err != nil {
 		return err
 	}
 	if len(data) > s.cfg.maxSize {

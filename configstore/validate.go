@@ -92,7 +92,7 @@ func (e *InputError) Unwrap() error { return ErrInvalid }
 // *InputError naming file, line and column. Store.Put runs Validate after
 // checking the store's size bound.
 func Validate(kind Kind, file string, data []byte) error {
-	if err := checkKind(kind, file); err != nil {
+	if err := CheckKind(kind, file); err != nil {
 		return err
 	}
 	if i := invalidUTF8(data); i >= 0 {
@@ -107,7 +107,9 @@ func Validate(kind Kind, file string, data []byte) error {
 	return nil
 }
 
-func checkKind(kind Kind, file string) error {
+// CheckKind checks that kind is one of KindJSON, KindCSV and KindRaw. A
+// refusal is an *InputError naming file, without a position.
+func CheckKind(kind Kind, file string) error {
 	switch kind {
 	case KindJSON, KindCSV, KindRaw:
 		return nil
@@ -247,14 +249,19 @@ func checkText(what, noun, s string, maxLen int, emptyOK bool) error {
 	return &InputError{Msg: fmt.Sprintf("%s %q is not a valid %s: %s", what, s, noun, why)}
 }
 
-func checkIdentity(identity string) error {
+// CheckIdentity checks an agent identity: 1..MaxIdentity bytes of UTF-8
+// without control characters. A refusal is an *InputError that quotes the
+// identity and says what is wrong.
+func CheckIdentity(identity string) error {
 	return checkText("identity", "agent identity", identity, MaxIdentity, false)
 }
 
-// checkName checks an entry name. Beyond checkText, a name may not begin
-// or end with a space or '/': VOLTTRON strips those, so "/config" and
-// "config" would otherwise be two entries that VOLTTRON tools see as one.
-func checkName(name string) error {
+// CheckName checks an entry name: 1..MaxName bytes of UTF-8 without
+// control characters, not beginning or ending with a space or '/' (VOLTTRON
+// strips those, so "/config" and "config" would otherwise be two entries
+// that VOLTTRON tools see as one). A refusal is an *InputError that quotes
+// the name and says what is wrong.
+func CheckName(name string) error {
 	if err := checkText("name", "entry name", name, MaxName, false); err != nil {
 		return err
 	}
@@ -264,6 +271,9 @@ func checkName(name string) error {
 	return nil
 }
 
-func checkUser(user string) error {
+// CheckUser checks the user id recorded with a change: at most MaxUser
+// bytes of UTF-8 without control characters; empty is allowed. A refusal
+// is an *InputError that quotes the id and says what is wrong.
+func CheckUser(user string) error {
 	return checkText("user", "user id", user, MaxUser, true)
 }

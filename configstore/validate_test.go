@@ -179,3 +179,56 @@ func TestStore_ReadsRefuseInvalidIdentitiesAndNames(t *testing.T) {
 	_, err = s.Delete(ctx, "weather", " config", "alice")
 	require.ErrorIs(t, err, configstore.ErrInvalid)
 }
+
+func TestChecks_RefuseBadIdentitiesNamesAndUsersSayingWhy(t *testing.T) {
+	cases := []struct {
+		name  string
+		check func(string) error
+		input string
+		want  string
+	}{
+		{"empty identity", configstore.CheckIdentity, "",
+			`identity "" is not a valid agent identity: must be 1..128 bytes`},
+		{"identity too long", configstore.CheckIdentity, strings.Repeat("i", configstore.MaxIdentity+1),
+			`identity "` + strings.Repeat("i", 129) + `" is not a valid agent identity: is 129 bytes, more than 128`},
+		{"identity with a newline", configstore.CheckIdentity, "weather\n",
+			`identity "weather\n" is not a valid agent identity: has the control character U+000A at byte 7`},
+		{"empty name", configstore.CheckName, "",
+			`name "" is not a valid entry name: must be 1..256 bytes`},
+		{"name too long", configstore.CheckName, strings.Repeat("n", configstore.MaxName+1),
+			`name "` + strings.Repeat("n", 257) + `" is not a valid entry name: is 257 bytes, more than 256`},
+		{"name with invalid UTF-8", configstore.CheckName, "con\xfffig",
+			`name "con\xfffig" is not a valid entry name: is not valid UTF-8`},
+		{"name ending with a slash", configstore.CheckName, "devices/",
+			`name "devices/" is not a valid entry name: must not begin or end with '/' or a space`},
+		{"name beginning with a space", configstore.CheckName, " config",
+			`name " config" is not a valid entry name: must not begin or end with '/' or a space`},
+		{"user too long", configstore.CheckUser, strings.Repeat("u", configstore.MaxUser+1),
+			`user "` + strings.Repeat("u", 257) + `" is not a valid user id: is 257 bytes, more than 256`},
+		{"user with DEL", configstore.CheckUser, "al\x7fice",
+			`user "al\x7fice" is not a valid user id: has the control character U+007F at byte 2`},
+		{"unknown kind", func(s string) error { return configstore.CheckKind(configstore.Kind(s), "weather.json") }, "yaml",
+			`weather.json: unknown kind "yaml" (want json, csv or raw)`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.check(c.input)
+			require.ErrorIs(t, err, configstore.ErrInvalid)
+			var ie *configstore.InputError
+			require.ErrorAs(t, err, &ie)
+			assert.EqualError(t, err, c.want)
+		})
+	}
+}
+
+func TestChecks_AcceptNamesAtTheirLimits(t *testing.T) {
+	assert.NoError(t, configstore.CheckIdentity(strings.Repeat("i", configstore.MaxIdentity)))
+	assert.NoError(t, configstore.CheckIdentity("platform.weather"))
+	assert.NoError(t, configstore.CheckName(strings.Repeat("n", configstore.MaxName)))
+	assert.NoError(t, configstore.CheckName("devices/chaudière n°2"))
+	assert.NoError(t, configstore.CheckUser(""), "a change may have no user")
+	assert.NoError(t, configstore.CheckUser(strings.Repeat("u", configstore.MaxUser)))
+	for _, k := range []configstore.Kind{configstore.KindJSON, configstore.KindCSV, configstore.KindRaw} {
+		assert.NoError(t, configstore.CheckKind(k, "f"))
+	}
+}
