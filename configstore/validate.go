@@ -37,7 +37,9 @@ const (
 	MaxUser = 256
 )
 
-// Sentinel errors; match them with errors.Is.
+// Sentinel errors of the data model, shared by the store (package
+// configdb) and the agent SDK; match them with errors.Is. The store's own
+// conditions (a locked, closed or corrupt file) are configdb's errors.
 var (
 	// ErrNotFound: the entry, or the asked version of it, does not exist
 	// (or is deleted).
@@ -45,12 +47,6 @@ var (
 	// ErrInvalid: the input was refused. Errors wrapping it are
 	// *InputError values, which say where.
 	ErrInvalid = errors.New("invalid input")
-	// ErrLocked: another process has the store open.
-	ErrLocked = errors.New("store is in use by another process")
-	// ErrClosed: the Store was closed.
-	ErrClosed = errors.New("store is closed")
-	// ErrCorrupt: a stored record could not be decoded.
-	ErrCorrupt = errors.New("store is corrupt")
 )
 
 // InputError says why and where input was refused. It wraps ErrInvalid.
@@ -58,8 +54,9 @@ var (
 // Line and Column are 1-based; Column counts bytes, as Go's compilers do.
 // Both are zero when the error is not about a position (a bad name, an
 // unknown kind, data too large). File is the name the data was given under:
-// the file name passed to Validate, or the entry name for Store.Put and
-// Store.Rollback; a caller that knows the file may set it before printing.
+// the file name passed to Validate, or the entry name for configdb's
+// Store.Put and Store.Rollback; a caller that knows the file may set it
+// before printing.
 type InputError struct {
 	// File is the file or entry name the input came under.
 	File string
@@ -89,8 +86,9 @@ func (e *InputError) Unwrap() error { return ErrInvalid }
 // Validate checks that data is well-formed for kind: valid UTF-8 for every
 // kind; for JSON, one JSON object or array; for CSV, a header row and rows
 // of as many fields, with quotes used by RFC 4180's rules. A refusal is an
-// *InputError naming file, line and column. Store.Put runs Validate after
-// checking the store's size bound.
+// *InputError naming file, line and column. configdb's Store.Put runs
+// Validate after checking the store's size bound; the agent SDK runs it
+// before it sends a Put.
 func Validate(kind Kind, file string, data []byte) error {
 	if err := CheckKind(kind, file); err != nil {
 		return err
