@@ -301,7 +301,7 @@ func TestConfigCommands_EditValidatesBeforeStoring(t *testing.T) {
 	s, err := configstore.Open(cs.db, configstore.WithLockTimeout(10*time.Millisecond))
 	if err == nil {
 		s.Close()
-		t.Fatal("the running platform holds the store's lock")
 	}
+	require.Error(t, err, "the running platform holds the store's lock")
 	assert.ErrorIs(t, err, configstore.ErrLocked)
 }
