@@ -248,9 +248,7 @@ func (c *client) expect(match func([][]byte) bool) [][]byte {
 	for {
 		select {
 		case f, ok := <-c.in:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting: %v", c.lastErr())
-			}
+			require.True(c.t, ok, "connection closed while waiting: %v", c.lastErr())
 			if match(f) {
 				return f
 			}

@@ -301,7 +301,7 @@ func TestConfigCommands_EditValidatesBeforeStoring(t *testing.T) {
 	s, err := configdb.Open(cs.db, configdb.WithLockTimeout(10*time.Millisecond))
 	if err == nil {
 		s.Close()
-		t.Fatal("the running platform holds the store's lock")
 	}
+	require.Error(t, err, "the running platform holds the store's lock")
 	assert.ErrorIs(t, err, configdb.ErrLocked)
 }
