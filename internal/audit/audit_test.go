@@ -175,6 +175,32 @@ func TestLog_CountLineKeepsTheRemoteOfTheFurtherOccurrencesWhenTheyShareIt(t *te
 	assert.Equal(t, 2, rs[1].Count)
 }
 
+// TestLog_RefusedHandshakesAggregateWhateverTheKey: a flood of made-up
+// keys is one refusal repeated; the count line names a key only if the
+// further ones all had it. Calls of different keys stay apart.
+func TestLog_RefusedHandshakesAggregateWhateverTheKey(t *testing.T) {
+	l, s, _ := newLog(t)
+	for i := range 2000 {
+		l.Record(audit.Record{Action: audit.ActionHandshake, Decision: audit.DecisionDeny, Key: fmt.Sprintf("key-%d", i),
+			Remote: "10.0.0.9:1", Reason: "unknown key: no allow entry has this key"})
+	}
+	for range 3 {
+		l.Record(audit.Record{Action: audit.ActionHandshake, Decision: audit.DecisionDeny, Key: "same",
+			Reason: "connection limit: this key has its maximum of 64 connections"})
+	}
+	l.Record(callDenied("k1"))
+	l.Record(callDenied("k2"))
+	require.NoError(t, l.Close())
+	rs := s.records(t)
+	require.Len(t, rs, 6, "two lines per handshake refusal, one per call key")
+	assert.Equal(t, "key-0", rs[0].Key, "the first is written whole")
+	assert.Equal(t, 1999, rs[4].Count)
+	assert.Empty(t, rs[4].Key, "the further ones had other keys")
+	assert.Equal(t, "10.0.0.9:1", rs[4].Remote)
+	assert.Equal(t, 2, rs[5].Count)
+	assert.Equal(t, "same", rs[5].Key, "the further ones all had this key")
+}
+
 func TestLog_EverySortOfRefusalThatCallersRepeatIsAggregated(t *testing.T) {
 	for _, act := range []string{audit.ActionHandshake, audit.ActionRefuse, audit.ActionCall, audit.ActionPublish,
 		audit.ActionSubscribe, audit.ActionExport, audit.ActionReply} {
