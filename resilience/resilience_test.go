@@ -1,3 +1,5 @@
+//go:build linux
+
 package resilience
 
 import (
@@ -93,40 +95,24 @@ type result struct {
 	baseCPU               float64       // platform CPU per second in the before window
 	cpu                   time.Duration // platform CPU during the attack
 	extraCPU              time.Duration // of which beyond what its legitimate calls cost before
-	baseCallsPerCPU       float64       // legitimate calls per platform CPU-second in the before window
 	logLines, warnLines   int64         // platform log lines written during the attack and after
 }
 
-// floodRatios returns the medians, over the unknown-key floods, of the
-// legitimate calls per second and per platform CPU-second during the flood
-// over before, and the number of floods.
-func (s *suite) floodRatios() (wall, cpu float64, n int) {
-	var ws, cs []float64
+// floodRatio returns the median, over the unknown-key floods, of the
+// legitimate calls per second during the flood over before, and the number
+// of floods.
+func (s *suite) floodRatio() (float64, int) {
+	var rs []float64
 	for _, r := range s.results {
 		if strings.HasPrefix(r.name, floodName) {
-			ws = append(ws, ratio(r.during.CallsPerSecond(), r.before.CallsPerSecond()))
-			cs = append(cs, r.cpuShare())
+			rs = append(rs, ratio(r.during.CallsPerSecond(), r.before.CallsPerSecond()))
 		}
 	}
-	if len(ws) == 0 {
-		return 0, 0, 0
+	if len(rs) == 0 {
+		return 0, 0
 	}
-	slices.Sort(ws)
-	slices.Sort(cs)
-	return ws[len(ws)/2], cs[len(cs)/2], len(ws)
-}
-
-// cpuShare is the legitimate calls per platform CPU-second during the
-// attack over those before it: the share of the platform's CPU that still
-// served legitimate calls. When the platform is the bottleneck (its CPU
-// saturated by legitimate calls) this is the legitimate throughput during
-// the attack over before; unlike calls per second, it does not move with
-// the other processes of a shared machine.
-func (r *result) cpuShare() float64 {
-	if r.cpu <= 0 || r.baseCallsPerCPU <= 0 {
-		return 0
-	}
-	return float64(r.during.Calls) / r.cpu.Seconds() / r.baseCallsPerCPU
+	slices.Sort(rs)
+	return rs[len(rs)/2], len(rs)
 }
 
 // Scenario names the acceptance refers to.
@@ -173,11 +159,6 @@ func (s *suite) run(sc scenario) *result {
 	}
 	if d := r.base.At.Sub(first.At); d > 0 {
 		r.baseCPU = float64(r.base.CPU-first.CPU) / float64(d)
-	}
-	if cpu := r.base.CPU - first.CPU; cpu > 0 {
-		// The before phase began a moment before the first sample: its
-		// calls over the samples' span.
-		r.baseCallsPerCPU = r.before.CallsPerSecond() * r.base.At.Sub(first.At).Seconds() / cpu.Seconds()
 	}
 
 	var (
@@ -591,8 +572,8 @@ func (s *suite) killAndRestart(ctx context.Context, n int) (string, []string) {
 func (s *suite) report(started time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Mode %s, %s, %d CPUs (the attacker on its own), %v in all.\n\n", s.sz.mode, time.Now().Format("2006-01-02"), runtime.NumCPU(), time.Since(started).Round(time.Second))
-	b.WriteString("| scenario | legit calls during: ok / failed | p50 before → during | p99 before → during | calls/s during ÷ before | calls per platform CPU-s during ÷ before | publish p99 before → during | platform CPU before → during | RSS before / peak / 3 s after | RSS ≤ 2x before after | open files before / peak / after | heap in use before / peak / after | goroutines before / peak / after | back to baseline after | log lines (warn) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario | legit calls during: ok / failed | p50 before → during | p99 before → during | calls/s during ÷ before | publish p99 before → during | platform CPU before → during | RSS before / peak / 3 s after | RSS ≤ 2x before after | open files before / peak / after | heap in use before / peak / after | goroutines before / peak / after | back to baseline after | log lines (warn) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.results {
 		back := r.settled.Round(100 * time.Millisecond).String()
 		if r.settleErr != "" {
@@ -606,10 +587,10 @@ func (s *suite) report(started time.Time) string {
 		if r.during.Duration > 0 {
 			duringCPU = float64(r.cpu) / float64(r.during.Duration)
 		}
-		fmt.Fprintf(&b, "| %s | %s / %s | %s → %s | %s → %s | %.2f | %.2f | %s → %s | %.0f%% → %.0f%% | %s / %s / %s | %s | %d / %d / %d | %s / %s / %s | %s / %s / %s | %s | %d (%d) |\n",
+		fmt.Fprintf(&b, "| %s | %s / %s | %s → %s | %s → %s | %.2f | %s → %s | %.0f%% → %.0f%% | %s / %s / %s | %s | %d / %d / %d | %s / %s / %s | %s / %s / %s | %s | %d (%d) |\n",
 			r.name, thousands(r.during.Calls), thousands(r.during.Failed),
 			ms(r.before.P50), ms(r.during.P50), ms(r.before.P99), ms(r.during.P99),
-			ratio(r.during.CallsPerSecond(), r.before.CallsPerSecond()), r.cpuShare(),
+			ratio(r.during.CallsPerSecond(), r.before.CallsPerSecond()),
 			ms(r.before.PubP99), ms(r.during.PubP99),
 			100*r.baseCPU, 100*duringCPU,
 			mib(r.base.RSS), mib(r.peak.RSS), mib(r.later.RSS), rssBack,
@@ -679,12 +660,13 @@ func (s *suite) acceptance() []string {
 	out = append(out, line+".")
 	line = fmt.Sprintf("RSS within 2x of the baseline %v after each scenario: %s", laterAfter, met(len(slowRSS) == 0))
 	if len(slowRSS) > 0 {
-		line += " in " + fmt.Sprint(len(s.results)-len(slowRSS)) + " of " + fmt.Sprint(len(s.results)) + "; not in: " + strings.Join(slowRSS, "; ") + " (the reason: docs/RESILIENCE.md)"
+		line += fmt.Sprintf(": within 2x in %d scenarios of %d; not in: %s (the reason: docs/RESILIENCE.md)",
+			len(s.results)-len(slowRSS), len(s.results), strings.Join(slowRSS, "; "))
 	}
 	out = append(out, line+".")
-	if wall, cpu, n := s.floodRatios(); n > 0 {
-		out = append(out, fmt.Sprintf("A 2,000-handshake unknown-key flood costs legitimate throughput at most 10%%: calls per second during over before %.2f, calls per platform CPU-second %.2f (median of %d): %s.",
-			wall, cpu, n, met(wall >= 0.9 && cpu >= 0.9)))
+	if median, n := s.floodRatio(); n > 0 {
+		out = append(out, fmt.Sprintf("A 2,000-handshake unknown-key flood costs legitimate throughput at most 10%%: calls per second during the flood over before %.2f (median of %d): %s.",
+			median, n, met(median >= 0.9)))
 	}
 	return out
 }
@@ -728,17 +710,17 @@ func (s *suite) accept() {
 			assert.Less(t, r.peak.RSS, int64(256<<20), "the platform's peak RSS through the non-reading consumers")
 		}
 	}
-	// The unknown-key flood: legitimate throughput during it over before.
-	// Calls per second move with everything else the machine runs; calls
-	// per platform CPU-second much less (see cpuShare). Quick mode, which
-	// CI runs beside other tests, asserts a guard on the latter (a flood
-	// that halves what the platform gives legitimate calls fails it); the
-	// long mode asserts the acceptance itself, on the median of its floods.
-	if wall, cpu, n := s.floodRatios(); n > 0 {
+	// The unknown-key flood: legitimate calls per second during it over
+	// before. The long mode asserts the acceptance, on the median of its
+	// floods. The quick mode, which CI runs beside other tests' processes,
+	// asserts a guard only (the flood must not halve the legitimate
+	// throughput): on a shared machine the ratio of two windows of a few
+	// seconds moves by 20% with no attack at all (the control row).
+	if median, n := s.floodRatio(); n > 0 {
 		if s.sz.mode == "long" {
-			assert.GreaterOrEqual(t, wall, 0.90, "legitimate calls per second during the unknown-key floods over before (median of %d)", n)
+			assert.GreaterOrEqual(t, median, 0.90, "legitimate calls per second during the unknown-key floods over before (median of %d)", n)
 		} else {
-			assert.GreaterOrEqual(t, cpu, 0.6, "legitimate calls per platform CPU-second during the unknown-key flood over before")
+			assert.GreaterOrEqual(t, median, 0.5, "legitimate calls per second during the unknown-key flood over before")
 		}
 	}
 	for _, ph := range s.load.all() {
