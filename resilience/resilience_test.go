@@ -140,7 +140,7 @@ type suite struct {
 const (
 	settleWithin = 30 * time.Second
 	laterAfter   = 3 * time.Second
-	rssWithin    = 60 * time.Second
+	rssWithin    = 2 * time.Minute
 )
 
 // run runs one scenario: the before window, the attack with the platform
@@ -509,8 +509,11 @@ func (s *suite) rewrites(ctx context.Context, begin func(), initial grants, chk 
 	if r.allowed == 0 || r.denied == 0 {
 		problems = append(problems, fmt.Sprintf("the checked calls were never both allowed and denied (%d allowed, %d denied)", r.allowed, r.denied))
 	}
-	if len(r.unseen) > 0 {
-		problems = append(problems, fmt.Sprintf("valid versions never seen in force: %v", r.unseen))
+	// A valid version may be replaced on disk before any read sees it
+	// (the next write 100 ms later, the watcher waiting 40 ms for writes
+	// to settle): only the last must come into force.
+	if slices.Contains(r.unseen, versions[len(versions)-1].n) {
+		problems = append(problems, fmt.Sprintf("the last version, %d, never came into force", versions[len(versions)-1].n))
 	}
 	if len(r.lags) > 0 {
 		// PROTOCOL.md promises 150 ms; the margin is for a loaded CI
@@ -605,8 +608,11 @@ func (s *suite) report(started time.Time) string {
 	}
 	b.WriteString("\nScenarios:\n\n")
 	for _, r := range s.results {
-		fmt.Fprintf(&b, "- **%s** (%v; platform CPU %v, of which %v beyond what its legitimate calls cost before): %s.\n",
-			r.name, r.during.Duration.Round(100*time.Millisecond), r.cpu.Round(10*time.Millisecond), r.extraCPU.Round(10*time.Millisecond), r.what)
+		cpu := fmt.Sprintf("platform CPU %v, of which %v beyond what its legitimate calls cost before", r.cpu.Round(10*time.Millisecond), r.extraCPU.Round(10*time.Millisecond))
+		if r.revokes {
+			cpu = fmt.Sprintf("platform CPU %v, the restarted process's", r.cpu.Round(10*time.Millisecond))
+		}
+		fmt.Fprintf(&b, "- **%s** (%v; %s): %s.\n", r.name, r.during.Duration.Round(100*time.Millisecond), cpu, r.what)
 	}
 	return b.String()
 }

@@ -408,6 +408,9 @@ func summary(versions []*version, r checkReport) string {
 		lag = fmt.Sprintf("; each valid version seen in force by the probe %v after its write began at the median, %v at most",
 			s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 	}
+	if len(r.unseen) > 0 {
+		lag += fmt.Sprintf(" (%d valid versions were replaced before any read saw them)", len(r.unseen))
+	}
 	return fmt.Sprintf("%d rewrites (%s); %s checked decisions: %s allowed, %s denied (%s by their generation's version, %s by interval), %d failed; %d violations%s",
 		len(versions)-1, kinds.String(), thousands(int64(r.decisions)), thousands(int64(r.allowed)), thousands(int64(r.denied)),
 		thousands(int64(r.exact)), thousands(int64(r.interval)), r.failed, len(r.violations), lag)

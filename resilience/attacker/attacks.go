@@ -63,16 +63,6 @@ func (t *tally) get(what string) int {
 	return t.n[what]
 }
 
-func (t *tally) total() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, v := range t.n {
-		n += v
-	}
-	return n
-}
-
 // String lists the counts by decreasing count: "1,788 busy, 212 refused".
 func (t *tally) String() string {
 	t.mu.Lock()
@@ -683,26 +673,31 @@ func (tg *target) attackSubscriptions(ctx context.Context, subs int, hold time.D
 	var open conns
 	defer open.closeAll()
 	var out tally
+	var mu sync.Mutex
 	var problems []string
-	var wg sync.WaitGroup
-	var pmu sync.Mutex
+	problem := func(p string) {
+		mu.Lock()
+		problems = append(problems, p)
+		mu.Unlock()
+	}
+	var readers, answered sync.WaitGroup // readers: each connection's reader and writer
 	for ci, kp := range tg.flood {
 		conn, err := tg.dialHello(ctx, kp, fmt.Sprintf("flood%d", ci+1))
 		if err != nil {
-			problems = append(problems, "subscription flood: "+err.Error())
+			problem("subscription flood: " + err.Error())
 			continue
 		}
 		open.add(conn)
-		answered := make(chan struct{})
-		wg.Add(2)
-		go func() { // reads the answers, then whatever comes until closed
-			defer wg.Done()
+		readers.Add(2)
+		answered.Add(1)
+		go func() { // counts the answers, then reads whatever comes until the connection closes
+			defer readers.Done()
 			n := 0
 			for {
 				f, err := conn.ReadMsg()
 				if err != nil {
 					if n < subs {
-						close(answered)
+						answered.Done()
 					}
 					return
 				}
@@ -718,46 +713,36 @@ func (tg *target) attackSubscriptions(ctx context.Context, subs int, hold time.D
 					out.add("other answer")
 				}
 				if n++; n == subs {
-					close(answered)
+					answered.Done()
 				}
 			}
 		}()
 		go func() {
-			defer wg.Done()
+			defer readers.Done()
 			_ = conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 			for j := range subs {
 				m := [][]byte{{}, vip.SignatureFrame, {}, []byte("s" + strconv.Itoa(j)), []byte(vip.SubPubsub), []byte("subscribe"), []byte(floodPattern(ci, j))}
 				if err := conn.WriteMsg(m); err != nil {
-					pmu.Lock()
-					problems = append(problems, "subscribe: "+err.Error())
-					pmu.Unlock()
+					problem("subscribe: " + err.Error())
 					return
 				}
 			}
-			select {
-			case <-answered:
-			case <-time.After(30 * time.Second):
-				pmu.Lock()
-				problems = append(problems, "subscriptions not all answered within 30 s")
-				pmu.Unlock()
-			}
 		}()
 	}
-	// The writers finish when every subscription is answered; the readers
-	// when the connections close.
-	done := make(chan struct{})
-	go func() {
-		deadline := time.Now().Add(60 * time.Second)
-		for out.total() < subs*len(tg.flood) && time.Now().Before(deadline) && ctx.Err() == nil {
-			pause(ctx, 10*time.Millisecond)
-		}
-		close(done)
-	}()
-	<-done
+	all := make(chan struct{})
+	go func() { answered.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(60 * time.Second):
+		problem("the subscriptions were not all answered within 60 s")
+	}
 	held := time.Now()
 	pause(ctx, hold)
 	open.closeAll()
-	wg.Wait()
+	readers.Wait()
+	if n := out.get("accepted"); n != subs*len(tg.flood) {
+		problem(fmt.Sprintf("%d subscriptions accepted of %d (one user each, within the per-connection bound)", n, subs*len(tg.flood)))
+	}
 	return fmt.Sprintf("%d connections x %s subscriptions, held %v: %s", len(tg.flood), thousands(int64(subs)),
 		time.Since(held).Round(100*time.Millisecond), out.String()), problems
 }
