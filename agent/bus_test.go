@@ -3,15 +3,15 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/capbus/capbus/auth/curve"
@@ -48,9 +48,7 @@ type user struct {
 func newBus(t testing.TB, users []user, extra map[string]any, opts ...platform.Option) *bus {
 	t.Helper()
 	server, err := keys.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	b := &bus{t: t, server: server, addr: "tcp://127.0.0.1:0", keys: map[string]keys.Pair{}, opts: opts}
 	doc := map[string]any{}
 	for k, v := range extra {
@@ -59,22 +57,16 @@ func newBus(t testing.TB, users []user, extra map[string]any, opts ...platform.O
 	var allow []user
 	for _, u := range users {
 		kp, err := keys.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		b.keys[u.ID] = kp
 		u.Credentials = kp.Public.Base64URL() // VOLTTRON's form
 		allow = append(allow, u)
 	}
 	doc["allow"] = allow
 	data, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	b.authFile = filepath.Join(t.TempDir(), "auth.json")
-	if err := os.WriteFile(b.authFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(b.authFile, data, 0o600))
 	b.start()
 	t.Cleanup(func() { b.stop() })
 	return b
@@ -85,17 +77,16 @@ func (b *bus) start() {
 	b.t.Helper()
 	p, err := platform.New(append([]platform.Option{platform.WithAddress(b.addr), platform.WithKeyPair(b.server),
 		platform.WithAuthFile(b.authFile), platform.WithLogger(slog.New(slog.DiscardHandler))}, b.opts...)...)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	require.NoError(b.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	<-p.Ready()
 	if p.Addr() == "" {
 		cancel()
-		b.t.Fatalf("platform did not start: %v", <-done)
+		err = <-done
 	}
+	require.NotEmpty(b.t, p.Addr(), "platform did not start: %v", err)
 	b.addr = p.Addr()
 	stopped := false
 	b.stop = func() {
@@ -104,9 +95,7 @@ func (b *bus) start() {
 		}
 		stopped = true
 		cancel()
-		if err := <-done; err != nil {
-			b.t.Errorf("platform Run: %v", err)
-		}
+		assert.NoError(b.t, <-done, "platform Run")
 	}
 }
 
@@ -131,9 +120,7 @@ func (b *bus) run(a *Agent) {
 	go func() { done <- a.Run(ctx) }()
 	b.t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			b.t.Errorf("agent %s Run: %v", identity, err)
-		}
+		assert.NoError(b.t, <-done, "agent %s Run", identity)
 	})
 	select {
 	case <-a.Ready():
@@ -146,9 +133,7 @@ func (b *bus) run(a *Agent) {
 func (b *bus) newAgent(u, identity string, opts ...Option) *Agent {
 	b.t.Helper()
 	kp, ok := b.keys[u]
-	if !ok {
-		b.t.Fatalf("no user %q", u)
-	}
+	require.True(b.t, ok, "no user %q", u)
 	opts = append([]Option{
 		WithKeyPair(kp),
 		WithPlatform(b.addr, b.server.Public),
@@ -156,9 +141,7 @@ func (b *bus) newAgent(u, identity string, opts ...Option) *Agent {
 		WithLogger(slog.New(slog.DiscardHandler)),
 	}, opts...)
 	a, err := New(identity, opts...)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	require.NoError(b.t, err)
 	return a
 }
 
@@ -175,29 +158,24 @@ func weather(t testing.TB, release <-chan struct{}, started chan<- struct{}) fun
 
 func weatherAborted(t testing.TB, release <-chan struct{}, started, aborted chan<- struct{}) func(*Agent) {
 	return func(a *Agent) {
-		check := func(err error) {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		check(a.Export("temperature", rpc.Func(func(ctx context.Context, c city) (float64, error) {
+		require.NoError(t, a.Export("temperature", rpc.Func(func(ctx context.Context, c city) (float64, error) {
 			if c.Name == "Atlantis" {
 				return 0, fmt.Errorf("no station in %s", c.Name)
 			}
 			return 21.5, nil
 		}), rpc.Allow("can_read_temp")))
-		check(a.Export("caller", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Principal, error) {
+		require.NoError(t, a.Export("caller", rpc.Func(func(ctx context.Context, _ struct{}) (rpc.Principal, error) {
 			c, _ := rpc.CallerFrom(ctx)
 			return c, nil
 		})))
-		check(a.Export("panic", rpc.Func(func(ctx context.Context, _ struct{}) (int, error) {
+		require.NoError(t, a.Export("panic", rpc.Func(func(ctx context.Context, _ struct{}) (int, error) {
 			var m map[string]int
 			m["boom"]++ // a nil map write: a runtime panic
 			return 0, nil
 		})))
-		check(a.Export("admin", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil }),
+		require.NoError(t, a.Export("admin", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "ok", nil }),
 			rpc.AllowRoles("admin")))
-		check(a.Export("wait", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
+		require.NoError(t, a.Export("wait", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) {
 			if started != nil {
 				started <- struct{}{}
 			}
@@ -238,17 +216,14 @@ func TestPlatform_CallsSucceedAndCarryTheCaller(t *testing.T) {
 	ctx := context.Background()
 
 	temp, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
-	if err != nil || temp != 21.5 {
-		t.Fatalf("temperature: %v, %v", temp, err)
-	}
+	require.NoError(t, err, "temperature")
+	require.Equal(t, 21.5, temp, "temperature")
 	temp, err = CallAs[float64](ctx, alice, "weather", "temperature", rpc.Kwargs{"name": "Paris"})
-	if err != nil || temp != 21.5 {
-		t.Fatalf("temperature by keyword: %v, %v", temp, err)
-	}
+	require.NoError(t, err, "temperature by keyword")
+	require.Equal(t, 21.5, temp, "temperature by keyword")
 	c, err := CallAs[rpc.Principal](ctx, alice, "weather", "caller")
-	if err != nil || c != (rpc.Principal{UserID: "alice", Identity: "alice"}) {
-		t.Fatalf("caller: %+v, %v", c, err)
-	}
+	require.NoError(t, err, "caller")
+	require.Equal(t, rpc.Principal{UserID: "alice", Identity: "alice"}, c, "caller")
 }
 
 // TestPlatform_BlockedHandlersDoNotHoldOtherCalls: over real CURVE, with
@@ -285,9 +260,8 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 	defer cancel()
 	for i := range 10 {
 		temp, err := CallAs[float64](fast, alice, "weather", "temperature", "Paris")
-		if err != nil || temp != 21.5 {
-			t.Fatalf("call %d behind blocked handlers: %v, %v", i, temp, err)
-		}
+		require.NoError(t, err, "call %d behind blocked handlers", i)
+		require.Equal(t, 21.5, temp, "call %d behind blocked handlers", i)
 	}
 	errs := make(chan error, 64)
 	for range 64 {
@@ -297,15 +271,11 @@ func TestPlatform_BlockedHandlersDoNotHoldOtherCalls(t *testing.T) {
 		}()
 	}
 	for range 64 {
-		if err := <-errs; err != nil {
-			t.Fatalf("concurrent call behind blocked handlers: %v", err)
-		}
+		require.NoError(t, <-errs, "concurrent call behind blocked handlers")
 	}
 	close(release)
 	for range 3 {
-		if err := <-blocked; err != nil {
-			t.Fatalf("blocked call: %v", err)
-		}
+		require.NoError(t, <-blocked, "blocked call")
 	}
 }
 
@@ -321,78 +291,59 @@ func TestPlatform_EveryErrorKindMatches(t *testing.T) {
 	t.Run("unauthorized", func(t *testing.T) {
 		_, err := bob.Call(ctx, "weather", "temperature", "Paris")
 		var e *rpc.Error
-		if !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &e) {
-			t.Fatalf("got %v, want ErrUnauthorized", err)
-		}
-		if fmt.Sprint(e.Required()) != "[can_read_temp]" || fmt.Sprint(e.Missing()) != "[can_read_temp]" {
-			t.Errorf("required %v missing %v; data %v", e.Required(), e.Missing(), e.Data())
-		}
+		require.ErrorIs(t, err, rpc.ErrUnauthorized)
+		require.ErrorAs(t, err, &e)
+		assert.Equal(t, "[can_read_temp]", fmt.Sprint(e.Required()), "required; data %v", e.Data())
+		assert.Equal(t, "[can_read_temp]", fmt.Sprint(e.Missing()), "missing; data %v", e.Data())
 		t.Logf("%v", err)
 	})
 	t.Run("unauthorized role", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "admin")
 		var e *rpc.Error
-		if !errors.Is(err, rpc.ErrUnauthorized) || !errors.As(err, &e) {
-			t.Fatalf("got %v, want ErrUnauthorized", err)
-		}
-		if fmt.Sprint(e.Missing()) != "[role:admin]" {
-			t.Errorf("missing %v", e.Missing())
-		}
+		require.ErrorIs(t, err, rpc.ErrUnauthorized)
+		require.ErrorAs(t, err, &e)
+		assert.Equal(t, "[role:admin]", fmt.Sprint(e.Missing()), "missing")
 	})
 	t.Run("not found", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "humidity")
-		if !errors.Is(err, rpc.ErrNotFound) {
-			t.Fatalf("got %v, want ErrNotFound", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrNotFound)
 	})
 	t.Run("no route", func(t *testing.T) {
 		_, err := alice.Call(ctx, "nobody", "temperature")
-		if !errors.Is(err, rpc.ErrNoRoute) {
-			t.Fatalf("got %v, want ErrNoRoute", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrNoRoute)
 	})
 	t.Run("invalid args", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "temperature", 1, 2)
-		if !errors.Is(err, rpc.ErrInvalidArgs) {
-			t.Fatalf("got %v, want ErrInvalidArgs", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrInvalidArgs)
 	})
 	t.Run("application", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "temperature", "Atlantis")
 		var e *rpc.Error
-		if !errors.Is(err, rpc.ErrApplication) || !errors.As(err, &e) || e.Message() != "no station in Atlantis" {
-			t.Fatalf("got %v, want ErrApplication with the handler's message", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrApplication)
+		require.ErrorAs(t, err, &e)
+		require.Equal(t, "no station in Atlantis", e.Message(), "the handler's message")
 	})
 	t.Run("internal", func(t *testing.T) {
 		_, err := alice.Call(ctx, "weather", "panic")
-		if !errors.Is(err, rpc.ErrInternal) {
-			t.Fatalf("got %v, want ErrInternal", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrInternal)
 		// The agent still serves.
-		if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
-			t.Fatalf("after a panic: %v", err)
-		}
+		_, err = CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
+		require.NoError(t, err, "after a panic")
 	})
 	t.Run("timeout", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		defer cancel()
 		_, err := alice.Call(ctx, "weather", "wait")
-		if !errors.Is(err, rpc.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("got %v, want ErrTimeout", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrTimeout)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
 	})
 	t.Run("publish refused", func(t *testing.T) {
 		err := bob.Publish(ctx, "secret/plans", "x")
-		if !errors.Is(err, rpc.ErrUnauthorized) {
-			t.Fatalf("got %v, want ErrUnauthorized", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrUnauthorized)
 	})
 	t.Run("subscribe refused", func(t *testing.T) {
 		_, err := bob.Subscribe(ctx, "secret/#", func(context.Context, *Message) {})
-		if !errors.Is(err, rpc.ErrUnauthorized) {
-			t.Fatalf("got %v, want ErrUnauthorized", err)
-		}
+		require.ErrorIs(t, err, rpc.ErrUnauthorized)
 	})
 }
 
@@ -411,12 +362,9 @@ func TestPlatform_CanceledCallReturnsAtOnce(t *testing.T) {
 	t0 := time.Now()
 	cancel()
 	err := <-errc
-	if !errors.Is(err, rpc.ErrCanceled) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want ErrCanceled", err)
-	}
-	if d := time.Since(t0); d > 100*time.Millisecond {
-		t.Fatalf("cancelled call returned after %v", d)
-	}
+	require.ErrorIs(t, err, rpc.ErrCanceled)
+	require.ErrorIs(t, err, context.Canceled)
+	require.LessOrEqual(t, time.Since(t0), 100*time.Millisecond, "time the cancelled call took to return")
 }
 
 func TestPlatform_CallFailsPromptlyWhenCalleeStops(t *testing.T) {
@@ -436,13 +384,9 @@ func TestPlatform_CallFailsPromptlyWhenCalleeStops(t *testing.T) {
 	go func() { _, err := alice.Call(context.Background(), "weather", "wait"); errc <- err }()
 	<-started
 	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, <-done)
 	err := <-errc
-	if !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("call to a callee that stopped: %v, want ErrUnavailable", err)
-	}
+	require.ErrorIs(t, err, rpc.ErrUnavailable, "call to a callee that stopped")
 	t.Log(err)
 }
 
@@ -454,21 +398,15 @@ func TestPlatform_RefusedKeyAndIdentity(t *testing.T) {
 	t.Run("unknown key", func(t *testing.T) {
 		stranger, _ := keys.Generate()
 		a := b.newAgent("bob", "bob", WithKeyPair(stranger))
-		if err := a.Run(ctx); !errors.Is(err, curve.ErrRefused) {
-			t.Fatalf("Run: %v, want curve.ErrRefused", err)
-		}
+		require.ErrorIs(t, a.Run(ctx), curve.ErrRefused, "Run")
 	})
 	t.Run("identity outside the entry", func(t *testing.T) {
 		a := b.newAgent("bob", "weather2")
-		if err := a.Run(ctx); !errors.Is(err, rpc.ErrPermission) {
-			t.Fatalf("Run: %v, want ErrPermission", err)
-		}
+		require.ErrorIs(t, a.Run(ctx), rpc.ErrPermission, "Run")
 	})
 	t.Run("identity held by another key", func(t *testing.T) {
 		a := b.newAgent("carol", "weather")
-		if err := a.Run(ctx); !errors.Is(err, rpc.ErrIdentityInUse) {
-			t.Fatalf("Run: %v, want ErrIdentityInUse", err)
-		}
+		require.ErrorIs(t, a.Run(ctx), rpc.ErrIdentityInUse, "Run")
 	})
 }
 
@@ -484,22 +422,18 @@ func TestPlatform_ParameterRestrictionSeesDeclaredParams(t *testing.T) {
 		err := a.Export("set_config", rpc.Func(func(ctx context.Context, c setConfig) (string, error) {
 			return fmt.Sprintf("%s=%d", c.Identity, c.Value), nil
 		}), rpc.Allow("edit_config"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	})
 	dave := b.agent("dave", "dave", nil)
 	ctx := context.Background()
-	if s, err := CallAs[string](ctx, dave, "weather", "set_config", "platform.driver", 1); err != nil || s != "platform.driver=1" {
-		t.Fatalf("allowed by position: %q, %v", s, err)
-	}
-	if s, err := CallAs[string](ctx, dave, "weather", "set_config", rpc.Kwargs{"identity": "platform.x", "value": 2}); err != nil || s != "platform.x=2" {
-		t.Fatalf("allowed by keyword: %q, %v", s, err)
-	}
-	_, err := dave.Call(ctx, "weather", "set_config", "other", 3)
-	if !errors.Is(err, rpc.ErrUnauthorized) {
-		t.Fatalf("restricted parameter: %v, want ErrUnauthorized", err)
-	}
+	s, err := CallAs[string](ctx, dave, "weather", "set_config", "platform.driver", 1)
+	require.NoError(t, err, "allowed by position")
+	require.Equal(t, "platform.driver=1", s, "allowed by position")
+	s, err = CallAs[string](ctx, dave, "weather", "set_config", rpc.Kwargs{"identity": "platform.x", "value": 2})
+	require.NoError(t, err, "allowed by keyword")
+	require.Equal(t, "platform.x=2", s, "allowed by keyword")
+	_, err = dave.Call(ctx, "weather", "set_config", "other", 3)
+	require.ErrorIs(t, err, rpc.ErrUnauthorized, "restricted parameter")
 	t.Log(err)
 }
 
@@ -518,12 +452,8 @@ func TestPlatform_RevokedKeyFailsCallsInFlight(t *testing.T) {
 	// connection; bob's call in flight fails, naming the revocation.
 	var doc map[string]any
 	data, err := os.ReadFile(b.authFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &doc))
 	var allow []any
 	for _, e := range doc["allow"].([]any) {
 		if e.(map[string]any)["user_id"] != "bob" {
@@ -532,13 +462,10 @@ func TestPlatform_RevokedKeyFailsCallsInFlight(t *testing.T) {
 	}
 	doc["allow"] = allow
 	data, _ = json.Marshal(doc)
-	if err := atomicfile.Write(b.authFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, atomicfile.Write(b.authFile, data, 0o600))
 	err = <-errc
-	if !errors.Is(err, rpc.ErrUnavailable) || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("call in flight when the key was revoked: %v", err)
-	}
+	require.ErrorIs(t, err, rpc.ErrUnavailable, "call in flight when the key was revoked")
+	require.ErrorContains(t, err, "revoked", "call in flight when the key was revoked")
 	t.Log(err)
 }
 
@@ -547,16 +474,13 @@ func TestPlatform_ExportAfterConnectIsPushed(t *testing.T) {
 	w := b.agent("weatherman", "weather", nil)
 	alice := b.agent("alice", "alice", nil)
 	ctx := context.Background()
-	if _, err := alice.Call(ctx, "weather", "late"); !errors.Is(err, rpc.ErrNotFound) {
-		t.Fatalf("before Export: %v", err)
-	}
-	err := w.Export("late", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "here", nil }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s, err := CallAs[string](ctx, alice, "weather", "late"); err != nil || s != "here" {
-		t.Fatalf("after Export: %q, %v", s, err)
-	}
+	_, err := alice.Call(ctx, "weather", "late")
+	require.ErrorIs(t, err, rpc.ErrNotFound, "before Export")
+	err = w.Export("late", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "here", nil }))
+	require.NoError(t, err)
+	s, err := CallAs[string](ctx, alice, "weather", "late")
+	require.NoError(t, err, "after Export")
+	require.Equal(t, "here", s, "after Export")
 }
 
 func TestPlatform_PubSub(t *testing.T) {
@@ -565,17 +489,16 @@ func TestPlatform_PubSub(t *testing.T) {
 	bob := b.agent("bob", "bob", nil)
 	ctx := context.Background()
 	got := make(chan *Message, 10)
-	if _, err := alice.Subscribe(ctx, "devices/+/temperature", func(ctx context.Context, m *Message) { got <- m }); err != nil {
-		t.Fatal(err)
-	}
-	if err := bob.Publish(ctx, "devices/boiler/temperature", 61.5); err != nil {
-		t.Fatal(err)
-	}
+	_, err := alice.Subscribe(ctx, "devices/+/temperature", func(ctx context.Context, m *Message) { got <- m })
+	require.NoError(t, err)
+	require.NoError(t, bob.Publish(ctx, "devices/boiler/temperature", 61.5))
 	m := <-got
 	var v float64
-	if err := m.Decode(&v); err != nil || v != 61.5 || m.Sender != "bob" || m.UserID != "bob" || m.Topic != "devices/boiler/temperature" {
-		t.Fatalf("message %+v (value %v, %v)", m, v, err)
-	}
+	require.NoError(t, m.Decode(&v), "message %+v", m)
+	require.Equal(t, 61.5, v, "message %+v", m)
+	require.Equal(t, "bob", m.Sender, "message %+v", m)
+	require.Equal(t, "bob", m.UserID, "message %+v", m)
+	require.Equal(t, "devices/boiler/temperature", m.Topic, "message %+v", m)
 }
 
 func TestPlatform_Introspection(t *testing.T) {
@@ -586,21 +509,17 @@ func TestPlatform_Introspection(t *testing.T) {
 	ctx := context.Background()
 
 	who, err := alice.WhoAmI(ctx)
-	if err != nil || who.UserID != "alice" || who.Identity != "alice" || who.Key != b.keys["alice"].Public {
-		t.Fatalf("WhoAmI: %+v, %v", who, err)
-	}
+	require.NoError(t, err, "WhoAmI")
+	require.Equal(t, "alice", who.UserID, "WhoAmI: %+v", who)
+	require.Equal(t, "alice", who.Identity, "WhoAmI: %+v", who)
+	require.Equal(t, b.keys["alice"].Public, who.Key, "WhoAmI: %+v", who)
 	perms, err := alice.Permissions(ctx)
-	if err != nil || fmt.Sprint(perms.Capabilities) == "[]" {
-		t.Fatalf("Permissions: %+v, %v", perms, err)
-	}
+	require.NoError(t, err, "Permissions")
+	require.NotEqual(t, "[]", fmt.Sprint(perms.Capabilities), "Permissions: %+v", perms)
 	aliceMay, err := alice.Callable(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	bobMay, err := bob.Callable(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	has := func(ms []Method, peer, method string) bool {
 		for _, m := range ms {
 			if m.Peer == peer && m.Method == method {
@@ -609,13 +528,12 @@ func TestPlatform_Introspection(t *testing.T) {
 		}
 		return false
 	}
-	if !has(aliceMay, "weather", "temperature") || has(bobMay, "weather", "temperature") || !has(bobMay, "weather", "caller") {
-		t.Fatalf("Callable: alice %v, bob %v", aliceMay, bobMay)
-	}
+	require.True(t, has(aliceMay, "weather", "temperature"), "Callable: alice %v", aliceMay)
+	require.False(t, has(bobMay, "weather", "temperature"), "Callable: bob %v", bobMay)
+	require.True(t, has(bobMay, "weather", "caller"), "Callable: bob %v", bobMay)
 	peers, err := alice.Peers(ctx)
-	if err != nil || len(peers) != 3 {
-		t.Fatalf("Peers: %v, %v", peers, err)
-	}
+	require.NoError(t, err, "Peers")
+	require.Len(t, peers, 3, "Peers")
 }
 
 func TestPlatform_RestartReconnectsAgents(t *testing.T) {
@@ -637,9 +555,7 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 			_ = m.Decode(&s)
 			got <- s
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	})
 	ctx := context.Background()
 
@@ -648,17 +564,12 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	<-started
 	t0 := time.Now()
 	b.stop()
-	if err := <-errc; !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("call in flight at shutdown: %v, want ErrUnavailable", err)
-	} else {
-		t.Log(err)
-	}
-	if d := time.Since(t0); d > 5*time.Second {
-		t.Fatalf("in-flight call failed only after %v", d)
-	}
-	if _, err := alice.Call(ctx, "weather", "caller"); !errors.Is(err, rpc.ErrUnavailable) {
-		t.Fatalf("call while the platform is down: %v, want ErrUnavailable", err)
-	}
+	err := <-errc
+	require.ErrorIs(t, err, rpc.ErrUnavailable, "call in flight at shutdown")
+	t.Log(err)
+	require.LessOrEqual(t, time.Since(t0), 5*time.Second, "time the in-flight call took to fail")
+	_, err = alice.Call(ctx, "weather", "caller")
+	require.ErrorIs(t, err, rpc.ErrUnavailable, "call while the platform is down")
 	// Both agents saw the connection end: alice's call failed, and the
 	// handler serving it on weather had its context cancelled.
 	<-aborted
@@ -668,15 +579,10 @@ func TestPlatform_RestartReconnectsAgents(t *testing.T) {
 	<-readyA
 	<-readyW
 	temp, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris")
-	if err != nil || temp != 21.5 {
-		t.Fatalf("after restart: %v, %v", temp, err)
-	}
-	if err := w.Publish(ctx, "news/weather", "sunny"); err != nil {
-		t.Fatal(err)
-	}
-	if s := <-got; s != "sunny" {
-		t.Fatalf("subscription after restart: %q", s)
-	}
+	require.NoError(t, err, "after restart")
+	require.Equal(t, 21.5, temp, "after restart")
+	require.NoError(t, w.Publish(ctx, "news/weather", "sunny"))
+	require.Equal(t, "sunny", <-got, "subscription after restart")
 }
 
 // BenchmarkPlatform_Call is one call end to end: caller agent -> platform
@@ -689,6 +595,7 @@ func BenchmarkPlatform_Call(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
+		// Not require.NoError in timed loops: it calls b.Helper every time.
 		if _, err := CallAs[float64](ctx, alice, "weather", "temperature", "Paris"); err != nil {
 			b.Fatal(err)
 		}
@@ -728,14 +635,12 @@ func TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout(t *testing.T) {
 
 	for i := range 2 {
 		_, err := alice.Call(context.Background(), "weather", "wait")
-		if !errors.Is(err, rpc.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("call %d: got %v, want ErrTimeout", i, err)
-		}
+		require.ErrorIs(t, err, rpc.ErrTimeout, "call %d", i)
+		require.ErrorIs(t, err, context.DeadlineExceeded, "call %d", i)
 	}
 	for i := range 20 {
 		temp, err := CallAs[float64](context.Background(), alice, "weather", "temperature", city{Name: "Paris"})
-		if err != nil || temp != 21.5 {
-			t.Fatalf("fast call %d after timeouts: %v, %v", i, temp, err)
-		}
+		require.NoError(t, err, "fast call %d after timeouts", i)
+		require.Equal(t, 21.5, temp, "fast call %d after timeouts", i)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 )
@@ -235,7 +236,7 @@ func checkStoreAfterKill(t *testing.T, path string, acked map[string]map[uint64]
 	require.NoError(t, bdb.Close())
 
 	ctx := context.Background()
-	s, err := configstore.Open(path)
+	s, err := configdb.Open(path)
 	require.NoError(t, err)
 	defer s.Close()
 	for name, versions := range acked {

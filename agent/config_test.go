@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/platform"
@@ -284,7 +285,7 @@ func TestConfig_AStoreReplacedBehindTheAgentReplacesItsCopy(t *testing.T) {
 
 	b.stop()
 	other := filepath.Join(t.TempDir(), "other.db")
-	s, err := configstore.Open(other)
+	s, err := configdb.Open(other)
 	require.NoError(t, err)
 	_, err = s.Put(context.Background(), "weather", "b", configstore.KindRaw, []byte("b1"), "restorer") // same contents: no event
 	require.NoError(t, err)

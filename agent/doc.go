@@ -99,13 +99,17 @@
 // logs the stack and keeps serving. Messages of one subscription are
 // handled in order, one at a time.
 //
-// A handler starts on the goroutine that received its call, which saves a
-// hand-off to another goroutine per call and lets the replies to calls
-// received together go out in one write. A handler that runs for long, or
-// blocks, never stops the agent: when one is still running after 2 to 4
-// ms, or makes a call under its context, another goroutine takes over
-// receiving, and the calls behind it go on. Handlers need not do anything
-// for this; a handler that blocks delays other calls by at most about 4 ms.
+// Each handler runs on a worker goroutine of its own: the goroutine that
+// receives never runs one, so a handler that blocks never delays another
+// call. Workers are started on demand, up to the bound, and kept while the
+// agent is connected. A handler exported with rpc.Inline() runs instead on
+// the receiving goroutine, saving the hand-off: for tiny handlers that
+// never block (an echo, a read of memory), never for one that waits.
+//
+// A handler's context is its call's own: it carries the caller
+// (rpc.CallerFrom), its deadline is the caller's, and it ends when that
+// passes, when the caller cancels or disconnects, or when the agent loses
+// its connection or stops.
 //
 // # Connection loss
 //

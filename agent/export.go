@@ -137,12 +137,11 @@ func (s *session) serve(m message) {
 	if len(m.Args) > vip.RPCArgPayload {
 		c.payload = m.Args[vip.RPCArgPayload]
 	}
+	var deadline time.Time
 	if ms, err := strconv.ParseInt(m.arg(vip.RPCArgTimeout), 10, 64); err == nil {
-		c.ctx, c.cancel = context.WithTimeout(s.ctx, time.Duration(ms)*time.Millisecond)
-	} else {
-		c.ctx, c.cancel = context.WithCancel(s.ctx)
+		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	}
-	c.ctx = rpc.WithCaller(c.ctx, rpc.Principal{UserID: m.User, Identity: m.Peer})
+	c.ctx, c.cancel = newCallCtx(rpc.WithCaller(s.ctx, rpc.Principal{UserID: m.User, Identity: m.Peer}), deadline)
 
 	if s.inline(c) {
 		return

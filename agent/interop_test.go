@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/capbus/capbus/rpc"
 )
 
@@ -40,12 +43,8 @@ func TestInterop_PythonAgent(t *testing.T) {
 		"CAPBUS_IDENTITY=py")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -56,33 +55,27 @@ func TestInterop_PythonAgent(t *testing.T) {
 	}()
 	var results []string
 	for line := range lines {
-		if strings.HasPrefix(line, "FAIL") {
-			t.Fatal("python agent: " + line)
-		}
+		require.False(t, strings.HasPrefix(line, "FAIL"), "python agent: "+line)
 		if line == "READY" {
 			break
 		}
 		results = append(results, line)
 	}
-	if strings.Join(results, "|") != "RESULT 21.5|RESULT 21.5" {
-		t.Fatalf("python's calls of the Go agent: %q", results)
-	}
+	require.Equal(t, "RESULT 21.5|RESULT 21.5", strings.Join(results, "|"), "python's calls of the Go agent")
 
 	s, err := CallAs[string](ctx, alice, "py", "echo", "hi")
-	if err != nil || s != "hi from python (alice)" {
-		t.Fatalf("echo by position: %q, %v", s, err)
-	}
+	require.NoError(t, err, "echo by position")
+	require.Equal(t, "hi from python (alice)", s, "echo by position")
 	s, err = CallAs[string](ctx, alice, "py", "echo", rpc.Kwargs{"text": "kw"})
-	if err != nil || s != "kw from python (alice)" {
-		t.Fatalf("echo by keyword: %q, %v", s, err)
-	}
-	if s, err := CallAs[string](ctx, alice, "py", "quit"); err != nil || s != "bye" {
-		t.Fatalf("quit: %q, %v", s, err)
-	}
+	require.NoError(t, err, "echo by keyword")
+	require.Equal(t, "kw from python (alice)", s, "echo by keyword")
+	s, err = CallAs[string](ctx, alice, "py", "quit")
+	require.NoError(t, err, "quit")
+	require.Equal(t, "bye", s, "quit")
+	var unexpected []string
 	for line := range lines {
-		t.Errorf("python agent: unexpected %q", line)
+		unexpected = append(unexpected, line)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python agent: %v", err)
-	}
+	assert.Empty(t, unexpected, "python agent: unexpected output")
+	require.NoError(t, cmd.Wait(), "python agent")
 }

@@ -78,9 +78,7 @@ func TestDecide_AllowedPathDoesNotAllocate(t *testing.T) {
 	f := newDecisionFixture(t, 1000)
 	require.True(t, f.p.Decide(f.s, f.r, nil).Allowed)
 	allocs := testing.AllocsPerRun(1000, func() {
-		if !f.p.Decide(f.s, f.r, nil).Allowed {
-			t.Fatal("denied")
-		}
+		require.True(t, f.p.Decide(f.s, f.r, nil).Allowed, "denied")
 	})
 	require.Zero(t, allocs)
 
@@ -95,12 +93,11 @@ func BenchmarkDecide(b *testing.B) {
 	for _, users := range []int{10, 1000, 10000} {
 		b.Run(fmt.Sprintf("users=%d", users), func(b *testing.B) {
 			f := newDecisionFixture(b, users)
-			if !f.p.Decide(f.s, f.r, nil).Allowed {
-				b.Fatal("fixture must be on the allowed path")
-			}
+			require.True(b, f.p.Decide(f.s, f.r, nil).Allowed, "fixture must be on the allowed path")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				// Not require.True in timed loops: it calls b.Helper every time.
 				if !f.p.Decide(f.s, f.r, nil).Allowed {
 					b.Fatal("denied")
 				}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/rpc"
 )
@@ -31,12 +33,8 @@ func FuzzParse(f *testing.F) {
 		p, err := auth.Parse("fuzz.json", data)
 		if err != nil {
 			var ve *auth.ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("rejection is %T, not *ValidationError: %v", err, err)
-			}
-			if p != nil {
-				t.Fatalf("rejected document returned a policy")
-			}
+			require.ErrorAs(t, err, &ve, "rejection is %T, not *ValidationError", err)
+			require.Nil(t, p, "rejected document returned a policy")
 			_ = err.Error()
 			return
 		}
@@ -46,24 +44,17 @@ func FuzzParse(f *testing.F) {
 			if errors.Is(err, auth.ErrDisabled) || errors.Is(err, auth.ErrDenied) {
 				continue
 			}
-			if err != nil {
-				t.Fatalf("user %q listed but no subject: %v", u, err)
-			}
+			require.NoError(t, err, "user %q listed but no subject", u)
 			d := p.Decide(s, p.Requirement(rpc.Principal{UserID: u, Identity: u}, "m", auth.Declared{Capabilities: []string{"x"}}), map[string]any{"identity": "x"})
 			_ = d.Explanation().String()
 			_ = p.DecideTopic(s, auth.Subscribe, "#").Reason()
 			_ = p.CheckIdentity(u, "some.identity")
 		}
 		file, err := auth.ParseFile("fuzz.json", data)
-		if err != nil {
-			t.Fatalf("Parse accepted but ParseFile rejected: %v", err)
-		}
+		require.NoError(t, err, "Parse accepted but ParseFile rejected")
 		out, err := file.Marshal()
-		if err != nil {
-			t.Fatalf("marshal: %v", err)
-		}
-		if _, err := auth.Parse("fuzz-remarshal.json", out); err != nil {
-			t.Fatalf("re-encoded document does not load: %v\n%s", err, out)
-		}
+		require.NoError(t, err, "marshal")
+		_, err = auth.Parse("fuzz-remarshal.json", out)
+		require.NoError(t, err, "re-encoded document does not load:\n%s", out)
 	})
 }

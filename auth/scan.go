@@ -18,7 +18,7 @@ const maxDepth = 64
 // escapes or non-UTF-8 bytes are decoded by encoding/json so that their
 // values are the same as encoding/json would give. It is a hand-written
 // scanner rather than a json.Decoder token walk because the token walk
-// alone took most of the 100 ms budget for a 10,000-user file.
+// alone took most of the time budget of parsing a 10,000-user file.
 type scanner struct {
 	text []byte
 	pos  int

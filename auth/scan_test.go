@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzScan checks the position-keeping scanner against encoding/json: it
@@ -23,25 +25,20 @@ func FuzzScan(f *testing.F) {
 		}
 		root, err := buildTree(text)
 		valid := json.Valid(text)
-		if (err == nil) != valid {
-			// Deep nesting and duplicate keys are refused by design.
-			if err != nil && valid && (depth(text) > maxDepth || strings.HasPrefix(err.msg, "duplicate key")) {
-				return
-			}
-			t.Fatalf("scanner accepted=%v, encoding/json valid=%v, err=%v\n%q", err == nil, valid, err, text)
+		// Deep nesting and duplicate keys are refused by design.
+		if err != nil && valid && (depth(text) > maxDepth || strings.HasPrefix(err.msg, "duplicate key")) {
+			return
 		}
+		require.Equal(t, valid, err == nil, "scanner accepted=%v, encoding/json valid=%v, err=%v\n%q", err == nil, valid, err, text)
 		if err != nil {
 			return
 		}
 		var want any
 		dec := json.NewDecoder(bytes.NewReader(text))
 		dec.UseNumber()
-		if jerr := dec.Decode(&want); jerr != nil {
-			t.Fatalf("encoding/json: %v", jerr)
-		}
-		if got := toAny(root); !equalJSON(got, want) {
-			t.Fatalf("values differ: %#v vs %#v", got, want)
-		}
+		require.NoError(t, dec.Decode(&want), "encoding/json")
+		got := toAny(root)
+		require.True(t, equalJSON(got, want), "values differ: %#v vs %#v", got, want)
 	})
 }
 

@@ -13,12 +13,13 @@ import (
 
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 )
 
 // configDoc is a 200-odd-byte JSON configuration, a typical agent config
-// (configstore's BenchmarkStore_Put writes the same).
+// (configdb's BenchmarkStore_Put writes the same).
 var configDoc = []byte(`{"station": "KPDX", "interval": 300, "units": {"temp": "degF", "wind": "mph"},` +
 	` "points": ["temperature", "humidity", "pressure", "wind_speed", "wind_direction"], "publish": true}`)
 
@@ -116,14 +117,14 @@ func startConfigBus(b *testing.B, onChange agent.ConfigHandler) *configBus {
 }
 
 // BenchmarkConfig_Put measures committed entry writes per second: to the
-// store alone (configstore.Store.Put, one bbolt transaction with its fsync
+// store alone (configdb.Store.Put, one bbolt transaction with its fsync
 // each), and through the platform by an agent holding edit_config_store
 // (request over CURVE, authorization, the same Put, the push to the
 // watching owner, the answer), one at a time and from 8 goroutines.
 func BenchmarkConfig_Put(b *testing.B) {
 	ctx := context.Background()
 	b.Run("store", func(b *testing.B) {
-		s, err := configstore.Open(filepath.Join(configDir(b), "config.db"))
+		s, err := configdb.Open(filepath.Join(configDir(b), "config.db"))
 		if err != nil {
 			b.Fatal(err)
 		}

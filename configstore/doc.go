@@ -1,45 +1,22 @@
-// Package configstore is capbus's configuration store: VOLTTRON's named,
-// per-agent configuration entries, kept in an embedded database with a
-// version history, rollback and a change feed.
+// Package configstore is the data model of capbus's configuration store:
+// VOLTTRON's named, per-agent configuration entries, shared by the store
+// that keeps them (package configdb, which the platform opens), the wire
+// format and the agent SDK. It holds no database: an agent that imports
+// it, through the SDK, links no storage engine.
 //
 // An operator stores entries for an agent identity ("config",
 // "devices/boiler", ...), each of one [Kind]: JSON, CSV or raw text. Every
-// write is validated before it is stored ([Validate]); a refused write
-// changes nothing and its error names the entry, line and column
-// ([InputError]). Every change (put, delete, rollback) gives the entry a new
-// version and the identity a new revision; [Store.Changes] returns what
-// changed after a revision, so an agent that knows revision r catches up
-// with one call.
+// write is validated before it is stored ([Validate]), and the SDK
+// validates a Put before sending it; a refused write changes nothing and
+// its error names the entry, line and column ([InputError]). An [Entry] is
+// one version of an entry, with its version, the identity's revision, who
+// made the change and when; an agent reads its configuration with
+// [Entry.Value] or [Entry.Decode].
 //
-// # Storage
-//
-// The store is one go.etcd.io/bbolt file. bbolt was chosen over SQLite
-// (modernc.org/sqlite) because:
-//
-//   - it is pure Go with one small dependency (golang.org/x/sys); the
-//     modernc SQLite port pulls in a C library translated to Go
-//     (modernc.org/libc and friends), many megabytes of code to run a
-//     key/value workload;
-//   - each read-write transaction is committed with fsync before Update
-//     returns, and its copy-on-write B+tree switches to the new tree by
-//     writing one meta page last, so a crash leaves either the old or the
-//     new state, never half a transaction, and no recovery step runs at open;
-//   - its ordered keys give what the store needs without a query language:
-//     a prefix scan for an entry's history and a scan from a revision for
-//     the change feed;
-//   - it takes an exclusive file lock, so a second process opening the
-//     same file fails (after [WithLockTimeout]) instead of corrupting it.
-//
-// Layout: a bucket per identity holding the identity's revision counter and
-// three buckets: "current" (name -> current version and a deleted flag),
-// "history" (name, 0x00, big-endian version -> the record) and "feed"
-// (big-endian revision -> name, one key per name: the revision of its
-// latest change). Records are msgpack-encoded. Names and identities cannot
-// contain control characters, so the 0x00 separator is unambiguous.
-//
-// # Durability
-//
-// Put, Delete, DeleteAll and Rollback return only after their transaction
-// is committed and fsynced. A Store is safe for concurrent use; bbolt runs
-// one writer at a time.
+// The limits of identities, entry names and user ids ([MaxIdentity],
+// [MaxName], [MaxUser]) and their checks ([CheckIdentity], [CheckName],
+// [CheckUser], [CheckKind]) are here so that the store and its clients
+// agree on them. Errors match [ErrNotFound] or [ErrInvalid] with
+// errors.Is; the store's own conditions (a locked, closed or corrupt file)
+// are configdb's errors.
 package configstore

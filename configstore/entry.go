@@ -14,8 +14,9 @@ import (
 )
 
 // Entry is one version of a named configuration entry of an agent: the
-// current state (Store.Get, Store.List), a past one (Store.History) or a
-// change (Store.Changes). A deletion is an Entry with Deleted set, no Kind
+// current state (configdb's Store.Get, Store.List), a past one
+// (Store.History) or a change (Store.Changes), as the store keeps it and
+// as an agent receives it. A deletion is an Entry with Deleted set, no Kind
 // and no Data: a tombstone.
 type Entry struct {
 	// Identity is the agent identity the entry belongs to.
@@ -34,7 +35,7 @@ type Entry struct {
 	Version uint64
 	// Revision is the identity's change counter after this change: 1 for
 	// the identity's first change, one more for each change of any of its
-	// entries. It is the position in Store.Changes.
+	// entries. It is the position in configdb's Store.Changes.
 	Revision uint64
 	// User is who made the change (the authenticated user id).
 	User string
@@ -97,7 +98,7 @@ func (e Entry) Decode(v any) error {
 		}
 		return fmt.Errorf("configstore: decode raw entry %q into %T: %w: want *string or *[]byte", e.Name, v, ErrInvalid)
 	}
-	return checkKind(e.Kind, e.Name)
+	return CheckKind(e.Kind, e.Name)
 }
 
 func (e Entry) deletedError() error {

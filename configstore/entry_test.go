@@ -1,9 +1,9 @@
 package configstore_test
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -11,14 +11,20 @@ import (
 	"github.com/capbus/capbus/configstore"
 )
 
+// entry returns the first version of the entry name of the weather agent,
+// as a store gives it.
+func entry(name string, kind configstore.Kind, data string) configstore.Entry {
+	return configstore.Entry{Identity: "weather", Name: name, Kind: kind, Data: []byte(data),
+		Version: 1, Revision: 1, User: "alice", Time: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+}
+
 const pointsCSV = "Volttron Point Name,Units,Writable,Default\n" +
 	"SupplyTemp,degF,false,\n" +
 	"\"Set Point, Cooling\",degF,true,72.5\n"
 
 func TestEntry_ValueGivesEachKindAsVolttronHandsItToAnAgent(t *testing.T) {
-	s := openStore(t)
 
-	j := put(t, s, "weather", "config", configstore.KindJSON, `{"station": "KPDX", "id": 9007199254740993, "rate": 0.5, "tags": ["a"]}`, "alice")
+	j := entry("config", configstore.KindJSON, `{"station": "KPDX", "id": 9007199254740993, "rate": 0.5, "tags": ["a"]}`)
 	v, err := j.Value()
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{
@@ -28,7 +34,7 @@ func TestEntry_ValueGivesEachKindAsVolttronHandsItToAnAgent(t *testing.T) {
 		"tags":    []any{"a"},
 	}, v)
 
-	c := put(t, s, "weather", "points", configstore.KindCSV, pointsCSV, "alice")
+	c := entry("points", configstore.KindCSV, pointsCSV)
 	v, err = c.Value()
 	require.NoError(t, err)
 	assert.Equal(t, []map[string]string{
@@ -36,21 +42,20 @@ func TestEntry_ValueGivesEachKindAsVolttronHandsItToAnAgent(t *testing.T) {
 		{"Volttron Point Name": "Set Point, Cooling", "Units": "degF", "Writable": "true", "Default": "72.5"},
 	}, v)
 
-	h := put(t, s, "weather", "header-only", configstore.KindCSV, "a,b\n", "alice")
+	h := entry("header-only", configstore.KindCSV, "a,b\n")
 	v, err = h.Value()
 	require.NoError(t, err)
 	assert.Equal(t, []map[string]string{}, v)
 
-	r := put(t, s, "weather", "notes", configstore.KindRaw, "free text\n", "alice")
+	r := entry("notes", configstore.KindRaw, "free text\n")
 	v, err = r.Value()
 	require.NoError(t, err)
 	assert.Equal(t, "free text\n", v)
 }
 
 func TestEntry_DecodeJSONIntoAStruct(t *testing.T) {
-	s := openStore(t)
-	e := put(t, s, "weather", "config", configstore.KindJSON,
-		`{"station": "KPDX", "interval": 300, "units": {"temp": "degF"}, "extra": 1}`, "alice")
+	e := entry("config", configstore.KindJSON,
+		`{"station": "KPDX", "interval": 300, "units": {"temp": "degF"}, "extra": 1}`)
 
 	var cfg struct {
 		Station  string            `json:"station"`
@@ -64,8 +69,7 @@ func TestEntry_DecodeJSONIntoAStruct(t *testing.T) {
 }
 
 func TestEntry_DecodeCSVIntoStructsByHeader(t *testing.T) {
-	s := openStore(t)
-	e := put(t, s, "weather", "points", configstore.KindCSV, pointsCSV, "alice")
+	e := entry("points", configstore.KindCSV, pointsCSV)
 
 	type point struct {
 		Name     string  `csv:"Volttron Point Name"`
@@ -86,8 +90,7 @@ func TestEntry_DecodeCSVIntoStructsByHeader(t *testing.T) {
 }
 
 func TestEntry_DecodeRawIntoAStringOrBytes(t *testing.T) {
-	s := openStore(t)
-	e := put(t, s, "weather", "notes", configstore.KindRaw, "free text", "alice")
+	e := entry("notes", configstore.KindRaw, "free text")
 	var str string
 	require.NoError(t, e.Decode(&str))
 	assert.Equal(t, "free text", str)
@@ -102,9 +105,8 @@ func TestEntry_DecodeRawIntoAStringOrBytes(t *testing.T) {
 }
 
 func TestEntry_DecodeNamesTheLineOfAValueThatDoesNotFit(t *testing.T) {
-	s := openStore(t)
 
-	j := put(t, s, "weather", "config", configstore.KindJSON, "{\n  \"station\": \"KPDX\",\n  \"interval\": \"5m\"\n}", "alice")
+	j := entry("config", configstore.KindJSON, "{\n  \"station\": \"KPDX\",\n  \"interval\": \"5m\"\n}")
 	var cfg struct {
 		Interval int `json:"interval"`
 	}
@@ -116,12 +118,12 @@ func TestEntry_DecodeNamesTheLineOfAValueThatDoesNotFit(t *testing.T) {
 		Station string         `json:"station"`
 		Limits  map[string]int `json:"limits"`
 	}
-	j = put(t, s, "weather", "limits", configstore.KindJSON, "{\"station\": \"KPDX\",\n \"limits\": {\"max\": 10,\n  \"min\": [1, 2]}}", "alice")
+	j = entry("limits", configstore.KindJSON, "{\"station\": \"KPDX\",\n \"limits\": {\"max\": 10,\n  \"min\": [1, 2]}}")
 	err = j.Decode(&nested)
 	require.ErrorIs(t, err, configstore.ErrInvalid)
 	assert.Contains(t, err.Error(), "limits:3:10: cannot decode JSON: json: cannot unmarshal array into Go ")
 
-	c := put(t, s, "weather", "points", configstore.KindCSV, "name,port\nboiler,47808\nchiller,BAC0\n", "alice")
+	c := entry("points", configstore.KindCSV, "name,port\nboiler,47808\nchiller,BAC0\n")
 	var rows []struct {
 		Name string `csv:"name"`
 		Port uint16 `csv:"port"`
@@ -136,14 +138,11 @@ func TestEntry_DecodeNamesTheLineOfAValueThatDoesNotFit(t *testing.T) {
 }
 
 func TestEntry_ATombstoneHasNoValue(t *testing.T) {
-	ctx := context.Background()
-	s := openStore(t)
-	put(t, s, "weather", "config", configstore.KindJSON, `{}`, "alice")
-	tomb, err := s.Delete(ctx, "weather", "config", "alice")
-	require.NoError(t, err)
+	tomb := configstore.Entry{Identity: "weather", Name: "config", Version: 2, Revision: 2, User: "alice", Deleted: true}
 
-	_, err = tomb.Value()
+	_, err := tomb.Value()
 	require.ErrorIs(t, err, configstore.ErrNotFound)
+	assert.EqualError(t, err, `configstore: entry "config" of "weather" is deleted (version 2): not found`)
 	var v any
 	require.ErrorIs(t, tomb.Decode(&v), configstore.ErrNotFound)
 }

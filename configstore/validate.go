@@ -37,7 +37,9 @@ const (
 	MaxUser = 256
 )
 
-// Sentinel errors; match them with errors.Is.
+// Sentinel errors of the data model, shared by the store (package
+// configdb) and the agent SDK; match them with errors.Is. The store's own
+// conditions (a locked, closed or corrupt file) are configdb's errors.
 var (
 	// ErrNotFound: the entry, or the asked version of it, does not exist
 	// (or is deleted).
@@ -45,12 +47,6 @@ var (
 	// ErrInvalid: the input was refused. Errors wrapping it are
 	// *InputError values, which say where.
 	ErrInvalid = errors.New("invalid input")
-	// ErrLocked: another process has the store open.
-	ErrLocked = errors.New("store is in use by another process")
-	// ErrClosed: the Store was closed.
-	ErrClosed = errors.New("store is closed")
-	// ErrCorrupt: a stored record could not be decoded.
-	ErrCorrupt = errors.New("store is corrupt")
 )
 
 // InputError says why and where input was refused. It wraps ErrInvalid.
@@ -58,8 +54,9 @@ var (
 // Line and Column are 1-based; Column counts bytes, as Go's compilers do.
 // Both are zero when the error is not about a position (a bad name, an
 // unknown kind, data too large). File is the name the data was given under:
-// the file name passed to Validate, or the entry name for Store.Put and
-// Store.Rollback; a caller that knows the file may set it before printing.
+// the file name passed to Validate, or the entry name for configdb's
+// Store.Put and Store.Rollback; a caller that knows the file may set it
+// before printing.
 type InputError struct {
 	// File is the file or entry name the input came under.
 	File string
@@ -89,10 +86,11 @@ func (e *InputError) Unwrap() error { return ErrInvalid }
 // Validate checks that data is well-formed for kind: valid UTF-8 for every
 // kind; for JSON, one JSON object or array; for CSV, a header row and rows
 // of as many fields, with quotes used by RFC 4180's rules. A refusal is an
-// *InputError naming file, line and column. Store.Put runs Validate after
-// checking the store's size bound.
+// *InputError naming file, line and column. configdb's Store.Put runs
+// Validate after checking the store's size bound; the agent SDK runs it
+// before it sends a Put.
 func Validate(kind Kind, file string, data []byte) error {
-	if err := checkKind(kind, file); err != nil {
+	if err := CheckKind(kind, file); err != nil {
 		return err
 	}
 	if i := invalidUTF8(data); i >= 0 {
@@ -107,7 +105,9 @@ func Validate(kind Kind, file string, data []byte) error {
 	return nil
 }
 
-func checkKind(kind Kind, file string) error {
+// CheckKind checks that kind is one of KindJSON, KindCSV and KindRaw. A
+// refusal is an *InputError naming file, without a position.
+func CheckKind(kind Kind, file string) error {
 	switch kind {
 	case KindJSON, KindCSV, KindRaw:
 		return nil
@@ -247,14 +247,19 @@ func checkText(what, noun, s string, maxLen int, emptyOK bool) error {
 	return &InputError{Msg: fmt.Sprintf("%s %q is not a valid %s: %s", what, s, noun, why)}
 }
 
-func checkIdentity(identity string) error {
+// CheckIdentity checks an agent identity: 1..MaxIdentity bytes of UTF-8
+// without control characters. A refusal is an *InputError that quotes the
+// identity and says what is wrong.
+func CheckIdentity(identity string) error {
 	return checkText("identity", "agent identity", identity, MaxIdentity, false)
 }
 
-// checkName checks an entry name. Beyond checkText, a name may not begin
-// or end with a space or '/': VOLTTRON strips those, so "/config" and
-// "config" would otherwise be two entries that VOLTTRON tools see as one.
-func checkName(name string) error {
+// CheckName checks an entry name: 1..MaxName bytes of UTF-8 without
+// control characters, not beginning or ending with a space or '/' (VOLTTRON
+// strips those, so "/config" and "config" would otherwise be two entries
+// that VOLTTRON tools see as one). A refusal is an *InputError that quotes
+// the name and says what is wrong.
+func CheckName(name string) error {
 	if err := checkText("name", "entry name", name, MaxName, false); err != nil {
 		return err
 	}
@@ -264,6 +269,9 @@ func checkName(name string) error {
 	return nil
 }
 
-func checkUser(user string) error {
+// CheckUser checks the user id recorded with a change: at most MaxUser
+// bytes of UTF-8 without control characters; empty is allowed. A refusal
+// is an *InputError that quotes the id and says what is wrong.
+func CheckUser(user string) error {
 	return checkText("user", "user id", user, MaxUser, true)
 }

@@ -2,6 +2,7 @@ package platform
 
 import (
 	"sync"
+	"time"
 
 	"github.com/capbus/capbus/internal/audit"
 )
@@ -50,6 +51,9 @@ const maxDenials = 100
 func (a *auditor) record(r auditRecord) {
 	if a == nil {
 		return
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now()
 	}
 	if a.log != nil {
 		a.log.Record(r)

@@ -23,16 +23,18 @@ func benchPlatform(b *testing.B, n int) (p *Platform, caller, callee *peer) {
 	require.NoError(b, err)
 	p, err = New(WithPolicy(pol), WithKeyPair(c.server))
 	require.NoError(b, err)
+	p.audit = &auditor{} // Run opens it
 	mk := func(kp keys.Pair, user, identity string, exports ...rpc.Export) *peer {
 		pe := &peer{p: p, key: kp.Public, userID: user, userBytes: []byte(user),
 			wake: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{})}
 		table := exportTable{}
 		for _, e := range exports {
-			table[e.Name] = newExport(e)
+			table[e.Name] = p.newExport(identity, e)
 		}
 		pe.exports.Store(&table)
 		pe.identity, pe.identityBytes = identity, []byte(identity)
 		pe.welcomed.Store(true)
+		pe.user = p.userOf(user)
 		p.byIdentity[identity] = pe
 		p.conns[pe] = struct{}{}
 		return pe

@@ -30,6 +30,8 @@ type callKey struct {
 type pendingCall struct {
 	method   string
 	deadline time.Time
+	start    time.Time      // when it was forwarded, for the call latency metric
+	m        *methodMetrics // the callee method's counters
 }
 
 // callDeadline returns the deadline of a call: now plus the TIMEOUT frame
@@ -57,7 +59,7 @@ func (p *Platform) callDeadline(frames [][]byte, now time.Time) (deadline time.T
 // track records a call from caller to callee before it is forwarded. It
 // fails when the caller has too many calls awaiting replies, or already
 // has one with this msg-id to this callee.
-func (p *Platform) track(caller, callee *peer, id []byte, method string, deadline time.Time) *wireError {
+func (p *Platform) track(caller, callee *peer, id []byte, c pendingCall) *wireError {
 	if caller.outstanding.Add(1) > int64(p.cfg.limits.MaxCallsInFlight) {
 		caller.outstanding.Add(-1)
 		return errorf(rpc.CodeOverloaded, "too many calls awaiting replies on this connection (limit "+strconv.Itoa(p.cfg.limits.MaxCallsInFlight)+")")
@@ -72,7 +74,7 @@ func (p *Platform) track(caller, callee *peer, id []byte, method string, deadlin
 	if callee.inbound == nil {
 		callee.inbound = make(map[callKey]pendingCall)
 	}
-	callee.inbound[k] = pendingCall{method: method, deadline: deadline}
+	callee.inbound[k] = c
 	callee.pmu.Unlock()
 	return nil
 }
@@ -96,12 +98,12 @@ func (p *Platform) replyTo(pe *peer, frames [][]byte) {
 	caller := p.byIdentity[string(frames[vip.FramePeer])]
 	p.mu.RUnlock()
 	matched := false
+	var c pendingCall
 	if caller != nil {
 		pe.pmu.Lock()
 		k := callKey{caller, string(frames[vip.FrameMsgID])}
-		if _, ok := pe.inbound[k]; ok {
+		if c, matched = pe.inbound[k]; matched {
 			delete(pe.inbound, k)
-			matched = true
 		}
 		pe.pmu.Unlock()
 	}
@@ -112,6 +114,12 @@ func (p *Platform) replyTo(pe *peer, frames [][]byte) {
 		return
 	}
 	caller.outstanding.Add(-1)
+	p.metrics.callTime.Observe(time.Since(c.start).Seconds())
+	if string(frames[vip.FrameArgs]) == vip.OpResult {
+		c.m.inc(outcomeOK)
+	} else {
+		c.m.inc(outcomeError)
+	}
 	p.forward(pe, caller, frames)
 }
 
@@ -155,6 +163,7 @@ func (p *Platform) callsGone(pe *peer) {
 	pe.inbound = nil
 	pe.pmu.Unlock()
 	for k, c := range inbound {
+		c.m.inc(outcomeUnavailable)
 		k.caller.outstanding.Add(-1)
 		e := errorf(rpc.CodeUnavailable, "peer "+strconv.Quote(pe.identity)+" disconnected while the call of "+
 			strconv.Quote(c.method)+" was in flight; it may or may not have run")
@@ -174,7 +183,9 @@ func (p *Platform) callsGone(pe *peer) {
 		}
 		methods := make([]string, len(gone))
 		for i, k := range gone {
-			methods[i] = callee.inbound[k].method
+			c := callee.inbound[k]
+			c.m.inc(outcomeCancelled)
+			methods[i] = c.method
 			delete(callee.inbound, k)
 		}
 		callee.pmu.Unlock()
@@ -217,7 +228,9 @@ func (p *Platform) expireCalls(now time.Time) {
 		}
 		methods := make([]string, len(expired))
 		for i, k := range expired {
-			methods[i] = callee.inbound[k].method
+			c := callee.inbound[k]
+			c.m.inc(outcomeTimeout)
+			methods[i] = c.method
 			delete(callee.inbound, k)
 		}
 		callee.pmu.Unlock()

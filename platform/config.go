@@ -10,6 +10,7 @@ import (
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/rpc"
@@ -33,7 +34,7 @@ const (
 )
 
 // WithConfigStore serves the configuration store (docs/PROTOCOL.md, the
-// config subsystem) from the configstore file at path, created if it does
+// config subsystem) from the configdb file at path, created if it does
 // not exist. Run opens it, and fails if another process has it open.
 // Without this option the config subsystem answers errno 2.
 func WithConfigStore(path string) Option {
@@ -42,7 +43,7 @@ func WithConfigStore(path string) Option {
 
 // configService is the platform's side of the configuration store.
 type configService struct {
-	store *configstore.Store // nil without WithConfigStore; set by Run before it listens
+	store *configdb.Store // nil without WithConfigStore; set by Run before it listens
 
 	// mu serializes every change with the push of its entry, and every
 	// watch answer with the changes, so that a watching agent receives
@@ -57,7 +58,7 @@ func (p *Platform) openConfigStore() (func(), error) {
 	if p.cfg.configStore == "" {
 		return func() {}, nil
 	}
-	s, err := configstore.Open(p.cfg.configStore)
+	s, err := configdb.Open(p.cfg.configStore)
 	if err != nil {
 		return nil, fmt.Errorf("platform: configuration store: %w", err)
 	}
@@ -293,7 +294,7 @@ func (p *Platform) configError(err error) *wireError {
 		return errorf(rpc.CodeNotFound, text)
 	case errors.Is(err, configstore.ErrInvalid):
 		return errorf(rpc.CodeInvalidArgs, text)
-	case errors.Is(err, configstore.ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, configdb.ErrClosed), errors.Is(err, context.Canceled):
 		return errorf(rpc.CodeUnavailable, "platform shutting down")
 	}
 	p.log.Error("configuration store", "err", err)
@@ -358,8 +359,8 @@ func (p *Platform) judgeConfig(pe *peer, pol *auth.Policy, op, target string, wr
 // a pseudo-method named after the capability, with the one parameter
 // "identity", declared by no agent (so no "methods" rule or
 // rpc_method_authorizations of auth.json adds to it). It is compiled for
-// each request that needs it (0.8 us), not cached: a request costs 50 us
-// or more.
+// each request that needs it, not cached: compiling is a small part of a
+// configuration request (docs/BENCHMARKS.md, "The configuration store").
 func configRequirement(pol *auth.Policy, c string) *auth.Requirement {
 	return pol.Requirement(rpc.Principal{}, c, auth.Declared{Capabilities: []string{c}, Params: []string{ConfigIdentityParam}})
 }

@@ -54,7 +54,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 
 	table := make(exportTable, len(exports))
 	for _, e := range exports {
-		table[e.Name] = newExport(e)
+		table[e.Name] = p.newExport(h.Identity, e)
 	}
 	w, _ := codec.Marshal(vip.Welcome{Identity: h.Identity, UserID: pe.userID, Version: p.cfg.version,
 		Generation: pol.Generation(), ServerKey: p.kp.Public.Z85()})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,7 +155,14 @@ func startPlatform(t testing.TB, opts ...Option) *testPlatform {
 		case err := <-done:
 			require.NoError(t, err)
 		case <-time.After(testTimeout):
-			t.Error("Run did not return")
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Errorf("Run did not return; goroutines:\n%s", stacks.String())
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("audit log of the failed test:\n%s", audit.String())
 		}
 	})
 	return &testPlatform{Platform: p, cast: c, authFile: file, audit: audit}
@@ -225,7 +233,7 @@ func (c *client) send(frames ...[]byte) {
 	c.t.Helper()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	require.NoError(c.t, c.conn.WriteMsg(frames))
+	require.NoError(c.t, c.conn.WriteMsg(frames), "the connection ended: %v", c.lastErr())
 }
 
 func (c *client) sendStrings(frames ...string) {
@@ -248,9 +256,7 @@ func (c *client) expect(match func([][]byte) bool) [][]byte {
 	for {
 		select {
 		case f, ok := <-c.in:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting: %v", c.lastErr())
-			}
+			require.True(c.t, ok, "connection closed while waiting: %v", c.lastErr())
 			if match(f) {
 				return f
 			}

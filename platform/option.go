@@ -51,6 +51,8 @@ type config struct {
 	version         string
 	pendingKeysFile string // see WithPendingKeysFile
 	configStore     string // the configuration store's file (config.go)
+	adminAddress    string // the admin endpoint (console.go)
+	adminTokenFile  string
 }
 
 // WithAddress sets the address to listen on, "tcp://host:port" or

@@ -33,15 +33,19 @@ type Platform struct {
 	log     *slog.Logger
 	audit   *auditor
 
-	ready chan struct{}
-	addr  string // set before ready is closed
-	ran   atomic.Bool
-	ctx   context.Context // Run's context, for hooks
+	ready     chan struct{}
+	addr      string // set before ready is closed
+	adminAddr string // likewise
+	ran       atomic.Bool
+	ctx       context.Context // Run's context, for hooks
 
 	pol     atomic.Pointer[auth.Policy]
 	reloads chan struct{}
 	store   *auth.Store           // nil with WithPolicy
 	pending *pendingkeys.Recorder // nil without WithPendingKeysFile
+	// When the policy in force was installed, and when the last edit was
+	// rejected (for the console).
+	polLoaded, polRejected atomic.Pointer[time.Time]
 
 	// auth.json's state at the last read ahead of the watcher (fresher).
 	peekMu     sync.Mutex
@@ -59,7 +63,8 @@ type Platform struct {
 	subMu sync.Mutex              // guards each peer's subs; held while changing the index
 	subs  *topictree.Index[*peer] // pattern -> subscribers
 
-	stats stats
+	stats   stats
+	metrics *metrics
 
 	config configService // the configuration store (config.go)
 
@@ -84,6 +89,7 @@ func New(opts ...Option) (*Platform, error) {
 		subs:       topictree.New[*peer](),
 		ctx:        context.Background(),
 	}
+	p.metrics = newMetrics(p)
 	if cfg.authFile == "" && cfg.store == nil && cfg.policy == nil {
 		return nil, ErrNoPolicy
 	}
@@ -111,6 +117,8 @@ func New(opts ...Option) (*Platform, error) {
 	}
 	if cfg.policy != nil {
 		p.pol.Store(cfg.policy)
+		now := time.Now()
+		p.polLoaded.Store(&now)
 	}
 	return p, nil
 }
@@ -175,6 +183,8 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 	if store != nil {
 		p.store = store
 		p.pol.Store(store.Policy())
+		now := time.Now()
+		p.polLoaded.Store(&now)
 		stop := store.Subscribe(p.onReload)
 		defer stop()
 	}
@@ -198,6 +208,7 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		curve.WithMessageLimits(p.cfg.limits.MaxFrames, p.cfg.limits.MaxFrameSize),
 		curve.WithMaxPendingHandshakes(p.cfg.limits.MaxPendingHandshakes),
 		curve.WithFailureLimit(p.cfg.limits.HandshakeFailures),
+		curve.WithHandshakeObserver(p.metrics.handshake),
 		curve.WithLogger(p.log),
 	)
 	if err != nil {
@@ -205,25 +216,38 @@ func (p *Platform) Run(ctx context.Context) (err error) {
 		cancel()
 		return fmt.Errorf("platform: %w", err)
 	}
-	p.addr = "tcp://" + ln.Addr().String()
-	if err := p.openAudit(); err != nil {
+	// Nothing is written until every address is bound: a failed start
+	// leaves no file behind.
+	fail := func(err error) error {
 		cancel()
 		_ = ln.Close()
 		return err
+	}
+	adminLn, err := p.listenAdmin()
+	if err != nil {
+		return fail(err)
+	}
+	addr := "tcp://" + ln.Addr().String()
+	if err := p.openAudit(); err != nil {
+		closeListener(adminLn)
+		return fail(err)
 	}
 	defer p.closeAudit()
 	closeConfig, err := p.openConfigStore()
 	if err != nil {
-		cancel()
-		_ = ln.Close()
-		return err
+		closeListener(adminLn)
+		return fail(err)
 	}
 	defer closeConfig()
-	if err := p.saveKeystore(); err != nil {
-		cancel()
-		_ = ln.Close()
-		return err
+	stopAdmin, err := p.serveAdmin(ctx, adminLn)
+	if err != nil {
+		return fail(err)
 	}
+	defer stopAdmin()
+	if err := p.saveKeystore(); err != nil {
+		return fail(err)
+	}
+	p.addr = addr
 	p.audit.record(auditRecord{Action: actStart, Version: p.cfg.version, PID: os.Getpid(), Address: p.addr,
 		Generation: p.policy().Generation(), Key: p.kp.Public.Z85()})
 	readyOnce()

@@ -165,9 +165,13 @@ func (p *Platform) publish(pe *peer, frames [][]byte, topic string) {
 		value = frames[vip.FrameArgs+2]
 	}
 	msg := [][]byte{pe.identityBytes, vip.SignatureFrame, pe.userBytes, vip.Empty, []byte(vip.SubPubsub), []byte(vip.OpMessage), frames[vip.FrameArgs+1], value}
+	p.metrics.published.Add(1)
 	p.subs.Match(topic, func(sub *peer) {
 		if err := sub.sendFrom(pe, msg); err != nil {
 			p.stats.dropped.Add(1)
+			p.metrics.pubDropped.Add(1)
+		} else {
+			p.metrics.delivered.Add(1)
 		}
 	})
 	if len(frames[vip.FrameMsgID]) > 0 {

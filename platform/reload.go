@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/internal/vip"
@@ -16,6 +17,15 @@ import (
 // the live connections.
 func (p *Platform) onReload(ev auth.ReloadEvent) {
 	rec := auditRecord{Action: actReload, Decision: decAllow, File: ev.File, Generation: ev.Generation}
+	var ve *auth.ValidationError
+	switch {
+	case errors.As(ev.Err, &ve):
+		now := time.Now()
+		p.polRejected.Store(&now)
+		p.metrics.reloads.WithLabelValues("rejected").Inc()
+	case ev.Err == nil:
+		p.metrics.reloads.WithLabelValues("ok").Inc()
+	}
 	if ev.Err != nil {
 		rec.Decision, rec.Reason = decDeny, ev.Err.Error()
 		if errors.Is(ev.Err, auth.ErrNoPolicy) {
@@ -40,6 +50,8 @@ func (p *Platform) install(pol *auth.Policy) bool {
 			return false
 		}
 		if p.pol.CompareAndSwap(cur, pol) {
+			now := time.Now()
+			p.polLoaded.Store(&now)
 			return true
 		}
 	}

@@ -27,6 +27,7 @@ type export struct {
 	decl     rpc.Export
 	declared auth.Declared
 	cache    atomic.Pointer[reqCache]
+	m        *methodMetrics // its calls, by outcome
 }
 
 type reqCache struct {
@@ -34,8 +35,9 @@ type reqCache struct {
 	req *auth.Requirement
 }
 
-func newExport(e rpc.Export) *export {
-	return &export{decl: e, declared: auth.Declared{Capabilities: e.Capabilities, Roles: e.Roles, Params: e.Params}}
+func (p *Platform) newExport(identity string, e rpc.Export) *export {
+	return &export{decl: e, declared: auth.Declared{Capabilities: e.Capabilities, Roles: e.Roles, Params: e.Params},
+		m: p.metrics.method(identity, e.Name)}
 }
 
 // requirement returns the export's requirement under pol, the callee's
@@ -65,11 +67,13 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	callee := p.byIdentity[string(frames[vip.FramePeer])]
 	p.mu.RUnlock()
 	if callee == nil {
+		p.metrics.other.inc(outcomeRefused)
 		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNoRoute, "no route to "+quote(frames[vip.FramePeer])))
 		return
 	}
 	exp := (*callee.exports.Load())[string(method)]
 	if exp == nil {
+		p.metrics.other.inc(outcomeRefused)
 		p.refuseCall(pe, frames, notify, errorf(rpc.CodeNotFound, "peer "+quote(frames[vip.FramePeer])+" does not export method "+quote(method)))
 		return
 	}
@@ -100,6 +104,7 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 			args, err = codec.NamedArgs(c, exp.decl.Params)
 		}
 		if err != nil {
+			exp.m.inc(outcomeRefused)
 			p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, exp.decl.Name+": "+err.Error()))
 			return
 		}
@@ -118,6 +123,7 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 		}
 	}
 	if !d.Allowed {
+		exp.m.inc(outcomeDenied)
 		p.denyCall(pe, callee, frames, notify, pol, unauthorized(callee.identity, exp.decl.Name, req, d))
 		return
 	}
@@ -133,6 +139,7 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 		if err := p.runCallHook(c); err != nil {
 			e := errorf(rpc.CodeUnauthorized, "call of "+strconv.Quote(exp.decl.Name)+" on "+strconv.Quote(callee.identity)+" refused by the platform's call hook: "+err.Error())
 			e.data = map[string]any{"method": exp.decl.Name, "peer": callee.identity, "required": req.Capabilities(), "missing": []string{}, "hook": err.Error(), "generation": pol.Generation()}
+			exp.m.inc(outcomeDenied)
 			p.denyCall(pe, callee, frames, notify, pol, e)
 			return
 		}
@@ -141,27 +148,39 @@ func (p *Platform) call(pe *peer, frames [][]byte, notify bool) {
 	if notify || len(msgID) == 0 {
 		// No reply is expected: nothing to track.
 		if p.forward(pe, callee, frames) {
+			exp.m.inc(outcomeNotify)
 			pe.callsOut.Add(1)
 			callee.callsIn.Add(1)
 			p.auditAllowedCall(pe, callee, exp.decl.Name, pol)
+		} else {
+			exp.m.inc(outcomeOverloaded)
 		}
 		return
 	}
-	deadline, expired, ok := p.callDeadline(frames, time.Now())
+	now := time.Now()
+	deadline, expired, ok := p.callDeadline(frames, now)
 	switch {
 	case !ok:
+		exp.m.inc(outcomeRefused)
 		p.refuseCall(pe, frames, notify, errorf(rpc.CodeInvalidArgs, "the TIMEOUT frame must be decimal milliseconds"))
 		return
 	case expired:
+		exp.m.inc(outcomeTimeout)
 		p.refuseCall(pe, frames, notify, errorf(rpc.CodeTimeout, "the deadline of the call of "+
 			strconv.Quote(exp.decl.Name)+" passed before it reached the platform"))
 		return
 	}
-	if e := p.track(pe, callee, msgID, exp.decl.Name, deadline); e != nil {
+	if e := p.track(pe, callee, msgID, pendingCall{method: exp.decl.Name, deadline: deadline, start: now, m: exp.m}); e != nil {
+		if e.code == rpc.CodeOverloaded {
+			exp.m.inc(outcomeOverloaded)
+		} else {
+			exp.m.inc(outcomeRefused)
+		}
 		p.refuseCall(pe, frames, notify, e)
 		return
 	}
 	if !p.forward(pe, callee, frames) {
+		exp.m.inc(outcomeOverloaded)
 		p.untrack(pe, callee, msgID)
 		return
 	}
@@ -317,7 +336,7 @@ func (p *Platform) export(pe *peer, frames [][]byte) {
 		next[k] = v
 	}
 	for _, e := range list {
-		next[e.Name] = newExport(e)
+		next[e.Name] = p.newExport(pe.identity, e)
 	}
 	all := make([]rpc.Export, 0, len(next))
 	for _, e := range next {

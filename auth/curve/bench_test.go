@@ -14,6 +14,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
 	"github.com/go-zeromq/zmq4/transport"
+	"github.com/stretchr/testify/require"
 )
 
 // BenchmarkEcho measures request/reply round trips (one message
@@ -75,9 +76,7 @@ func benchCurve(b *testing.B, msg zmq4.Msg, window int) float64 {
 	l, err := Listen(context.Background(), "tcp://127.0.0.1:0", serverKP,
 		WithAuthenticator(allowKeys(map[keys.Key]string{clientKP.Public: "bench"})),
 		withCounters(&reads, &writes))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer l.Close()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -90,13 +89,13 @@ func benchCurve(b *testing.B, msg zmq4.Msg, window int) float64 {
 		echo(c, nil)
 	}()
 	c, err := Dial(context.Background(), l.Addr().String(), clientKP, serverKP.Public, withCounters(&reads, &writes))
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	batch := make([][][]byte, window)
 	for i := range batch {
 		batch[i] = msg.Frames
 	}
+	// roundTrips runs in the timed loop: no require.NoError there, it calls
+	// b.Helper every time.
 	roundTrips := func(k int) {
 		if err := c.WriteMsgs(batch[:k]); err != nil {
 			b.Fatal(err)
@@ -168,23 +167,17 @@ var (
 
 func benchNull(b *testing.B, msg zmq4.Msg, window int) float64 {
 	countedOnce.Do(func() {
-		if err := zmq4.RegisterTransport(countedName, countedTrans); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, zmq4.RegisterTransport(countedName, countedTrans))
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	router := zmq4.NewRouter(ctx, zmq4.WithID(zmq4.SocketIdentity("router")))
 	defer router.Close()
-	if err := router.Listen(countedName + "://127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, router.Listen(countedName+"://127.0.0.1:0"))
 	addr := router.Addr().String()
 	dealer := zmq4.NewDealer(ctx, zmq4.WithID(zmq4.SocketIdentity("dealer")))
 	defer dealer.Close()
-	if err := dealer.Dial(countedName + "://" + strings.TrimPrefix(addr, "tcp://")); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, dealer.Dial(countedName+"://"+strings.TrimPrefix(addr, "tcp://")))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -240,9 +233,7 @@ func msgSize(m zmq4.Msg) (n int) {
 func benchNullOpen(b *testing.B, msg zmq4.Msg) float64 {
 	var reads, writes atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer ln.Close()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -268,13 +259,9 @@ func benchNullOpen(b *testing.B, msg zmq4.Msg) float64 {
 		}
 	}()
 	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	zc, err := zmq4.Open(countingConn{raw, &reads, &writes}, null.Security(), zmq4.Dealer, nil, false, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	roundTrip := func() {
 		if err := zc.SendMsg(msg); err != nil {
 			b.Fatal(err)

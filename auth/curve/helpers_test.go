@@ -20,6 +20,7 @@ import (
 	"github.com/capbus/capbus/keys"
 	"github.com/go-zeromq/zmq4"
 	"github.com/go-zeromq/zmq4/security/null"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -326,16 +327,12 @@ func (p *pyPeer) expect(t *testing.T, prefix string) string {
 	for {
 		select {
 		case line, ok := <-p.lines:
-			if !ok {
-				t.Fatalf("python exited before printing %q; stderr:\n%s", prefix, p.stderr.String())
-			}
+			require.True(t, ok, "python exited before printing %q; stderr:\n%s", prefix, p.stderr.String())
 			t.Logf("python: %s", line)
 			if rest, ok := strings.CutPrefix(line, prefix); ok {
 				return strings.TrimSpace(rest)
 			}
-			if strings.HasPrefix(line, "FAIL") {
-				t.Fatalf("python: %s; stderr:\n%s", line, p.stderr.String())
-			}
+			require.False(t, strings.HasPrefix(line, "FAIL"), "python: %s; stderr:\n%s", line, p.stderr.String())
 		case <-timeout.C:
 			t.Fatalf("timed out waiting for python to print %q; stderr:\n%s", prefix, p.stderr.String())
 		}
@@ -347,9 +344,7 @@ func (p *pyPeer) wait(t *testing.T) {
 	t.Helper()
 	for line := range p.lines {
 		t.Logf("python: %s", line)
-		if strings.HasPrefix(line, "FAIL") {
-			t.Errorf("python: %s", line)
-		}
+		assert.False(t, strings.HasPrefix(line, "FAIL"), "python: %s", line)
 	}
 	select {
 	case err := <-p.done:

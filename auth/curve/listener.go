@@ -87,6 +87,15 @@ func Listen(ctx context.Context, addr string, server keys.Pair, opts ...Option) 
 	return l, nil
 }
 
+// count notes a failed handshake of this kind for the periodic warning
+// and the observer.
+func (l *Listener) count(kind string) {
+	l.report.add(kind)
+	if l.opts.observe != nil {
+		l.opts.observe(kind)
+	}
+}
+
 // reportLoop logs the count of failed handshakes every reportEvery.
 func (l *Listener) reportLoop() {
 	t := time.NewTicker(reportEvery)
@@ -166,7 +175,7 @@ func (l *Listener) acceptLoop() {
 		if l.opts.maxPending > 0 && len(l.pending) >= l.opts.maxPending {
 			l.mu.Unlock()
 			l.log.Debug("curve: connection closed: too many handshakes in progress", "remote", remote, "limit", l.opts.maxPending)
-			l.report.add("too_many_pending")
+			l.count("too_many_pending")
 			raw.Close()
 			continue
 		}
@@ -225,7 +234,7 @@ func (l *Listener) handshake(raw net.Conn, busy bool) (*Conn, error) {
 		} else {
 			l.log.Debug("curve: handshake failed", attrs...)
 		}
-		l.report.add(failureKind(err))
+		l.count(failureKind(err))
 		if busy || errors.Is(err, ErrBusy) {
 			// The server's limit, not the client's fault.
 		} else if d, ok := l.failures.failed(hostOf(remote)); ok {
@@ -234,6 +243,9 @@ func (l *Listener) handshake(raw net.Conn, busy bool) (*Conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
 	l.failures.succeeded(hostOf(remote))
+	if l.opts.observe != nil {
+		l.opts.observe("ok")
+	}
 	c := newConn(raw, br, s, &l.opts, true)
 	l.log.Debug("curve: client admitted", "remote", remote, "client_key", s.peer.PublicKey.Z85(),
 		"user_id", s.peer.UserID, "identity", s.peer.Identity)

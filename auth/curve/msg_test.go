@@ -104,18 +104,15 @@ func TestConn_WriteMsgDoesNotAllocateAndReadMsgAllocatesTwicePerMessage(t *testi
 
 	msg := [][]byte{[]byte("VIP1"), []byte("user"), []byte("0123456789abcdef"), []byte("RPC"), make([]byte, 200)}
 	write := func() {
-		if err := client.WriteMsg(msg); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, client.WriteMsg(msg))
 	}
 	write()
 	wire.Grow(64 << 10)
 	assert.Zero(t, testing.AllocsPerRun(100, write), "WriteMsg allocations per message")
 
 	read := func() {
-		if _, err := server.ReadMsg(); err != nil {
-			t.Fatal(err)
-		}
+		_, err := server.ReadMsg()
+		require.NoError(t, err)
 	}
 	read()
 	// The message's buffer and its frame slice, both handed to the caller.

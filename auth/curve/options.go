@@ -27,6 +27,7 @@ type options struct {
 	identity         string
 	maxPending       int                     // handshakes in progress at once (0: no limit)
 	failureLimit     int                     // failed handshakes per host per minute before a backoff (0: no limit)
+	observe          func(outcome string)    // told the outcome of every handshake (nil: nobody)
 	seen             *seenKeys               // set by Listen
 	wrapConn         func(net.Conn) net.Conn // tests and benchmarks: count syscalls
 }
@@ -103,6 +104,16 @@ func WithMaxPendingHandshakes(n int) Option {
 // for a backoff of one second, doubling to a minute. Zero means no limit.
 func WithFailureLimit(n int) Option {
 	return func(o *options) { o.failureLimit = n }
+}
+
+// WithHandshakeObserver makes a Listener call fn with the outcome of every
+// handshake: "ok", or the kind of failure as its periodic warning counts
+// them ("refused", "busy", "replayed_hello", "bad_box", "timeout",
+// "malformed", "too_many_pending", "other"). fn runs on the handshake's
+// goroutine (or the accept loop's, for "too_many_pending") and must not
+// block. The platform counts them in its metrics.
+func WithHandshakeObserver(fn func(outcome string)) Option {
+	return func(o *options) { o.observe = fn }
 }
 
 // WithSocketType sets our ZMTP "Socket-Type" metadata property. The default

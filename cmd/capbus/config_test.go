@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/agent"
-	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 )
@@ -298,10 +298,10 @@ func TestConfigCommands_EditValidatesBeforeStoring(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "version 1 (csv")
 
-	s, err := configstore.Open(cs.db, configstore.WithLockTimeout(10*time.Millisecond))
+	s, err := configdb.Open(cs.db, configdb.WithLockTimeout(10*time.Millisecond))
 	if err == nil {
 		s.Close()
-		t.Fatal("the running platform holds the store's lock")
 	}
-	assert.ErrorIs(t, err, configstore.ErrLocked)
+	require.Error(t, err, "the running platform holds the store's lock")
+	assert.ErrorIs(t, err, configdb.ErrLocked)
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,4 +160,45 @@ func TestPlatformRun_AFailedStartExitsNonZeroAndWritesNothing(t *testing.T) {
 		names = append(names, e.Name())
 	}
 	assert.Empty(t, names, "a failed start wrote files in the home")
+}
+
+// TestPlatformRun_ServesTheAdminEndpointWithATokenInTheHome: --admin-address
+// opens /metrics and the console, whose token the platform writes into its
+// home, mode 0600; the start line says where.
+func TestPlatformRun_ServesTheAdminEndpointWithATokenInTheHome(t *testing.T) {
+	home := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	_, out, stderr := capbusProcess(t, home, "platform", "run", "--address", "tcp://127.0.0.1:0", "--admin-address", addr)
+	var console string
+	for out.Scan() {
+		if c, ok := strings.CutPrefix(out.Text(), "admin console: "); ok {
+			console = c
+			break
+		}
+	}
+	require.Equal(t, "http://"+addr+"/ (token in "+filepath.Join(home, "admin.token")+"; metrics at /metrics)", console, "stderr: %s", stderr)
+	st, err := os.Stat(filepath.Join(home, "admin.token"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(body), "capbus_connections 0")
+	resp, err = http.Get("http://" + addr + "/")
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(page), "token", "the console asks for its token")
+
+	// An explicit address that is taken fails the start, naming it.
+	_, out2, stderr2 := capbusProcess(t, t.TempDir(), "platform", "run", "--address", "tcp://127.0.0.1:0", "--admin-address", addr)
+	assert.False(t, out2.Scan(), "a second platform on the same admin address does not start")
+	require.Eventually(t, func() bool {
+		return strings.Contains(stderr2.String(), "admin endpoint") && strings.Contains(stderr2.String(), addr)
+	},
+		10*time.Second, 10*time.Millisecond, "stderr: %s", stderr2)
 }

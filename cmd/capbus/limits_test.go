@@ -45,7 +45,7 @@ func TestLimitFlags_EveryLimitHasAFlagWithItsDefault(t *testing.T) {
 		case reflect.Int:
 			assert.Equal(t, int64(7), f.Int(), name)
 		default:
-			t.Fatalf("field %s of kind %v has no flag type", name, f.Kind())
+			require.Failf(t, "a field has no flag type", "field %s of kind %v", name, f.Kind())
 		}
 	}
 }

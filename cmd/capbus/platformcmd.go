@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,6 +39,7 @@ func newPlatformCommand(g *globals) *cobra.Command {
 		auditMaxMB   int
 		auditBackups int
 		auditAllowed bool
+		adminAddress string
 		limits       *platform.Limits
 	)
 	run := &cobra.Command{
@@ -59,6 +62,11 @@ SIGHUP reloads auth.json and reopens the audit log (after logrotate moved it); S
 and SIGTERM stop the platform. A failed start (the address in use, say) exits with
 status 1 and the reason, and writes nothing (no keystore, no auth.json, no known_hosts
 line, no audit record).
+
+The admin endpoint (--admin-address, loopback by default) serves Prometheus metrics at
+/metrics, /healthz and /readyz, and a web console (peers, exports, who may call what,
+recent denials, grant and revoke) whose access token is admin.token in the home
+directory (mode 0600).
 
 Every resource one peer, one user or all of them can take is bounded; the flags below
 set each bound (docs/PROTOCOL.md, "Limits", says what happens beyond it).`,
@@ -89,11 +97,18 @@ set each bound (docs/PROTOCOL.md, "Limits", says what happens beyond it).`,
 				platform.WithPendingKeysFile(g.pendingKeys()),
 				platform.WithConfigStore(g.configDB()),
 				platform.WithLimits(*limits),
+				adminOption(adminAddress, cmd.Flags().Changed("admin-address"), g.adminToken(), log),
 				platform.WithLogger(log),
 			)
 			if err != nil {
 				return err
 			}
+			// SIGHUP: reload auth.json and reopen the audit log. Caught from
+			// before the start line is printed, so that a SIGHUP sent as
+			// soon as it is seen never kills the platform.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			errc := make(chan error, 1)
 			go func() { errc <- p.Run(cmd.Context()) }()
 			<-p.Ready()
@@ -107,11 +122,10 @@ set each bound (docs/PROTOCOL.md, "Limits", says what happens beyond it).`,
 				log.Warn("could not record the server key in known_hosts", "file", g.knownHosts(), "err", err)
 			}
 			fmt.Fprintf(g.stdout, "capbus platform listening on %s\nserver key: %s\nauth file: %s\n", p.Addr(), quoteKey(p.ServerKey()), g.authFile())
+			if a := p.AdminAddr(); a != "" {
+				fmt.Fprintf(g.stdout, "admin console: http://%s/ (token in %s; metrics at /metrics)\n", a, g.adminToken())
+			}
 
-			// SIGHUP: reload auth.json and reopen the audit log.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			for {
 				select {
 				case <-hup:
@@ -132,6 +146,7 @@ set each bound (docs/PROTOCOL.md, "Limits", says what happens beyond it).`,
 		},
 	}
 	limits = limitFlags(run.Flags())
+	run.Flags().StringVar(&adminAddress, "admin-address", defaultAdminAddress, `admin endpoint (metrics, health, web console) host:port; "off" disables it`)
 	run.Flags().StringVar(&audit, "audit", "", "audit log file (default: audit.log in --home)")
 	run.Flags().IntVar(&auditMaxMB, "audit-max-size", platform.DefaultAuditMaxMB, "rotate the audit log when it reaches this many MB")
 	run.Flags().IntVar(&auditBackups, "audit-keep", platform.DefaultAuditBackups, "rotated audit logs to keep")
@@ -152,4 +167,27 @@ func ensureAuthFile(path string) error {
 	}
 	_ = bytes.TrimSpace(data)
 	return nil
+}
+
+// defaultAdminAddress is where the admin endpoint listens unless told
+// otherwise: loopback only, the port after the platform's.
+const defaultAdminAddress = "127.0.0.1:22917"
+
+// adminOption turns --admin-address into a platform option: "off" (or "")
+// disables the endpoint. An address given explicitly must be free, else
+// the platform does not start; the default one, when taken (another
+// platform on this host, say), only disables the endpoint, with a warning.
+func adminOption(address string, explicit bool, tokenFile string, log *slog.Logger) platform.Option {
+	if address == "" || address == "off" {
+		return platform.WithAdmin("", "")
+	}
+	if !explicit {
+		ln, err := net.Listen("tcp", address)
+		if err != nil {
+			log.Warn("admin endpoint disabled: its default address is taken; give --admin-address to choose another", "address", address, "err", err)
+			return platform.WithAdmin("", "")
+		}
+		ln.Close()
+	}
+	return platform.WithAdmin(address, tokenFile)
 }

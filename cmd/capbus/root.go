@@ -34,6 +34,7 @@ func (g *globals) knownHosts() string     { return filepath.Join(g.home, "known_
 func (g *globals) auditLog() string       { return filepath.Join(g.home, "audit.log") }
 func (g *globals) cliKeystore() string    { return filepath.Join(g.home, "cli-keystore.json") }
 func (g *globals) pendingKeys() string    { return filepath.Join(g.home, "pending_keys.json") }
+func (g *globals) adminToken() string     { return filepath.Join(g.home, "admin.token") }
 
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level

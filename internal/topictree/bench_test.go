@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/capbus/capbus/internal/vip"
 )
 
@@ -53,15 +55,11 @@ func BenchmarkIndex_Match(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
 			x := benchIndex(benchSubs(n))
-			if x.Len() != n {
-				b.Fatalf("%d subscriptions, want %d", x.Len(), n)
-			}
+			require.Equal(b, n, x.Len(), "subscriptions")
 			delivered := 0
 			fn := func(*conn) { delivered++ }
 			x.Match(benchTopic, fn)
-			if delivered != 6 {
-				b.Fatalf("delivered %d, want 6", delivered)
-			}
+			require.Equal(b, 6, delivered, "delivered")
 			b.ReportAllocs()
 			for b.Loop() {
 				x.Match(benchTopic, fn)
@@ -93,9 +91,7 @@ func BenchmarkIndex_FanOut100(b *testing.B) {
 	for b.Loop() {
 		x.Match("devices/boiler/temp", fn)
 	}
-	if delivered != 100*b.N {
-		b.Fatalf("delivered %d, want %d", delivered, 100*b.N)
-	}
+	require.Equal(b, 100*b.N, delivered, "delivered")
 }
 
 // BenchmarkLinearScan is the platform's approach before Index: every
@@ -130,9 +126,7 @@ func BenchmarkLinearScan(b *testing.B) {
 				}
 			}
 			match(benchTopic)
-			if delivered != 6 {
-				b.Fatalf("delivered %d, want 6", delivered)
-			}
+			require.Equal(b, 6, delivered, "delivered")
 			b.ReportAllocs()
 			for b.Loop() {
 				match(benchTopic)

@@ -344,7 +344,7 @@ func TestIndex_ConcurrentMatchSeesStableSubscriptionsExactlyOnceWhileOthersChang
 	writers.Wait()
 	close(errs)
 	for err := range errs {
-		t.Error(err)
+		assert.NoError(t, err)
 	}
 	assert.Equal(t, 2, x.Len(), "the churn left only the stable subscriptions")
 }

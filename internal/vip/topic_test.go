@@ -1,6 +1,10 @@
 package vip
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
 
 func TestMatchTopic(t *testing.T) {
 	for _, c := range []struct {
@@ -27,9 +31,7 @@ func TestMatchTopic(t *testing.T) {
 		{"+", "a", true},
 		{"+/+", "a", false},
 	} {
-		if got := MatchTopic(c.pattern, c.topic); got != c.want {
-			t.Errorf("MatchTopic(%q, %q) = %v, want %v", c.pattern, c.topic, got, c.want)
-		}
+		assert.Equal(t, c.want, MatchTopic(c.pattern, c.topic), "MatchTopic(%q, %q)", c.pattern, c.topic)
 	}
 }
 
@@ -60,8 +62,6 @@ func TestCheckTopic(t *testing.T) {
 		{"a/b#", false, false},
 	} {
 		why := CheckTopic(c.t, c.wildcards)
-		if (why == "") != c.valid {
-			t.Errorf("CheckTopic(%.20q, %v) = %q, want valid %v", c.t, c.wildcards, why, c.valid)
-		}
+		assert.Equal(t, c.valid, why == "", "CheckTopic(%.20q, %v) = %q: valid", c.t, c.wildcards, why)
 	}
 }

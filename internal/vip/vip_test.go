@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/capbus/capbus/internal/codec"
@@ -81,50 +83,33 @@ func TestWireEncodingPinned(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, err := tt.encode(tt.value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := hex.EncodeToString(b); got != tt.hex {
-				t.Errorf("encoding changed:\n got %s\nwant %s", got, tt.hex)
-			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.hex, hex.EncodeToString(b), "encoding changed")
 
 			var generic any
-			if err := msgpack.Unmarshal(b, &generic); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, msgpack.Unmarshal(b, &generic))
 			if list, ok := generic.([]any); ok {
 				generic = list[0]
 			}
 			m, ok := generic.(map[string]any)
-			if !ok {
-				t.Fatalf("decoded %T, want a map", generic)
-			}
+			require.True(t, ok, "decoded %T, want a map", generic)
 			var keys []string
 			for k := range m {
 				keys = append(keys, k)
 			}
 			slices.Sort(keys)
-			if !slices.Equal(keys, tt.keys) {
-				t.Errorf("keys %q, want %q", keys, tt.keys)
-			}
+			assert.Equal(t, tt.keys, keys, "keys")
 
 			back := reflect.New(reflect.TypeOf(tt.value).Elem())
-			if err := tt.decode(b, back.Interface()); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(back.Interface(), tt.value) {
-				t.Errorf("round trip: got %+v, want %+v", back.Elem(), reflect.ValueOf(tt.value).Elem())
-			}
+			require.NoError(t, tt.decode(b, back.Interface()))
+			assert.Equal(t, tt.value, back.Interface(), "round trip")
 		})
 	}
 }
 
 func TestSubsystems(t *testing.T) {
 	want := []string{"hello", "welcome", "ping", "pong", "peerlist", "RPC", "pubsub", "query", "error", "config"}
-	if !slices.Equal(Subsystems, want) {
-		t.Errorf("Subsystems = %q, want %q", Subsystems, want)
-	}
-	if string(SignatureFrame) != "VIP1" || len(Empty) != 0 {
-		t.Errorf("constant frames modified: %q %q", SignatureFrame, Empty)
-	}
+	assert.Equal(t, want, Subsystems, "Subsystems")
+	assert.Equal(t, "VIP1", string(SignatureFrame), "constant frames modified")
+	assert.Empty(t, Empty, "constant frames modified")
 }

@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"context"
@@ -15,15 +15,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 // The tests re-execute their own binary as a child process for what needs a
 // second process (a writer to kill, a second opener of a locked file). The
 // child's role is in childRoleEnv; its store file in childPathEnv.
 const (
-	childRoleEnv = "CAPBUS_CONFIGSTORE_CHILD"
-	childPathEnv = "CAPBUS_CONFIGSTORE_PATH"
-	childLockEnv = "CAPBUS_CONFIGSTORE_LOCK_MS"
+	childRoleEnv = "CAPBUS_CONFIGDB_CHILD"
+	childPathEnv = "CAPBUS_CONFIGDB_PATH"
+	childLockEnv = "CAPBUS_CONFIGDB_LOCK_MS"
 
 	roleWriter = "writer"
 	roleOpener = "opener"
@@ -76,7 +77,7 @@ func sha(data []byte) string {
 // "ack <name> <version> <sha256>" after each Put returns. With several
 // writers a kill finds them at different points of their Puts.
 func runWriter(path string) int {
-	s, err := configstore.Open(path, configstore.WithHistory(crashHistory), configstore.WithLockTimeout(10*time.Second))
+	s, err := configdb.Open(path, configdb.WithHistory(crashHistory), configdb.WithLockTimeout(10*time.Second))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "writer:", err)
 		return 1
@@ -95,7 +96,7 @@ func runWriter(path string) int {
 	return 0
 }
 
-func writeVersions(s *configstore.Store, name string) error {
+func writeVersions(s *configdb.Store, name string) error {
 	ctx := context.Background()
 	var v uint64
 	if cur, err := s.Get(ctx, "weather", name); err == nil {
@@ -123,9 +124,9 @@ func writeVersions(s *configstore.Store, name string) error {
 // timeout in milliseconds given in childLockEnv and prints the result.
 func runOpener(path string) int {
 	ms, _ := strconv.Atoi(os.Getenv(childLockEnv))
-	s, err := configstore.Open(path, configstore.WithLockTimeout(time.Duration(ms)*time.Millisecond))
+	s, err := configdb.Open(path, configdb.WithLockTimeout(time.Duration(ms)*time.Millisecond))
 	if err != nil {
-		fmt.Printf("locked=%t %v\n", errors.Is(err, configstore.ErrLocked), err)
+		fmt.Printf("locked=%t %v\n", errors.Is(err, configdb.ErrLocked), err)
 		return 0
 	}
 	s.Close()

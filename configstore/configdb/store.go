@@ -1,4 +1,4 @@
-package configstore
+package configdb
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/capbus/capbus/configstore"
 )
 
 // Defaults of the options.
@@ -25,6 +27,18 @@ const (
 	// DefaultLockTimeout is how long Open waits for another process to
 	// release the store's file lock.
 	DefaultLockTimeout = time.Second
+)
+
+// Sentinel errors of the store's file; match them with errors.Is. Refused
+// input and missing entries are configstore.ErrInvalid and
+// configstore.ErrNotFound.
+var (
+	// ErrLocked: another process has the store open.
+	ErrLocked = errors.New("store is in use by another process")
+	// ErrClosed: the Store was closed.
+	ErrClosed = errors.New("store is closed")
+	// ErrCorrupt: a stored record could not be decoded.
+	ErrCorrupt = errors.New("store is corrupt")
 )
 
 // Option configures Open.
@@ -159,26 +173,28 @@ func (s *Store) Close() error {
 func (s *Store) Path() string { return s.db.Path() }
 
 // Put stores data as the new version of the entry name of identity, made by
-// user. It refuses (with an *InputError wrapping ErrInvalid, and changing
-// nothing) a bad identity, name or user, an unknown kind, data larger than
-// the size bound, and data that Validate refuses. It returns the stored
-// entry once it is committed.
-func (s *Store) Put(ctx context.Context, identity, name string, kind Kind, data []byte, user string) (Entry, error) {
+// user. It refuses (with a *configstore.InputError wrapping
+// configstore.ErrInvalid, and changing nothing) a bad identity, name or
+// user, an unknown kind, data larger than the size bound, and data that
+// configstore.Validate refuses. It returns the stored entry once it is
+// committed.
+func (s *Store) Put(ctx context.Context, identity, name string, kind configstore.Kind, data []byte, user string) (configstore.Entry, error) {
 	if err := checkEntry(ctx, identity, name, user); err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	if err := s.validate(kind, name, data); err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	rec := record{Kind: kind, Data: bytes.Clone(data)}
 	return s.write(identity, name, user, func(*bolt.Bucket, *record) (record, error) { return rec, nil })
 }
 
 // Delete deletes the entry name of identity, keeping its history, and
-// returns the tombstone. It gives ErrNotFound if there is no such entry.
-func (s *Store) Delete(ctx context.Context, identity, name, user string) (Entry, error) {
+// returns the tombstone. It gives configstore.ErrNotFound if there is no
+// such entry.
+func (s *Store) Delete(ctx context.Context, identity, name, user string) (configstore.Entry, error) {
 	if err := checkEntry(ctx, identity, name, user); err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	return s.write(identity, name, user, func(_ *bolt.Bucket, prev *record) (record, error) {
 		if prev == nil || prev.Deleted {
@@ -192,11 +208,11 @@ func (s *Store) Delete(ctx context.Context, identity, name, user string) (Entry,
 // "delete the store") and returns the tombstones in name order, each with
 // its own revision. It returns no entries and no error if identity has
 // none.
-func (s *Store) DeleteAll(ctx context.Context, identity, user string) ([]Entry, error) {
+func (s *Store) DeleteAll(ctx context.Context, identity, user string) ([]configstore.Entry, error) {
 	if err := checkAgent(ctx, identity, user); err != nil {
 		return nil, err
 	}
-	var out []Entry
+	var out []configstore.Entry
 	err := s.update(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(agentsBucket).Bucket([]byte(identity))
 		if ib == nil {
@@ -230,12 +246,12 @@ func (s *Store) DeleteAll(ctx context.Context, identity, user string) ([]Entry, 
 }
 
 // Rollback stores the data of an earlier version of the entry as its new
-// version (the history is not rewritten) and returns the new entry. It
-// works on a deleted entry too. It gives ErrNotFound if the version is
+// version (the history is not rewritten) and returns the new entry. It works
+// on a deleted entry too. It gives configstore.ErrNotFound if the version is
 // not kept or is a tombstone.
-func (s *Store) Rollback(ctx context.Context, identity, name string, version uint64, user string) (Entry, error) {
+func (s *Store) Rollback(ctx context.Context, identity, name string, version uint64, user string) (configstore.Entry, error) {
 	if err := checkEntry(ctx, identity, name, user); err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	return s.write(identity, name, user, func(ib *bolt.Bucket, prev *record) (record, error) {
 		if prev == nil {
@@ -248,13 +264,13 @@ func (s *Store) Rollback(ctx context.Context, identity, name string, version uin
 		switch {
 		case old == nil && version > prev.Version:
 			return record{}, fmt.Errorf("configstore: entry %q of %q has no version %d (its latest is %d): %w",
-				name, identity, version, prev.Version, ErrNotFound)
+				name, identity, version, prev.Version, configstore.ErrNotFound)
 		case old == nil:
 			return record{}, fmt.Errorf("configstore: version %d of entry %q of %q is no longer kept (the store keeps %d versions): %w",
-				version, name, identity, s.cfg.history, ErrNotFound)
+				version, name, identity, s.cfg.history, configstore.ErrNotFound)
 		case old.Deleted:
 			return record{}, fmt.Errorf("configstore: version %d of entry %q of %q is a deletion, with no data to restore: %w",
-				version, name, identity, ErrNotFound)
+				version, name, identity, configstore.ErrNotFound)
 		}
 		// The bounds may have changed since the version was stored.
 		if err := s.validate(old.Kind, name, old.Data); err != nil {
@@ -264,13 +280,13 @@ func (s *Store) Rollback(ctx context.Context, identity, name string, version uin
 	})
 }
 
-// Get returns the current entry name of identity. It gives ErrNotFound if
-// there is none or it is deleted.
-func (s *Store) Get(ctx context.Context, identity, name string) (Entry, error) {
+// Get returns the current entry name of identity. It gives
+// configstore.ErrNotFound if there is none or it is deleted.
+func (s *Store) Get(ctx context.Context, identity, name string) (configstore.Entry, error) {
 	if err := checkEntry(ctx, identity, name, ""); err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
-	var e Entry
+	var e configstore.Entry
 	err := s.view(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(agentsBucket).Bucket([]byte(identity))
 		if ib == nil {
@@ -291,11 +307,11 @@ func (s *Store) Get(ctx context.Context, identity, name string) (Entry, error) {
 
 // List returns the current (not deleted) entries of identity, sorted by
 // name. An identity without entries gives none and no error.
-func (s *Store) List(ctx context.Context, identity string) ([]Entry, error) {
+func (s *Store) List(ctx context.Context, identity string) ([]configstore.Entry, error) {
 	if err := checkAgent(ctx, identity, ""); err != nil {
 		return nil, err
 	}
-	var out []Entry
+	var out []configstore.Entry
 	err := s.view(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(agentsBucket).Bucket([]byte(identity))
 		if ib == nil {
@@ -321,12 +337,12 @@ func (s *Store) List(ctx context.Context, identity string) ([]Entry, error) {
 }
 
 // History returns the kept versions of the entry, newest first, tombstones
-// included. It gives ErrNotFound if the entry was never written.
-func (s *Store) History(ctx context.Context, identity, name string) ([]Entry, error) {
+// included. It gives configstore.ErrNotFound if the entry was never written.
+func (s *Store) History(ctx context.Context, identity, name string) ([]configstore.Entry, error) {
 	if err := checkEntry(ctx, identity, name, ""); err != nil {
 		return nil, err
 	}
-	var out []Entry
+	var out []configstore.Entry
 	err := s.view(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(agentsBucket).Bucket([]byte(identity))
 		if ib == nil {
@@ -355,11 +371,11 @@ func (s *Store) History(ctx context.Context, identity, name string) ([]Entry, er
 // revision order, each name once. An agent that has applied the changes up
 // to revision r asks for Changes(r) and then knows the last entry's
 // Revision. Changes(0) includes the tombstones of deleted entries too.
-func (s *Store) Changes(ctx context.Context, identity string, since uint64) ([]Entry, error) {
+func (s *Store) Changes(ctx context.Context, identity string, since uint64) ([]configstore.Entry, error) {
 	if err := checkAgent(ctx, identity, ""); err != nil {
 		return nil, err
 	}
-	var out []Entry
+	var out []configstore.Entry
 	err := s.view(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(agentsBucket).Bucket([]byte(identity))
 		if ib == nil || since == ^uint64(0) {
@@ -426,10 +442,10 @@ func checkAgent(ctx context.Context, identity, user string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkIdentity(identity); err != nil {
+	if err := configstore.CheckIdentity(identity); err != nil {
 		return err
 	}
-	return checkUser(user)
+	return configstore.CheckUser(user)
 }
 
 // checkEntry checks what checkAgent checks and the entry name.
@@ -437,23 +453,23 @@ func checkEntry(ctx context.Context, identity, name, user string) error {
 	if err := checkAgent(ctx, identity, user); err != nil {
 		return err
 	}
-	return checkName(name)
+	return configstore.CheckName(name)
 }
 
 // validate checks kind, size and data.
-func (s *Store) validate(kind Kind, name string, data []byte) error {
-	if err := checkKind(kind, name); err != nil {
+func (s *Store) validate(kind configstore.Kind, name string, data []byte) error {
+	if err := configstore.CheckKind(kind, name); err != nil {
 		return err
 	}
 	if len(data) > s.cfg.maxSize {
-		return &InputError{File: name, Msg: fmt.Sprintf("%s data is %d bytes, more than the limit of %d", kind, len(data), s.cfg.maxSize)}
+		return &configstore.InputError{File: name, Msg: fmt.Sprintf("%s data is %d bytes, more than the limit of %d", kind, len(data), s.cfg.maxSize)}
 	}
-	return Validate(kind, name, data)
+	return configstore.Validate(kind, name, data)
 }
 
 // write runs one change of one entry in its own transaction.
-func (s *Store) write(identity, name, user string, build func(ib *bolt.Bucket, prev *record) (record, error)) (Entry, error) {
-	var e Entry
+func (s *Store) write(identity, name, user string, build func(ib *bolt.Bucket, prev *record) (record, error)) (configstore.Entry, error) {
+	var e configstore.Entry
 	err := s.update(func(tx *bolt.Tx) error {
 		ib, err := identityBucket(tx, identity)
 		if err != nil {
@@ -463,7 +479,7 @@ func (s *Store) write(identity, name, user string, build func(ib *bolt.Bucket, p
 		return err
 	})
 	if err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	return e, nil
 }
@@ -472,14 +488,14 @@ func (s *Store) write(identity, name, user string, build func(ib *bolt.Bucket, p
 // current record (nil if none) and returns the new one's kind, data and
 // deleted flag; change numbers, stores and indexes it and prunes the
 // history.
-func (s *Store) change(ib *bolt.Bucket, identity, name, user string, build func(ib *bolt.Bucket, prev *record) (record, error)) (Entry, error) {
+func (s *Store) change(ib *bolt.Bucket, identity, name, user string, build func(ib *bolt.Bucket, prev *record) (record, error)) (configstore.Entry, error) {
 	prev, err := currentRecord(ib, name)
 	if err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	rec, err := build(ib, prev)
 	if err != nil {
-		return Entry{}, err
+		return configstore.Entry{}, err
 	}
 	rec.Version = 1
 	if prev != nil {
@@ -490,7 +506,7 @@ func (s *Store) change(ib *bolt.Bucket, identity, name, user string, build func(
 	rec.Time = timestamp().UnixNano()
 	enc, err := msgpack.Marshal(&rec)
 	if err != nil {
-		return Entry{}, fmt.Errorf("configstore: encode: %w", err)
+		return configstore.Entry{}, fmt.Errorf("configstore: encode: %w", err)
 	}
 
 	hist, cur, feed := ib.Bucket(historyBucket), ib.Bucket(currentBucket), ib.Bucket(feedBucket)
@@ -511,7 +527,7 @@ func (s *Store) change(ib *bolt.Bucket, identity, name, user string, build func(
 		err = prune(hist, name, rec.Version-uint64(s.cfg.history))
 	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("configstore: write entry %q of %q: %w", name, identity, err)
+		return configstore.Entry{}, fmt.Errorf("configstore: write entry %q of %q: %w", name, identity, err)
 	}
 	return rec.entry(identity, name), nil
 }
@@ -568,22 +584,22 @@ func identityBucket(tx *bolt.Tx, identity string) (*bolt.Bucket, error) {
 }
 
 func notFound(identity, name string) error {
-	return fmt.Errorf("configstore: no entry %q for identity %q: %w", name, identity, ErrNotFound)
+	return fmt.Errorf("configstore: no entry %q for identity %q: %w", name, identity, configstore.ErrNotFound)
 }
 
 // record is an entry as stored in the history bucket.
 type record struct {
-	Kind     Kind   `msgpack:"k"`
-	Data     []byte `msgpack:"d"`
-	Version  uint64 `msgpack:"v"`
-	Revision uint64 `msgpack:"r"`
-	User     string `msgpack:"u"`
-	Time     int64  `msgpack:"t"` // Unix nanoseconds
-	Deleted  bool   `msgpack:"x,omitempty"`
+	Kind     configstore.Kind `msgpack:"k"`
+	Data     []byte           `msgpack:"d"`
+	Version  uint64           `msgpack:"v"`
+	Revision uint64           `msgpack:"r"`
+	User     string           `msgpack:"u"`
+	Time     int64            `msgpack:"t"` // Unix nanoseconds
+	Deleted  bool             `msgpack:"x,omitempty"`
 }
 
-func (r *record) entry(identity, name string) Entry {
-	return Entry{Identity: identity, Name: name, Kind: r.Kind, Data: r.Data, Version: r.Version,
+func (r *record) entry(identity, name string) configstore.Entry {
+	return configstore.Entry{Identity: identity, Name: name, Kind: r.Kind, Data: r.Data, Version: r.Version,
 		Revision: r.Revision, User: r.User, Time: time.Unix(0, r.Time).UTC(), Deleted: r.Deleted}
 }
 

@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 type ack struct {
@@ -103,7 +104,7 @@ func checkAfterCrash(t *testing.T, path string, acked []ack, kills int) {
 	require.Empty(t, problems)
 	require.NoError(t, db.Close())
 
-	s, err := configstore.Open(path, configstore.WithHistory(crashHistory))
+	s, err := configdb.Open(path, configdb.WithHistory(crashHistory))
 	require.NoError(t, err)
 	defer s.Close()
 

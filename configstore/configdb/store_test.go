@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"context"
@@ -14,19 +14,20 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 // openStore opens a store in a new temporary directory and closes it at the
 // end of the test.
-func openStore(t *testing.T, opts ...configstore.Option) *configstore.Store {
+func openStore(t *testing.T, opts ...configdb.Option) *configdb.Store {
 	t.Helper()
-	s, err := configstore.Open(filepath.Join(t.TempDir(), "config.db"), opts...)
+	s, err := configdb.Open(filepath.Join(t.TempDir(), "config.db"), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
 }
 
-func put(t *testing.T, s *configstore.Store, identity, name string, kind configstore.Kind, data, user string) configstore.Entry {
+func put(t *testing.T, s *configdb.Store, identity, name string, kind configstore.Kind, data, user string) configstore.Entry {
 	t.Helper()
 	e, err := s.Put(context.Background(), identity, name, kind, []byte(data), user)
 	require.NoError(t, err)
@@ -142,6 +143,10 @@ func TestStore_DeleteLeavesATombstoneInTheHistory(t *testing.T) {
 	assert.Equal(t, "bob", tomb.User)
 	assert.Empty(t, tomb.Kind)
 	assert.Empty(t, tomb.Data)
+	_, err = tomb.Value()
+	require.ErrorIs(t, err, configstore.ErrNotFound, "a tombstone has no value")
+	var v any
+	require.ErrorIs(t, tomb.Decode(&v), configstore.ErrNotFound)
 
 	_, err = s.Get(ctx, "weather", "config")
 	require.ErrorIs(t, err, configstore.ErrNotFound)
@@ -180,7 +185,7 @@ func TestStore_PutAfterDeleteContinuesTheVersions(t *testing.T) {
 func TestStore_HistoryKeepsTheLastNVersionsNewestFirst(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "config.db")
-	s, err := configstore.Open(path, configstore.WithHistory(3))
+	s, err := configdb.Open(path, configdb.WithHistory(3))
 	require.NoError(t, err)
 	for _, d := range []string{"v1", "v2", "v3", "v4", "v5"} {
 		put(t, s, "weather", "config", configstore.KindRaw, d, "alice")
@@ -200,7 +205,7 @@ func TestStore_HistoryKeepsTheLastNVersionsNewestFirst(t *testing.T) {
 	require.NoError(t, s.Close())
 
 	// A lower bound prunes an entry at its next change.
-	s, err = configstore.Open(path, configstore.WithHistory(2))
+	s, err = configdb.Open(path, configdb.WithHistory(2))
 	require.NoError(t, err)
 	defer s.Close()
 	put(t, s, "weather", "config", configstore.KindRaw, "v6", "alice")
@@ -261,7 +266,7 @@ func TestStore_RollbackBringsBackADeletedEntry(t *testing.T) {
 
 func TestStore_RollbackRefusesVersionsWithoutData(t *testing.T) {
 	ctx := context.Background()
-	s := openStore(t, configstore.WithHistory(3))
+	s := openStore(t, configdb.WithHistory(3))
 	put(t, s, "weather", "config", configstore.KindRaw, "v1", "alice")
 	put(t, s, "weather", "config", configstore.KindRaw, "v2", "alice")
 	_, err := s.Delete(ctx, "weather", "config", "alice") // v3
@@ -383,12 +388,12 @@ func TestStore_IdentitiesListsTheIdentitiesThatHaveEntries(t *testing.T) {
 func TestStore_EntriesSurviveReopening(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "config.db")
-	s, err := configstore.Open(path)
+	s, err := configdb.Open(path)
 	require.NoError(t, err)
 	want := put(t, s, "weather", "config", configstore.KindJSON, `{"a": 1}`, "alice")
 	require.NoError(t, s.Close())
 
-	s, err = configstore.Open(path)
+	s, err = configdb.Open(path)
 	require.NoError(t, err)
 	defer s.Close()
 	got, err := s.Get(ctx, "weather", "config")
@@ -401,7 +406,7 @@ func TestStore_EntriesSurviveReopening(t *testing.T) {
 
 func TestStore_FileIsCreatedReadableByItsOwnerOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.db")
-	s, err := configstore.Open(path)
+	s, err := configdb.Open(path)
 	require.NoError(t, err)
 	defer s.Close()
 	fi, err := os.Stat(path)
@@ -415,7 +420,7 @@ func TestStore_OpenRefusesAFileThatIsNotAConfigStore(t *testing.T) {
 
 	text := filepath.Join(dir, "text.db")
 	require.NoError(t, os.WriteFile(text, []byte(strings.Repeat("not a database\n", 1000)), 0o600))
-	_, err := configstore.Open(text)
+	_, err := configdb.Open(text)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "configstore: open "+text+": ")
 
@@ -428,10 +433,10 @@ func TestStore_OpenRefusesAFileThatIsNotAConfigStore(t *testing.T) {
 		return err
 	}))
 	require.NoError(t, db.Close())
-	_, err = configstore.Open(other)
+	_, err = configdb.Open(other)
 	assert.EqualError(t, err, "configstore: open "+other+": not a capbus configuration store")
 
-	_, err = configstore.Open(filepath.Join(dir, "missing", "config.db"))
+	_, err = configdb.Open(filepath.Join(dir, "missing", "config.db"))
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
@@ -469,23 +474,23 @@ func TestStore_CanceledContextChangesNothing(t *testing.T) {
 
 func TestStore_CallsAfterCloseFailWithErrClosed(t *testing.T) {
 	ctx := context.Background()
-	s, err := configstore.Open(filepath.Join(t.TempDir(), "config.db"))
+	s, err := configdb.Open(filepath.Join(t.TempDir(), "config.db"))
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
 	_, err = s.Put(ctx, "weather", "config", configstore.KindRaw, []byte("x"), "alice")
-	require.ErrorIs(t, err, configstore.ErrClosed)
+	require.ErrorIs(t, err, configdb.ErrClosed)
 	_, err = s.Get(ctx, "weather", "config")
-	require.ErrorIs(t, err, configstore.ErrClosed)
+	require.ErrorIs(t, err, configdb.ErrClosed)
 	_, err = s.Identities(ctx)
-	require.ErrorIs(t, err, configstore.ErrClosed)
+	require.ErrorIs(t, err, configdb.ErrClosed)
 }
 
 // The second opener is a real second process (this test binary run again),
 // since the lock is bbolt's flock on the file.
 func TestStore_SecondOpenFromAnotherProcessFailsFastWithErrLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.db")
-	s, err := configstore.Open(path)
+	s, err := configdb.Open(path)
 	require.NoError(t, err)
 
 	open := func() string {

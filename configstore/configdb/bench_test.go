@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 // benchDoc is a 200-odd-byte JSON configuration, a typical agent config.
@@ -17,7 +18,7 @@ var benchDoc = []byte(`{"station": "KPDX", "interval": 300, "units": {"temp": "d
 // with its fsync) to 16 names in turn.
 func BenchmarkStore_Put(b *testing.B) {
 	ctx := context.Background()
-	s, err := configstore.Open(filepath.Join(b.TempDir(), "config.db"))
+	s, err := configdb.Open(filepath.Join(b.TempDir(), "config.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func BenchmarkStore_Put(b *testing.B) {
 // BenchmarkStore_Get measures reads of a current entry.
 func BenchmarkStore_Get(b *testing.B) {
 	ctx := context.Background()
-	s, err := configstore.Open(filepath.Join(b.TempDir(), "config.db"))
+	s, err := configdb.Open(filepath.Join(b.TempDir(), "config.db"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 // Writers put to a name of their own and to one shared name at the same
@@ -18,7 +19,7 @@ import (
 func TestStore_ConcurrentWritersLoseNoUpdate(t *testing.T) {
 	const writers, puts = 6, 20
 	ctx := context.Background()
-	s := openStore(t, configstore.WithHistory(writers*puts))
+	s := openStore(t, configdb.WithHistory(writers*puts))
 
 	type result struct {
 		entry configstore.Entry

@@ -1,4 +1,4 @@
-package configstore_test
+package configdb_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/capbus/capbus/configstore"
+	"github.com/capbus/capbus/configstore/configdb"
 )
 
 func Example() {
@@ -18,7 +19,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	s, err := configstore.Open(filepath.Join(dir, "config.db"))
+	s, err := configdb.Open(filepath.Join(dir, "config.db"))
 	if err != nil {
 		panic(err)
 	}
