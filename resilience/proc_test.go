@@ -329,6 +329,20 @@ func (p *platformProc) sample() (sample, error) {
 	return s, nil
 }
 
+// rss reads the platform's VmRSS alone.
+func (p *platformProc) rss() (int64, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return parseKB(v), nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/<pid>/status")
+}
+
 // resetPeak resets the process's VmHWM to its current RSS, so that the next
 // samples' HWM is the peak since now.
 func (p *platformProc) resetPeak() error {
