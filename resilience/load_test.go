@@ -106,7 +106,7 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 // loops, a publisher publishing with acknowledgement to a subscriber, each
 // recording into the current phase.
 // Phases follow each other without a gap, so that every legitimate call
-// is counted in one.
+// is counted in one: the phase it ended in.
 type load struct {
 	cur       atomic.Pointer[phase]
 	delivered atomic.Int64 // messages the legitimate subscriber received
@@ -238,12 +238,14 @@ func startLoad(t *testing.T, ag *agents, c *cast, workers int) *load {
 		for range workers {
 			ag.spawn(func(ctx context.Context) {
 				for ctx.Err() == nil {
-					ph, t0 := l.cur.Load(), time.Now() // a call counts in the phase it started in
+					t0 := time.Now()
 					_, err := a.Call(ctx, "echo", "echo", payload)
 					if ctx.Err() != nil {
 						return
 					}
-					ph.record(false, time.Since(t0), err)
+					// A call counts in the phase it ended in: one in flight
+					// when the platform is killed fails after the kill.
+					l.cur.Load().record(false, time.Since(t0), err)
 					if err != nil {
 						pause(ctx, 10*time.Millisecond) // do not spin while the platform is away
 					}
@@ -254,12 +256,12 @@ func startLoad(t *testing.T, ag *agents, c *cast, workers int) *load {
 	pub := ag.start("legitpub", c.pub, nil)
 	ag.spawn(func(ctx context.Context) {
 		for i := 0; ctx.Err() == nil; i++ {
-			ph, t0 := l.cur.Load(), time.Now()
+			t0 := time.Now()
 			err := pub.Publish(ctx, "legit/temperature", i)
 			if ctx.Err() != nil {
 				return
 			}
-			ph.record(true, time.Since(t0), err)
+			l.cur.Load().record(true, time.Since(t0), err)
 			if err != nil {
 				pause(ctx, 10*time.Millisecond)
 			}

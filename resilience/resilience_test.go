@@ -132,6 +132,7 @@ type suite struct {
 	ag      *agents
 	load    *load
 	results []*result
+	noHWM   bool // VmHWM cannot be reset here: peaks come from the samples
 }
 
 // settleWithin bounds the wait for the platform to come back to its
@@ -171,7 +172,11 @@ func (s *suite) run(sc scenario) *result {
 	)
 	begin := func() {
 		once.Do(func() {
-			require.NoError(t, s.p.resetPeak())
+			if err := s.p.resetPeak(); err != nil && !s.noHWM {
+				// Some containers refuse clear_refs: the sampled RSS stands in.
+				t.Logf("peak RSS from samples only: %v", err)
+				s.noHWM = true
+			}
 			lines, warns = s.p.logs.lines.Load(), s.p.logs.warns.Load()
 			var err error
 			start, err = s.p.sample()
@@ -263,14 +268,17 @@ func (s *suite) watchPeak(stop <-chan struct{}) sample {
 	defer tick.Stop()
 	for {
 		if x, err := s.p.sample(); err == nil {
-			p.RSS = max(p.RSS, x.RSS, x.HWM)
+			p.RSS = max(p.RSS, x.RSS)
+			if !s.noHWM {
+				p.RSS = max(p.RSS, x.HWM)
+			}
 			p.FDs = max(p.FDs, x.FDs)
 			p.HeapInuse = max(p.HeapInuse, x.HeapInuse)
 			p.Goroutines = max(p.Goroutines, x.Goroutines)
 		}
 		select {
 		case <-stop:
-			if x, err := s.p.sample(); err == nil {
+			if x, err := s.p.sample(); err == nil && !s.noHWM {
 				p.RSS = max(p.RSS, x.HWM)
 			}
 			return p
@@ -354,9 +362,14 @@ func TestResilience(t *testing.T) {
 	if split.attacker >= 0 {
 		var all unix.CPUSet
 		require.NoError(t, unix.SchedGetaffinity(0, &all))
-		require.NoError(t, pin(0, &split.legit))
-		t.Cleanup(func() { _ = pin(0, &all) })
-		pinned = func(pid int) error { return pin(pid, &split.legit) }
+		if err := pin(0, &split.legit); err != nil {
+			t.Logf("the attacker shares the CPUs: %v", err)
+			_ = pin(0, &all)
+			split.attacker = -1
+		} else {
+			t.Cleanup(func() { _ = pin(0, &all) })
+			pinned = func(pid int) error { return pin(pid, &split.legit) }
+		}
 	}
 	p := startPlatform(t, capbus, c.policy(0, initial), pinned, "--max-ping", "1MiB")
 	if p.admin == "" {
@@ -577,7 +590,11 @@ func (s *suite) killAndRestart(ctx context.Context, n int) (string, []string) {
 // report formats the results as markdown.
 func (s *suite) report(started time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Mode %s, %s, %d CPUs (the attacker on its own), %v in all.\n\n", s.sz.mode, time.Now().Format("2006-01-02"), runtime.NumCPU(), time.Since(started).Round(time.Second))
+	cpus := fmt.Sprintf("%d CPUs, the attacker on its own", runtime.NumCPU())
+	if s.tg.cpu < 0 {
+		cpus = fmt.Sprintf("%d CPUs shared with the attacker", runtime.NumCPU())
+	}
+	fmt.Fprintf(&b, "Mode %s, %s, %s, %v in all.\n\n", s.sz.mode, time.Now().Format("2006-01-02"), cpus, time.Since(started).Round(time.Second))
 	b.WriteString("| scenario | legit calls during: ok / failed | p50 before → during | p99 before → during | calls/s during ÷ before | publish p99 before → during | platform CPU before → during | RSS before / peak / ≥ 3 s after | RSS ≤ 2x before after | open files before / peak / after | heap in use before / peak / after | goroutines before / peak / after | back to baseline after | log lines (warn) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.results {
@@ -620,6 +637,17 @@ func (s *suite) report(started time.Time) string {
 	return b.String()
 }
 
+// revoking reports whether ph is the during phase of a scenario in which
+// legitimate calls may fail (the platform is killed).
+func (s *suite) revoking(ph *phase) bool {
+	for _, r := range s.results {
+		if r.revokes && ph.name == r.name+": during" {
+			return true
+		}
+	}
+	return false
+}
+
 // acceptance states each acceptance item of issue 13 with what this run
 // measured.
 func (s *suite) acceptance() []string {
@@ -632,13 +660,13 @@ func (s *suite) acceptance() []string {
 	var out []string
 	var calls, failed int64
 	for _, ph := range s.load.all() {
-		if strings.HasPrefix(ph.name, "kill -9") {
+		if s.revoking(ph) {
 			continue
 		}
 		st := ph.stats()
 		calls, failed = calls+st.Calls+st.PubCalls, failed+st.Failed+st.PubFailed
 	}
-	out = append(out, fmt.Sprintf("No legitimate call failed outside the kill -9 scenario: %s calls and publishes, %s failed: %s.",
+	out = append(out, fmt.Sprintf("No legitimate call failed outside the kill -9 scenario (between the kill and the recovery): %s calls and publishes, %s failed: %s.",
 		thousands(calls), thousands(failed), met(failed == 0)))
 	for _, r := range s.results {
 		if r.name == nonReading {
@@ -737,7 +765,7 @@ func (s *suite) accept() {
 		}
 	}
 	for _, ph := range s.load.all() {
-		if strings.HasPrefix(ph.name, "kill -9") {
+		if s.revoking(ph) {
 			continue
 		}
 		st := ph.stats()
