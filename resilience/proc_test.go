@@ -180,13 +180,6 @@ func (p *platformProc) pid() int {
 	return p.cmd.Process.Pid
 }
 
-// exited is closed when the current process exits.
-func (p *platformProc) exited() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.done
-}
-
 // kill9 sends SIGKILL to the platform and waits for it to die.
 func (p *platformProc) kill9() {
 	p.mu.Lock()

@@ -447,6 +447,17 @@ func TestResilience(t *testing.T) {
 		require.NoError(t, os.WriteFile(*reportPath, []byte(report), 0o644))
 	}
 	s.accept()
+	if t.Failed() {
+		t.Logf("the platform's log, last lines:\n%s\nthe agents' warnings, last lines:\n%s", p.logs.tail(8<<10), tail(s.ag.log.String(), 8<<10))
+	}
+}
+
+// tail returns the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 // defaultRefusesBigPing starts a second platform with the default limits
