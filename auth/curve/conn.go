@@ -173,6 +173,9 @@ func (c *Conn) readMsg() ([][]byte, error) {
 			c.fillBuffered(&z)
 			ks = z.keystream(msg.Nonce)
 		}
+		if c.maxMsgBytes > 0 && total+int64(len(msg.Box)-boxOverhead-1) > c.maxMsgBytes {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, c.maxMsgBytes)
+		}
 		start := len(buf)
 		out, ok := c.recvBox.openWith(buf, msg.Box, msg.Nonce, ks)
 		if !ok {

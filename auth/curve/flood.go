@@ -74,6 +74,10 @@ type hostFailures struct {
 	since   time.Time // start of the counting window
 	until   time.Time // refused until then
 	backoff time.Duration
+	// The busy answers given in the current second of the backoff: past
+	// busyAnswersPerSecond, the host's connections are closed at once.
+	busySecond time.Time
+	busy       int
 }
 
 const (
@@ -90,15 +94,32 @@ func newFailures(limit int) *failures {
 	return &failures{limit: limit, now: time.Now, hosts: make(map[string]*hostFailures)}
 }
 
-// blocked reports whether host is in its backoff.
-func (f *failures) blocked(host string) bool {
+// busyAnswersPerSecond bounds the handshakes of a host in its backoff that
+// are answered ERROR "300" (a greeting, a HELLO read, an ERROR written: no
+// key agreement, but a goroutine and the kernel's work of a connection)
+// in one second; beyond, its connections are closed at once. A legitimate
+// client retrying with backoff stays far below and gets its diagnosis; a
+// flood does not get an answer per connection.
+const busyAnswersPerSecond = 10
+
+// blocked reports whether host is in its backoff, and whether its
+// connection should be closed at once rather than answered busy.
+func (f *failures) blocked(host string) (blocked, closeNow bool) {
 	if f == nil {
-		return false
+		return false, false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	h := f.hosts[host]
-	return h != nil && f.now().Before(h.until)
+	now := f.now()
+	if h == nil || !now.Before(h.until) {
+		return false, false
+	}
+	if now.Sub(h.busySecond) >= time.Second {
+		h.busySecond, h.busy = now, 0
+	}
+	h.busy++
+	return true, h.busy > busyAnswersPerSecond
 }
 
 // failed counts a failed handshake from host and reports whether the host

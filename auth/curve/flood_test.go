@@ -130,3 +130,36 @@ func TestListener_LogsFailuresAtDebugAndCountsThemInOneWarning(t *testing.T) {
 	r.flush(log, reportEvery)
 	assert.Equal(t, before, rec.String(), "nothing to report: no line")
 }
+
+// TestFailures_ABlockedHostIsAnsweredBusyTenTimesASecondThenClosedAtOnce:
+// a flood from a host in its backoff does not get an answer for every
+// connection; a client retrying now and then does.
+func TestFailures_ABlockedHostIsAnsweredBusyTenTimesASecondThenClosedAtOnce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	f := newFailures(3)
+	f.now = func() time.Time { return now }
+	for range 2 {
+		_, ok := f.failed("10.0.0.9")
+		require.False(t, ok)
+	}
+	d, ok := f.failed("10.0.0.9")
+	require.True(t, ok, "the third failure starts the backoff")
+	assert.Equal(t, time.Second, d)
+	for i := range busyAnswersPerSecond {
+		blocked, closeNow := f.blocked("10.0.0.9")
+		require.True(t, blocked)
+		require.False(t, closeNow, "answer %d of this second", i+1)
+	}
+	blocked, closeNow := f.blocked("10.0.0.9")
+	assert.True(t, blocked)
+	assert.True(t, closeNow, "past ten answers in a second: closed at once")
+	blocked, _ = f.blocked("10.0.0.8")
+	assert.False(t, blocked, "another host is not concerned")
+
+	now = now.Add(500 * time.Millisecond)
+	_, closeNow = f.blocked("10.0.0.9")
+	assert.True(t, closeNow, "still the same second")
+	now = now.Add(600 * time.Millisecond)
+	blocked, _ = f.blocked("10.0.0.9")
+	assert.False(t, blocked, "the one-second backoff is over")
+}

@@ -3,15 +3,16 @@ package curve
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/capbus/capbus/keys"
-	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/nacl/secretbox"
+	"golang.org/x/crypto/salsa20/salsa"
 )
 
 // maxHandshakeCommand bounds every command read before the handshake is
@@ -75,10 +76,22 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	if o.seen != nil && o.seen.contains(hello.ClientTransient) {
 		return s, fmt.Errorf("%w: client transient key %s seen before", ErrReplay, keys.Key(hello.ClientTransient).Z85())
 	}
-	serverSecret := (*[32]byte)(&kp.Secret)
+	// Four scalar multiplications in all: HELLO's (reused for WELCOME),
+	// the transient key's, and the two of INITIATE (the connection's key and
+	// the vouch's), each done once (boxKey).
+	serverPriv := o.serverPriv
+	if serverPriv == nil {
+		if serverPriv, err = ecdh.X25519().NewPrivateKey(kp.Secret[:]); err != nil {
+			return s, err
+		}
+	}
+	helloKey, err := boxKey(serverPriv, hello.ClientTransient[:])
+	if err != nil {
+		return s, malformed("HELLO: client transient key: %v", err)
+	}
 	nonce := shortNonce(prefixHello, hello.Nonce)
 	var zeros [64]byte
-	plain, ok := box.Open(zeros[:0], hello.Box[:], &nonce, &hello.ClientTransient, serverSecret)
+	plain, ok := box.OpenAfterPrecomputation(zeros[:0], hello.Box[:], &nonce, &helloKey)
 	if !ok || len(plain) != 64 {
 		return s, fmt.Errorf("%w: HELLO (the client does not use this server's public key)", ErrDecrypt)
 	}
@@ -87,10 +100,11 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	}
 
 	// WELCOME: our transient key and a cookie holding both transient keys.
-	tPub, tSec, err := box.GenerateKey(rand.Reader)
+	tPriv, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return s, err
 	}
+	tPub := tPriv.PublicKey().Bytes()
 	var cookieKey [32]byte
 	if _, err := rand.Read(cookieKey[:]); err != nil {
 		return s, err
@@ -99,7 +113,7 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	if err != nil {
 		return s, err
 	}
-	cookiePlain := append(append(make([]byte, 0, 64), hello.ClientTransient[:]...), tSec[:]...)
+	cookiePlain := append(append(make([]byte, 0, 64), hello.ClientTransient[:]...), tPriv.Bytes()...)
 	cn := longNonce(prefixCookie, cookieNonce[:])
 	cookie := secretbox.Seal(append(make([]byte, 0, cookieSize), cookieNonce[:]...), cookiePlain, &cn, &cookieKey)
 
@@ -108,7 +122,7 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 		return s, err
 	}
 	wn := longNonce(prefixWelcome, welcome.Nonce[:])
-	box.Seal(welcome.Box[:0], append(append(make([]byte, 0, 128), tPub[:]...), cookie...), &wn, &hello.ClientTransient, serverSecret)
+	box.SealAfterPrecomputation(welcome.Box[:0], append(append(make([]byte, 0, 128), tPub...), cookie...), &wn, &helloKey)
 	if err := writeCommand(rw, welcome.append(nil)); err != nil {
 		return s, fmt.Errorf("write WELCOME: %w", err)
 	}
@@ -129,7 +143,9 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	if ini.Nonce <= hello.Nonce {
 		return s, fmt.Errorf("%w: INITIATE nonce %d after HELLO nonce %d", ErrBadNonce, ini.Nonce, hello.Nonce)
 	}
-	box.Precompute(&s.key, &hello.ClientTransient, tSec)
+	if s.key, err = boxKey(tPriv, hello.ClientTransient[:]); err != nil {
+		return s, malformed("HELLO: client transient key: %v", err)
+	}
 	nonce = shortNonce(prefixInitiate, ini.Nonce)
 	plain, ok = box.OpenAfterPrecomputation(nil, ini.Box, &nonce, &s.key)
 	if !ok {
@@ -140,13 +156,14 @@ func serverHandshake(ctx context.Context, rw io.Writer, r io.Reader, kp keys.Pai
 	}
 	var clientKey [32]byte
 	copy(clientKey[:], plain[:32])
-	if _, err := curve25519.X25519(tSec[:], clientKey[:]); err != nil {
+	vouchKey, err := boxKey(tPriv, clientKey[:])
+	if err != nil {
 		// A low-order key gives a shared secret anyone can compute: a
 		// vouch for it proves nothing.
 		return s, malformed("client key %s is a low-order point", keys.Key(clientKey).Z85())
 	}
 	vn := longNonce(prefixVouch, plain[32:48])
-	vouch, ok := box.Open(nil, plain[48:48+vouchBoxSize], &vn, &clientKey, tSec)
+	vouch, ok := box.OpenAfterPrecomputation(nil, plain[48:48+vouchBoxSize], &vn, &vouchKey)
 	if !ok {
 		return s, fmt.Errorf("%w: vouch (the client does not hold the secret key of %s)", ErrDecrypt, keys.Key(clientKey).Z85())
 	}
@@ -208,4 +225,25 @@ func authenticate(ctx context.Context, a Authenticator, req AuthRequest) (userID
 		}
 	}()
 	return a.Authenticate(ctx, req)
+}
+
+// boxKey returns the NaCl box key of priv and the peer's public key pub,
+// as box.Precompute computes it (X25519, then HSalsa20 with a zero nonce),
+// with one scalar multiplication: crypto/ecdh's PrivateKey has its public
+// key already, where curve25519.X25519 would compute it again on every
+// call. It fails for a low-order pub, whose shared secret is all zeros.
+func boxKey(priv *ecdh.PrivateKey, pub []byte) (key [32]byte, err error) {
+	p, err := ecdh.X25519().NewPublicKey(pub)
+	if err != nil {
+		return key, err
+	}
+	shared, err := priv.ECDH(p)
+	if err != nil {
+		return key, err
+	}
+	var in [32]byte
+	copy(in[:], shared)
+	var zero [16]byte
+	salsa.HSalsa20(&key, &zero, &in, &salsa.Sigma)
+	return key, nil
 }

@@ -3,6 +3,7 @@ package curve
 import (
 	"bufio"
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,10 @@ func Listen(ctx context.Context, addr string, server keys.Pair, opts ...Option) 
 		pending: make(map[net.Conn]struct{}),
 	}
 	l.opts.seen = newSeenKeys(seenKeysSize)
+	if l.opts.serverPriv, err = ecdh.X25519().NewPrivateKey(server.Secret[:]); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("curve: server key: %w", err)
+	}
 	if o.failureLimit > 0 {
 		l.failures = newFailures(o.failureLimit)
 	}
@@ -165,7 +170,13 @@ func (l *Listener) acceptLoop() {
 		}
 		backoff = 0
 		remote := raw.RemoteAddr().String()
-		busy := l.failures.blocked(hostOf(remote))
+		busy, closeNow := l.failures.blocked(hostOf(remote))
+		if closeNow {
+			l.log.Debug("curve: connection closed: its host keeps failing handshakes", "remote", remote)
+			l.count("busy_closed")
+			raw.Close()
+			continue
+		}
 		l.mu.Lock()
 		if l.ctx.Err() != nil {
 			l.mu.Unlock()

@@ -230,7 +230,11 @@ func salsaCounter(n, ctr uint64) (c [16]byte) {
 // grow extends dst by n bytes, reallocating if needed.
 func grow(dst []byte, n int) []byte {
 	if cap(dst)-len(dst) < n {
-		d := make([]byte, len(dst), 2*cap(dst)+n)
+		c := max(2*cap(dst), len(dst)+n)
+		if n >= cap(dst) {
+			c = len(dst) + n // a large frame: what it needs, no more
+		}
+		d := make([]byte, len(dst), c)
 		copy(d, dst)
 		dst = d
 	}

@@ -1,6 +1,7 @@
 package curve
 
 import (
+	"crypto/ecdh"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,7 @@ type options struct {
 	failureLimit     int                     // failed handshakes per host per minute before a backoff (0: no limit)
 	observe          func(outcome string)    // told the outcome of every handshake (nil: nobody)
 	seen             *seenKeys               // set by Listen
+	serverPriv       *ecdh.PrivateKey        // the server's long-term key, parsed once by Listen
 	wrapConn         func(net.Conn) net.Conn // tests and benchmarks: count syscalls
 }
 
@@ -101,7 +103,9 @@ func WithMaxPendingHandshakes(n int) Option {
 // after n failures (refusals included, ErrBusy ones not) from one host
 // within a minute, the Listener answers that host's HELLOs with ERROR
 // "300" (the client's error matches ErrBusy), before any key agreement,
-// for a backoff of one second, doubling to a minute. Zero means no limit.
+// for a backoff of one second, doubling to a minute; past ten such answers
+// in a second, the host's connections are closed at once. Zero means no
+// limit.
 func WithFailureLimit(n int) Option {
 	return func(o *options) { o.failureLimit = n }
 }
@@ -109,7 +113,7 @@ func WithFailureLimit(n int) Option {
 // WithHandshakeObserver makes a Listener call fn with the outcome of every
 // handshake: "ok", or the kind of failure as its periodic warning counts
 // them ("refused", "busy", "replayed_hello", "bad_box", "timeout",
-// "malformed", "too_many_pending", "other"). fn runs on the handshake's
+// "malformed", "too_many_pending", "busy_closed", "other"). fn runs on the handshake's
 // goroutine (or the accept loop's, for "too_many_pending") and must not
 // block. The platform counts them in its metrics.
 func WithHandshakeObserver(fn func(outcome string)) Option {
