@@ -27,12 +27,15 @@ type callCtx struct {
 	stop  func() bool // unlinks from parent, set by the first Done
 }
 
-// newCallCtx returns the context of a call under parent with the given
-// deadline (zero: none), and its cancel function.
-func newCallCtx(parent context.Context, deadline time.Time) (*callCtx, context.CancelFunc) {
-	c := &callCtx{parent: parent, deadline: deadline}
-	return c, func() { c.cancel(context.Canceled) }
+// init makes c the context of a call under parent with the given deadline
+// (zero: none). A callCtx lives in its call (no allocation of its own);
+// end cancels it.
+func (c *callCtx) init(parent context.Context, deadline time.Time) {
+	c.parent, c.deadline = parent, deadline
 }
+
+// end cancels the context: the call was answered, or cancelled.
+func (c *callCtx) end() { c.cancel(context.Canceled) }
 
 // Deadline implements context.Context.
 func (c *callCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }

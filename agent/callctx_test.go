@@ -11,6 +11,14 @@ import (
 	"github.com/capbus/capbus/rpc"
 )
 
+// newCallCtx returns a call context and its cancel function, as a call
+// holds them.
+func newCallCtx(parent context.Context, deadline time.Time) (*callCtx, context.CancelFunc) {
+	c := &callCtx{}
+	c.init(parent, deadline)
+	return c, c.end
+}
+
 func TestCallCtx_EndsAtItsDeadlineWhetherOrNotDoneWasAsked(t *testing.T) {
 	parent := rpc.WithCaller(context.Background(), rpc.Principal{UserID: "alice", Identity: "alice"})
 	c, cancel := newCallCtx(parent, time.Now().Add(50*time.Millisecond))

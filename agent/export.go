@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -115,10 +114,10 @@ func (a *Agent) pushExports(s *session, decls []rpc.Export) error {
 type call struct {
 	m       message
 	method  string
+	exp     *export // the method's export, nil if there is none
 	notify  bool
 	payload []byte
-	ctx     context.Context // the call's own: ends at its deadline, on cancel, with the session
-	cancel  context.CancelFunc
+	ctx     callCtx // the call's own: ends at its deadline, on cancel, with the session
 	key     callKey
 }
 
@@ -133,15 +132,26 @@ func (s *session) serve(m message) {
 		a.log.Warn("capbus agent: dropping call without a method", "caller", m.Peer)
 		return
 	}
-	c := &call{m: m, method: m.arg(vip.RPCArgMethod), notify: m.arg(vip.RPCArgOp) == vip.OpNotify}
+	c := &call{m: m, notify: string(m.Args[vip.RPCArgOp]) == vip.OpNotify}
+	// The export, looked up once; its name spares converting the frame.
+	s.a.mu.RLock()
+	c.exp = s.a.exports[string(m.Args[vip.RPCArgMethod])]
+	s.a.mu.RUnlock()
+	if c.exp != nil {
+		c.method = c.exp.decl.Name
+	} else {
+		c.method = string(m.Args[vip.RPCArgMethod])
+	}
 	if len(m.Args) > vip.RPCArgPayload {
 		c.payload = m.Args[vip.RPCArgPayload]
 	}
 	var deadline time.Time
-	if ms, err := strconv.ParseInt(m.arg(vip.RPCArgTimeout), 10, 64); err == nil {
-		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	if len(m.Args) > vip.RPCArgTimeout {
+		if ms, ok := parseMillis(m.Args[vip.RPCArgTimeout]); ok {
+			deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
 	}
-	c.ctx, c.cancel = newCallCtx(rpc.WithCaller(s.ctx, rpc.Principal{UserID: m.User, Identity: m.Peer}), deadline)
+	c.ctx.init(rpc.WithCaller(s.ctx, rpc.Principal{UserID: m.User, Identity: m.Peer}), deadline)
 
 	if s.inline(c) {
 		return
@@ -150,12 +160,12 @@ func (s *session) serve(m message) {
 	switch {
 	case s.draining || s.shut:
 		s.qmu.Unlock()
-		c.cancel()
+		c.ctx.end()
 		s.refuse(c, rpc.NewError(rpc.CodeUnavailable, "agent "+a.identity+" is shutting down"))
 		return
 	case s.idle == 0 && s.workers >= a.cfg.concurrency && len(s.queue) >= a.cfg.queue:
 		s.qmu.Unlock()
-		c.cancel()
+		c.ctx.end()
 		a.log.Warn("capbus agent: handler queue full; refusing call", "method", c.method, "caller", m.Peer)
 		s.refuse(c, rpc.NewError(rpc.CodeOverloaded, "agent "+a.identity+": too many calls in progress"))
 		return
@@ -164,7 +174,7 @@ func (s *session) serve(m message) {
 	if !c.notify && len(m.ID) > 0 {
 		c.key = callKey{m.Peer, string(m.ID)}
 		s.mu.Lock()
-		s.calls[c.key] = c.cancel
+		s.calls[c.key] = c
 		s.mu.Unlock()
 	}
 	switch {
@@ -185,24 +195,21 @@ func (s *session) serve(m message) {
 // holds its reply for the reader to write with the others of the burst. It
 // reports whether it did.
 func (s *session) inline(c *call) bool {
-	s.a.mu.RLock()
-	e := s.a.exports[c.method]
-	s.a.mu.RUnlock()
-	if e == nil || !e.decl.Inline {
+	if c.exp == nil || !c.exp.decl.Inline {
 		return false
 	}
 	s.qmu.Lock()
 	stopping := s.draining || s.shut
 	s.qmu.Unlock()
 	if stopping {
-		c.cancel()
+		c.ctx.end()
 		s.refuse(c, rpc.NewError(rpc.CodeUnavailable, "agent "+s.a.identity+" is shutting down"))
 		return true
 	}
 	s.busy.Add(1)
 	result, err := s.a.invoke(c)
 	s.busy.Add(-1)
-	c.cancel()
+	c.ctx.end()
 	if !c.notify {
 		s.held = append(s.held, s.replyOf(c, result, err).frames())
 	}
@@ -251,7 +258,7 @@ func (s *session) shutWorkers() {
 	defer s.qmu.Unlock()
 	s.shut = true
 	for _, c := range s.queue {
-		c.cancel()
+		c.ctx.end()
 		s.inflight.Done()
 	}
 	s.queue = nil
@@ -263,7 +270,7 @@ func (s *session) run(c *call) {
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
 	defer s.inflight.Done()
-	defer c.cancel()
+	defer c.ctx.end()
 	if c.key != (callKey{}) {
 		defer func() {
 			s.mu.Lock()
@@ -287,9 +294,7 @@ func (s *session) run(c *call) {
 // invoke decodes the arguments and runs the handler of c's method, turning
 // a panic into a CodeInternal error. The result is encoded.
 func (a *Agent) invoke(c *call) (result []byte, err error) {
-	a.mu.RLock()
-	e := a.exports[c.method]
-	a.mu.RUnlock()
+	e := c.exp
 	if e == nil {
 		return nil, rpc.Errorf(rpc.CodeNotFound, "agent %s does not export %q", a.identity, c.method)
 	}
@@ -300,7 +305,7 @@ func (a *Agent) invoke(c *call) (result []byte, err error) {
 	if err != nil {
 		return nil, rpc.Errorf(rpc.CodeInvalidArgs, "%s: %v", c.method, err)
 	}
-	caller, _ := rpc.CallerFrom(c.ctx)
+	caller, _ := rpc.CallerFrom(&c.ctx)
 	req := &rpc.Request{Method: c.method, Caller: caller, Params: e.decl.Params}
 	if len(args.Args) > 0 {
 		req.Args = make([]rpc.Raw, len(args.Args))
@@ -322,7 +327,7 @@ func (a *Agent) invoke(c *call) (result []byte, err error) {
 			result, err = nil, rpc.Errorf(rpc.CodeInternal, "handler of %q panicked", c.method)
 		}
 	}()
-	v, err := e.h.ServeRPC(c.ctx, req)
+	v, err := e.h.ServeRPC(&c.ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -348,4 +353,19 @@ func (s *session) answer(c *call, result []byte, err error) {
 	if err := s.send(s.ctx, s.replyOf(c, result, err)); err != nil {
 		s.a.log.Debug("capbus agent: reply not sent", "method", c.method, "caller", c.m.Peer, "err", err)
 	}
+}
+
+// parseMillis reads a TIMEOUT frame: decimal milliseconds.
+func parseMillis(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, d := range b {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n, true
 }

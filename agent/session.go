@@ -82,7 +82,7 @@ type session struct {
 
 	mu       sync.Mutex
 	requests map[string]*request            // our requests by msg-id
-	calls    map[callKey]context.CancelFunc // calls being handled, by caller and msg-id
+	calls    map[callKey]*call // calls being handled, by caller and msg-id
 
 	// The worker pool (see serve): qmu guards everything below.
 	qmu      sync.Mutex
@@ -120,7 +120,7 @@ func newSession(a *Agent, tr transport) *session {
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		requests: make(map[string]*request),
-		calls:    make(map[callKey]context.CancelFunc),
+		calls:    make(map[callKey]*call),
 		work:     make(chan *call, a.cfg.concurrency),
 	}
 	s.wg.Add(2)
@@ -417,10 +417,10 @@ func (s *session) dispatch(m message) {
 			return
 		case vip.OpCancel:
 			s.mu.Lock()
-			cancel := s.calls[callKey{m.Peer, string(m.ID)}]
+			c := s.calls[callKey{m.Peer, string(m.ID)}]
 			s.mu.Unlock()
-			if cancel != nil {
-				cancel()
+			if c != nil {
+				c.ctx.end()
 			}
 			return
 		}
