@@ -81,8 +81,8 @@ type session struct {
 	err    error // why it ended; written before done is closed
 
 	mu       sync.Mutex
-	requests map[string]*request            // our requests by msg-id
-	calls    map[callKey]*call // calls being handled, by caller and msg-id
+	requests map[string]*request // our requests by msg-id
+	calls    map[callKey]*call   // calls being handled, by caller and msg-id
 
 	// The worker pool (see serve): qmu guards everything below.
 	qmu      sync.Mutex
