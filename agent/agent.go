@@ -221,9 +221,34 @@ func (a *Agent) current(ctx context.Context) (*session, error) {
 
 // appendID appends a fresh msg-id to b: a random prefix chosen by New, so
 // that msg-ids differ from those of other agents, and a counter.
-func (a *Agent) appendID(b []byte) []byte {
+func (a *Agent) appendID(b []byte, n uint64) []byte {
 	b = append(b, a.idPrefix...)
-	return strconv.AppendUint(b, a.nextID.Add(1), 36)
+	return strconv.AppendUint(b, n, 36)
+}
+
+// parseID returns the number of a msg-id this agent made (appendID), and
+// false for any other.
+func (a *Agent) parseID(id []byte) (uint64, bool) {
+	if len(id) <= len(a.idPrefix) || string(id[:len(a.idPrefix)]) != a.idPrefix {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range id[len(a.idPrefix):] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'z':
+			d = c - 'a' + 10
+		default:
+			return 0, false
+		}
+		if n > (1<<64-1-uint64(d))/36 {
+			return 0, false // more than a uint64: not ours
+		}
+		n = n*36 + uint64(d)
+	}
+	return n, true
 }
 
 // noteState records err as the latest connection failure (nil: connected)

@@ -633,28 +633,33 @@ func TestAgent_StopLetsRunningHandlersReply(t *testing.T) {
 }
 
 func TestSession_ReplyMatchesMsgIDAndSender(t *testing.T) {
-	s := &session{requests: map[string]*request{}}
+	a := &Agent{idPrefix: "p."}
+	s := &session{a: a, requests: map[uint64]*request{}}
 	wait := func(id, peer string) chan message {
 		r := &request{ch: make(chan message, 1), peer: peer}
-		s.requests[id] = r
+		n, ok := a.parseID([]byte(id))
+		require.True(t, ok, id)
+		s.requests[n] = r
 		return r.ch
 	}
 	b := func(s string) []byte { return []byte(s) }
 	refusal := func(id, recipient string) message {
 		return message{ID: b(id), Subsys: vip.SubError, Args: [][]byte{b("105"), b("queue full"), b(recipient), b("RPC")}}
 	}
-	call := wait("x1", "weather")
+	call := wait("p.x1", "weather")
 	for _, m := range []message{
-		{Peer: "mallory", ID: b("x1"), Subsys: vip.SubRPC}, // another peer
-		refusal("x1", "alice"),                             // about a reply we sent to alice
-		{Peer: "weather", ID: b("x2"), Subsys: vip.SubRPC}, // another msg-id
+		{Peer: "mallory", ID: b("p.x1"), Subsys: vip.SubRPC}, // another peer
+		refusal("p.x1", "alice"),                             // about a reply we sent to alice
+		{Peer: "weather", ID: b("p.x2"), Subsys: vip.SubRPC}, // another msg-id
+		{Peer: "weather", ID: b("q.x1"), Subsys: vip.SubRPC}, // another agent's msg-id
+		{Peer: "weather", ID: b("p.X1"), Subsys: vip.SubRPC}, // not one of ours
 	} {
 		assert.False(t, s.reply(m), "accepted %+v for a call to weather", m)
 	}
-	require.True(t, s.reply(refusal("x1", "weather")))
+	require.True(t, s.reply(refusal("p.x1", "weather")))
 	assert.Equal(t, vip.SubError, (<-call).Subsys)
-	ctl := wait("x3", "")
-	require.True(t, s.reply(message{ID: b("x3"), Subsys: vip.SubPong}))
+	ctl := wait("p.x3", "")
+	require.True(t, s.reply(message{ID: b("p.x3"), Subsys: vip.SubPong}))
 	assert.Equal(t, vip.SubPong, (<-ctl).Subsys)
 }
 

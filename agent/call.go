@@ -16,6 +16,7 @@ var (
 	frameCall   = []byte(vip.OpCall)
 	frameNotify = []byte(vip.OpNotify)
 	frameResult = []byte(vip.OpResult)
+	frameRPC    = []byte(vip.SubRPC)
 	frameError  = []byte(vip.OpError)
 	frameCancel = []byte(vip.OpCancel)
 )
@@ -63,12 +64,18 @@ func (a *Agent) Call(ctx context.Context, peer, method string, args ...any) (rpc
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	r, err := s.request(ctx, &message{Peer: peer, Subsys: vip.SubRPC,
-		Args: [][]byte{frameCall, []byte(method), payload}}, timeout)
+	// One slice for the frames of ARGS, room left for the TIMEOUT frame.
+	fargs := make([][]byte, 3, 4)
+	fargs[0], fargs[1], fargs[2] = frameCall, []byte(method), payload
+	r, err := s.request(ctx, &message{Peer: peer, Subsys: vip.SubRPC, Args: fargs}, timeout)
 	if err != nil {
 		return nil, located(err, peer, method)
 	}
-	switch r.arg(vip.RPCArgOp) {
+	var op []byte
+	if len(r.Args) > vip.RPCArgOp {
+		op = r.Args[vip.RPCArgOp]
+	}
+	switch string(op) {
 	case vip.OpResult:
 		if len(r.Args) <= vip.RPCArgPayload {
 			return nil, nil

@@ -238,7 +238,7 @@ func (c *Config) arm(s *session) <-chan struct{} {
 // revision the agent is at, and for every later change:
 // ["config", "watch", since].
 func (c *Config) watch(ctx context.Context, s *session) error {
-	id := string(c.a.appendID(nil))
+	id := string(c.a.appendID(nil, c.a.nextID.Add(1)))
 	c.mu.Lock()
 	if c.sess != s {
 		c.mu.Unlock()

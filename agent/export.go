@@ -211,7 +211,7 @@ func (s *session) inline(c *call) bool {
 	s.busy.Add(-1)
 	c.ctx.end()
 	if !c.notify {
-		s.held = append(s.held, s.replyOf(c, result, err).frames())
+		s.held = append(s.held, replyFrames(c, result, err))
 	}
 	return true
 }
@@ -337,20 +337,20 @@ func (a *Agent) invoke(c *call) (result []byte, err error) {
 	return result, nil
 }
 
-// replyOf builds the reply of call c: result, or err.
-func (s *session) replyOf(c *call, result []byte, err error) *message {
-	r := &message{Peer: c.m.Peer, ID: c.m.ID, Subsys: vip.SubRPC}
+// replyFrames builds the frames of the reply to call c, result or err:
+// [caller, "VIP1", "", msg-id, "RPC", "result"|"error", method, VALUE],
+// reusing the frames of the call (one allocation).
+func replyFrames(c *call, result []byte, err error) [][]byte {
+	op := frameResult
 	if err != nil {
-		r.Args = [][]byte{frameError, c.m.Args[vip.RPCArgMethod], errorPayload(err)}
-	} else {
-		r.Args = [][]byte{frameResult, c.m.Args[vip.RPCArgMethod], result}
+		op, result = frameError, errorPayload(err)
 	}
-	return r
+	return [][]byte{c.m.peerFrame, vip.SignatureFrame, vip.Empty, c.m.ID, frameRPC, op, c.m.Args[vip.RPCArgMethod], result}
 }
 
 // answer sends the reply of call c: result, or err.
 func (s *session) answer(c *call, result []byte, err error) {
-	if err := s.send(s.ctx, s.replyOf(c, result, err)); err != nil {
+	if err := s.enqueue(s.ctx, nil, outMsg{frames: replyFrames(c, result, err)}); err != nil {
 		s.a.log.Debug("capbus agent: reply not sent", "method", c.method, "caller", c.m.Peer, "err", err)
 	}
 }

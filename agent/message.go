@@ -20,6 +20,8 @@ type message struct {
 	ID     []byte
 	Subsys string
 	Args   [][]byte
+
+	peerFrame []byte // incoming: the sender's frame, to address a reply
 }
 
 // frames returns the frames of an outgoing message:
@@ -57,6 +59,7 @@ func parseMessage(frames [][]byte, names interner) (message, error) {
 	}
 	m := message{Args: frames[vip.FrameArgs:], ID: frames[vip.FrameMsgID]}
 	m.Peer = names.str(frames[vip.FramePeer])
+	m.peerFrame = frames[vip.FramePeer]
 	m.User = names.str(frames[vip.FrameUser])
 	m.Subsys = internSubsystem(frames[vip.FrameSubsystem])
 	return m, nil

@@ -81,7 +81,7 @@ type session struct {
 	err    error // why it ended; written before done is closed
 
 	mu       sync.Mutex
-	requests map[string]*request // our requests by msg-id
+	requests map[uint64]*request // our requests by the number of their msg-id
 	calls    map[callKey]*call   // calls being handled, by caller and msg-id
 
 	// The worker pool (see serve): qmu guards everything below.
@@ -119,7 +119,7 @@ func newSession(a *Agent, tr transport) *session {
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
-		requests: make(map[string]*request),
+		requests: make(map[uint64]*request),
 		calls:    make(map[callKey]*call),
 		work:     make(chan *call, a.cfg.concurrency),
 	}
@@ -299,7 +299,8 @@ func (s *session) request(ctx context.Context, m *message, timeout time.Duration
 		expired = t.C
 	}
 	// One buffer for the msg-id and, on a call, the TIMEOUT frame.
-	buf := s.a.appendID(make([]byte, 0, 40))
+	id := s.a.nextID.Add(1)
+	buf := s.a.appendID(make([]byte, 0, 40), id)
 	m.ID = buf
 	if m.Subsys == vip.SubRPC && m.Peer != "" {
 		left := timeout
@@ -313,7 +314,6 @@ func (s *session) request(ctx context.Context, m *message, timeout time.Duration
 			m.Args = append(m.Args, buf[n:])
 		}
 	}
-	id := string(m.ID)
 	r := s.a.getRequest(m.Peer)
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
@@ -383,8 +383,12 @@ func (s *session) reply(m message) bool {
 	if len(m.ID) == 0 {
 		return false
 	}
+	id, ok := s.a.parseID(m.ID)
+	if !ok {
+		return false
+	}
 	s.mu.Lock()
-	r, ok := s.requests[string(m.ID)]
+	r, ok := s.requests[id]
 	switch {
 	case !ok:
 	case m.Peer != "":
@@ -396,7 +400,7 @@ func (s *session) reply(m message) bool {
 		ok = m.arg(vip.ErrArgRecipient) == r.peer
 	}
 	if ok {
-		delete(s.requests, string(m.ID))
+		delete(s.requests, id)
 	}
 	s.mu.Unlock()
 	if ok {
