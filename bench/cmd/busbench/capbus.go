@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/capbus/capbus/agent"
@@ -22,16 +26,24 @@ const (
 	capEcho       = "can_echo"
 	calleeID      = "callee"
 	callerID      = "caller"
-	idlePrefix    = "idle."
+	idleGroup     = "idle"
+	subGroup      = "sub"   // pubsub: the subscribers' agents
+	pubGroup      = "pub"   // pubsub: the publisher
+	fleetGroup    = "fleet" // restart: the agents that come back
+	dialGroup     = "dial"  // connection cells: the dialers' one key
 	authFileName  = "auth.json"
 	platformKeyFN = "platform.json"
 )
 
 // writeCapbusHome generates the key pairs and the auth.json of the capbus
-// contender into dir.
-func writeCapbusHome(dir string) error {
+// contender into dir: the platform's, callee's and caller's keystores, and
+// an auth.json entry for each of them and for agents 0..n-1 of each group
+// of the keyring (each its own user: user id and identity "<group>.<i>").
+// The dialers of the connection cells share one key ("dial", 0) and may
+// claim any identity "dial.*".
+func writeCapbusHome(dir string, ring keyring, groups map[string]int) error {
 	pairs := map[string]keys.Pair{}
-	for _, name := range []string{"platform", calleeID, callerID, "idle"} {
+	for _, name := range []string{"platform", calleeID, callerID} {
 		kp, err := keys.Generate()
 		if err != nil {
 			return err
@@ -41,16 +53,37 @@ func writeCapbusHome(dir string) error {
 		}
 		pairs[name] = kp
 	}
-	policy := fmt.Sprintf(`// busbench: the callee's echo requires %[1]s; only the caller holds it.
-{
-  "allow": [
-    {"user_id": "callee", "identity": %[2]q, "credentials": %[3]q},
-    {"user_id": "caller", "identity": %[4]q, "credentials": %[5]q, "capabilities": [%[1]q]},
-    {"user_id": "idle", "identities": ["/idle\\..*/"], "credentials": %[6]q}
-  ]
-}
-`, capEcho, calleeID, pairs[calleeID].Public.Z85(), callerID, pairs[callerID].Public.Z85(), pairs["idle"].Public.Z85())
-	return os.WriteFile(filepath.Join(dir, authFileName), []byte(policy), 0o600)
+	type entry struct {
+		UserID       string   `json:"user_id"`
+		Identity     string   `json:"identity,omitempty"`
+		Identities   []string `json:"identities,omitempty"`
+		Credentials  string   `json:"credentials"`
+		Capabilities []string `json:"capabilities,omitempty"`
+	}
+	allow := []entry{
+		{UserID: calleeID, Identity: calleeID, Credentials: pairs[calleeID].Public.Z85()},
+		{UserID: callerID, Identity: callerID, Credentials: pairs[callerID].Public.Z85(), Capabilities: []string{capEcho}},
+		{UserID: dialGroup, Identities: []string{"/" + dialGroup + `\..*/`}, Credentials: ring.pair(dialGroup, 0).Public.Z85()},
+	}
+	names := slices.Sorted(maps.Keys(groups))
+	for _, g := range names {
+		for i := range groups[g] {
+			id := identity(g, i)
+			allow = append(allow, entry{UserID: id, Identity: id, Credentials: ring.pair(g, i).Public.Z85()})
+		}
+	}
+	// The fleet's agents call themselves (see startFleet): echo requires
+	// can_echo, so the entries of the fleet hold it.
+	for i := range allow {
+		if strings.HasPrefix(allow[i].UserID, fleetGroup+".") {
+			allow[i].Capabilities = []string{capEcho}
+		}
+	}
+	b, err := json.MarshalIndent(map[string]any{"allow": allow}, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, authFileName), b, 0o600)
 }
 
 var discard = slog.New(slog.DiscardHandler)
@@ -101,6 +134,11 @@ func newCapbusAgent(cfg *roleConfig, identity, keyName string, extra ...agent.Op
 	if err != nil {
 		return nil, err
 	}
+	return newCapbusAgentKP(cfg, identity, kp, extra...)
+}
+
+// newCapbusAgentKP creates an agent of the contender with key pair kp.
+func newCapbusAgentKP(cfg *roleConfig, identity string, kp keys.Pair, extra ...agent.Option) (*agent.Agent, error) {
 	sk, err := keys.Parse(cfg.serverKey)
 	if err != nil {
 		return nil, err
@@ -156,8 +194,9 @@ func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
 	return &capbusAgents{stops: []func(){stop}}, nil
 }
 
-// startIdle connects cfg.idle agents that do nothing but stay connected
-// (heartbeats at the agent's default interval). They connect 32 at a time.
+// startIdle connects cfg.idle agents, idle.<first> on, that do nothing but
+// stay connected (heartbeats at the agent's default interval), each with
+// its own key. They connect 32 at a time.
 func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	if cfg.stack != "capbus" {
 		return nil, fmt.Errorf("idle agents are a capbus measurement, not %s", cfg.stack)
@@ -177,7 +216,8 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 		extra = append(extra, agent.WithHeartbeat(cfg.heartbeat))
 	}
 	for i := range cfg.idle {
-		a, err := newCapbusAgent(cfg, fmt.Sprintf("%s%d", idlePrefix, i), "idle", extra...)
+		n := cfg.first + i
+		a, err := newCapbusAgentKP(cfg, identity(idleGroup, n), cfg.ring.pair(idleGroup, n), extra...)
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,8 @@ type roleConfig struct {
 	duration   time.Duration // caller: measurement window
 	warmup     time.Duration // caller: warm-up before the window
 	idle       int           // idle: number of agents to connect
+	first      int           // idle: index of the first agent (identity idle.<first>)
+	ring       keyring       // the agents' keys (-seed)
 	heartbeat  time.Duration // idle: the agents' heartbeat (0: default, <0: off)
 	ballast    int           // broker: MiB of live pointer-free heap to hold
 	cpuprofile string        // CPU profile of the measurement window (servers: between "prof start" and "prof stop")
@@ -44,11 +46,19 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
 	fs.IntVar(&c.idle, "n", 0, "idle agents")
+	fs.IntVar(&c.first, "first", 0, "index of the first idle agent")
+	seed := fs.String("seed", "", "the keyring's seed (64 hex digits)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "idle agents' heartbeat (0: default, negative: off)")
 	fs.IntVar(&c.ballast, "ballast", 0, "MiB of live heap the broker holds")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the measurement window")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *seed != "" {
+		var err error
+		if c.ring, err = parseKeyring(*seed); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
