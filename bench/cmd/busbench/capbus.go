@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/keys"
@@ -62,7 +62,9 @@ func writeCapbusHome(dir string, ring keyring, groups map[string]int) error {
 	}
 	allow := []entry{
 		{UserID: calleeID, Identity: calleeID, Credentials: pairs[calleeID].Public.Z85()},
-		{UserID: callerID, Identity: callerID, Credentials: pairs[callerID].Public.Z85(), Capabilities: []string{capEcho}},
+		// Several callers (one per number in flight) may run at once:
+		// "caller", "caller.1", ...
+		{UserID: callerID, Identities: []string{callerID, "/" + callerID + `\..*/`}, Credentials: pairs[callerID].Public.Z85(), Capabilities: []string{capEcho}},
 		{UserID: dialGroup, Identities: []string{"/" + dialGroup + `\..*/`}, Credentials: ring.pair(dialGroup, 0).Public.Z85()},
 	}
 	names := slices.Sorted(maps.Keys(groups))
@@ -97,7 +99,7 @@ type capbusBroker struct {
 
 func startCapbusBroker(ctx context.Context, cfg *roleConfig) (server, error) {
 	p, err := platform.New(
-		platform.WithAddress("tcp://127.0.0.1:0"),
+		platform.WithAddress(cfg.listen),
 		platform.WithKeystore(filepath.Join(cfg.dir, platformKeyFN)),
 		platform.WithAuthFile(filepath.Join(cfg.dir, authFileName)),
 		platform.WithLogger(discard),
@@ -166,16 +168,46 @@ func runAgent(ctx context.Context, a *agent.Agent) (stop func(), err error) {
 }
 
 // capbusAgents is the callee or the idle agents: agents serving until close.
-type capbusAgents struct{ stops []func() }
+type capbusAgents struct {
+	agents []*agent.Agent
+	stops  []func()
+}
 
 func (c *capbusAgents) readyLine() string { return fmt.Sprintf("agents=%d", len(c.stops)) }
 
-func (c *capbusAgents) close() {
-	var wg sync.WaitGroup
-	for _, stop := range c.stops {
-		wg.Go(stop)
+func (c *capbusAgents) close() { stopAll(c.stops) }
+
+// command answers "ping" with "pinged" once every agent's ping to the
+// platform came back: what the platform had queued to each agent before
+// the ping (peerlist broadcasts of later agents' arrivals) has then been
+// delivered, so that a measurement of the platform's memory does not count
+// it.
+func (c *capbusAgents) command(line string, out *lineWriter) (bool, error) {
+	if line != "ping" {
+		return false, nil
 	}
-	wg.Wait()
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, len(c.agents))
+	for _, a := range c.agents {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			errs <- a.Ping(ctx)
+		}()
+	}
+	var first error
+	for range c.agents {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return true, fmt.Errorf("ping: %w", first)
+	}
+	out.printf("pinged")
+	return true, nil
 }
 
 func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
@@ -191,7 +223,7 @@ func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &capbusAgents{stops: []func(){stop}}, nil
+	return &capbusAgents{agents: []*agent.Agent{a}, stops: []func(){stop}}, nil
 }
 
 // startIdle connects cfg.idle agents, idle.<first> on, that do nothing but
@@ -201,13 +233,6 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	if cfg.stack != "capbus" {
 		return nil, fmt.Errorf("idle agents are a capbus measurement, not %s", cfg.stack)
 	}
-	c := &capbusAgents{stops: make([]func(), cfg.idle)}
-	sem := make(chan struct{}, 32)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
 	var extra []agent.Option
 	switch {
 	case cfg.heartbeat < 0:
@@ -215,34 +240,20 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	case cfg.heartbeat > 0:
 		extra = append(extra, agent.WithHeartbeat(cfg.heartbeat))
 	}
-	for i := range cfg.idle {
+	agents := make([]*agent.Agent, cfg.idle)
+	for i := range agents {
 		n := cfg.first + i
 		a, err := newCapbusAgentKP(cfg, identity(idleGroup, n), cfg.ring.pair(idleGroup, n), extra...)
 		if err != nil {
 			return nil, err
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			stop, err := runAgent(ctx, a)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			c.stops[i] = stop
-		})
+		agents[i] = a
 	}
-	wg.Wait()
-	if firstErr != nil {
-		for _, stop := range c.stops {
-			if stop != nil {
-				stop()
-			}
-		}
-		return nil, firstErr
+	stops, err := runAgents(ctx, agents)
+	if err != nil {
+		return nil, err
 	}
-	return c, nil
+	return &capbusAgents{agents: agents, stops: stops}, nil
 }
 
 // capbusClient is the caller agent.
@@ -252,7 +263,11 @@ type capbusClient struct {
 }
 
 func dialCapbus(ctx context.Context, cfg *roleConfig) (client, error) {
-	a, err := newCapbusAgent(cfg, callerID, callerID)
+	id := callerID
+	if cfg.callerN > 0 {
+		id = fmt.Sprintf("%s.%d", callerID, cfg.callerN)
+	}
+	a, err := newCapbusAgent(cfg, id, callerID)
 	if err != nil {
 		return nil, err
 	}

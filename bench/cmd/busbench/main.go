@@ -44,7 +44,17 @@ func main() {
 		}
 		return
 	}
-	if err := orchestrate(os.Args[1:]); err != nil {
+	run := orchestrate
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "pubsub":
+			run, args = orchestratePubsub, args[1:]
+		case "scale":
+			run, args = orchestrateScale, args[1:]
+		}
+	}
+	if err := run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "busbench:", err)
 		os.Exit(1)
 	}

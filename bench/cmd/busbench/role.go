@@ -25,6 +25,12 @@ type roleConfig struct {
 	serverKey  string        // the capbus platform's public key, Z85
 	dir        string        // temp dir with keystores and auth.json (capbus)
 	inflight   int           // caller: calls in flight
+	op         string        // caller: call, publish or connect
+	callerN    int           // caller: its identity is caller.<n> (0: caller)
+	topic      string        // publisher, subscribers: the topic of the fan-out
+	subs       int           // subscribers: connections subscribed to topic
+	loadConns  int           // subscribers: connections holding the other subscriptions
+	listen     string        // broker: the address to listen on
 	duration   time.Duration // caller: measurement window
 	warmup     time.Duration // caller: warm-up before the window
 	idle       int           // idle: number of agents to connect
@@ -43,6 +49,12 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.StringVar(&c.serverKey, "key", "", "platform public key (capbus)")
 	fs.StringVar(&c.dir, "dir", "", "directory of keystores and auth.json (capbus)")
 	fs.IntVar(&c.inflight, "inflight", 1, "calls in flight")
+	fs.StringVar(&c.op, "op", "call", "caller: call, publish or connect")
+	fs.IntVar(&c.callerN, "caller-n", 0, "caller: identity caller.<n> (0: caller)")
+	fs.StringVar(&c.topic, "topic", fanTopic, "publisher and subscribers: the topic")
+	fs.IntVar(&c.subs, "subs", 0, "subscribers: connections subscribed to -topic")
+	fs.IntVar(&c.loadConns, "load-conns", 0, "subscribers: connections holding the other subscriptions")
+	fs.StringVar(&c.listen, "listen", "tcp://127.0.0.1:0", "broker: address to listen on (capbus)")
 	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
 	fs.IntVar(&c.idle, "n", 0, "idle agents")
@@ -70,6 +82,14 @@ type server interface {
 	readyLine() string
 	// close shuts the role down.
 	close()
+}
+
+// A commander is a server with commands of its own (the subscribers'
+// "count", the fleet's "back"): command answers line, or reports false
+// when it does not know it. It runs on the role's command loop, one
+// command at a time.
+type commander interface {
+	command(line string, out *lineWriter) (known bool, err error)
 }
 
 // runRole runs one child process. Line protocol on stdout:
@@ -118,6 +138,10 @@ func runRole(role string, args []string) error {
 		srv, err = startCallee(ctx, cfg)
 	case "idle":
 		srv, err = startIdle(ctx, cfg)
+	case "subs":
+		srv, err = startSubscribers(ctx, cfg)
+	case "fleet":
+		srv, err = startFleet(ctx, cfg)
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
@@ -147,7 +171,15 @@ func runRole(role string, args []string) error {
 			prof = nil
 			out.printf("prof stopped")
 		default:
-			out.printf("error unknown command %q", line)
+			known := false
+			if c, ok := srv.(commander); ok {
+				if known, err = c.command(line, out); err != nil {
+					return err
+				}
+			}
+			if !known {
+				out.printf("error unknown command %q", line)
+			}
 		}
 	}
 	srv.close()
