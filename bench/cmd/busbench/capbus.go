@@ -240,6 +240,9 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	case cfg.heartbeat > 0:
 		extra = append(extra, agent.WithHeartbeat(cfg.heartbeat))
 	}
+	if cfg.connectTO > 0 {
+		extra = append(extra, agent.WithConnectTimeout(cfg.connectTO))
+	}
 	agents := make([]*agent.Agent, cfg.idle)
 	for i := range agents {
 		n := cfg.first + i

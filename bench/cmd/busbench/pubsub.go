@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,8 +84,11 @@ func startCapbusSubscribers(ctx context.Context, cfg *roleConfig) (server, error
 	s := &subscribers{subs: cfg.subs, total: cfg.subs}
 	n := cfg.subs + cfg.loadConns
 	agents := make([]*agent.Agent, n)
+	// The agents' warnings are their client errors: a subscriber whose
+	// handler falls 1,024 messages behind drops (agent/pubsub.go).
+	log := slog.New(&warnCounter{n: &s.errs})
 	for i := range n {
-		a, err := newCapbusAgentKP(cfg, identity(subGroup, i), cfg.ring.pair(subGroup, i))
+		a, err := newCapbusAgentKP(cfg, identity(subGroup, i), cfg.ring.pair(subGroup, i), agent.WithLogger(log))
 		if err != nil {
 			return nil, err
 		}
@@ -285,6 +289,16 @@ func (s *subscribers) resize(total int) error {
 	s.total = s.subs + len(s.held)
 	return firstErr
 }
+
+// warnCounter is a logger that counts warnings and errors.
+type warnCounter struct{ n *atomic.Int64 }
+
+func (h *warnCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *warnCounter) Handle(context.Context, slog.Record) error { h.n.Add(1); return nil }
+
+func (h *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
 
 // capbusPublisher publishes to cfg.topic; each publish waits for the
 // platform to accept it (the platform answers once it has queued the

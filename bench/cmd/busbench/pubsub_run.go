@@ -114,7 +114,9 @@ type fanCell struct {
 	WindowN  int64 `json:"window_n"`
 	WindowNS int64 `json:"window_ns"`
 	// After the publisher stopped: messages expected (publishes x
-	// subscribers) and received in all, and the clients' errors.
+	// subscribers) and received in all, and the subscribers' client
+	// errors (capbus: each a message the agent read and dropped; NATS:
+	// asynchronous errors such as slow consumer).
 	Expected int64 `json:"expected"`
 	Received int64 `json:"received"`
 	Errors   int64 `json:"errors"`
@@ -423,9 +425,11 @@ func printPubsubReport(w io.Writer, o *pubsubOptions, rep *pubsubReport) {
 	}
 	if len(rep.Fanout) > 0 {
 		fmt.Fprintf(w, "\nFan-out: 1 publisher -> %d subscribers (one connection each), %d publishes in flight, %d-byte value; each process separate.\n", o.fanout, o.fanInflight, payloadSize)
-		fmt.Fprintf(w, "delivered/s = messages received by all subscribers over the window (their clock). Medians of %d run(s).\n\n", o.runs)
+		fmt.Fprintf(w, "delivered/s = messages received by all subscribers' handlers over the window (their clock). Medians of %d run(s).\n", o.runs)
+		fmt.Fprintf(w, "After the window: received/expected = messages handled / (publishes x subscribers); dropped by the subscribers' client = capbus:\n")
+		fmt.Fprintf(w, "messages the agents read and dropped for a full subscription mailbox (their warnings), NATS: asynchronous errors (slow consumer).\n\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "stack\tdelivered/s\tvs nats\tvs nats-tls\tpublishes/s\tpublish p50\tp99\tCPU/delivery broker\tsubscribers\tpublisher\ttotal\treceived/expected\tclient errors\t")
+		fmt.Fprintln(tw, "stack\tdelivered/s\tvs nats\tvs nats-tls\tpublishes/s\tpublish p50\tp99\tCPU/delivery broker\tsubscribers\tpublisher\ttotal\treceived/expected\tdropped by the subscribers' client\t")
 		for _, s := range o.stacks {
 			row := fanMedians(rep.Fanout, s)
 			if row == nil {
@@ -462,7 +466,7 @@ func printPubsubReport(w io.Writer, o *pubsubOptions, rep *pubsubReport) {
 	}
 	for _, c := range rep.Fanout {
 		if c.Received < c.Expected {
-			fmt.Fprintf(w, "  note: %s run %d lost %d of %d deliveries (%d client errors)\n", c.Stack, c.Run, c.Expected-c.Received, c.Expected, c.Errors)
+			fmt.Fprintf(w, "  note: %s run %d lost %d of %d deliveries (%d dropped by the subscribers' client)\n", c.Stack, c.Run, c.Expected-c.Received, c.Expected, c.Errors)
 		}
 	}
 }

@@ -37,6 +37,7 @@ type roleConfig struct {
 	first      int           // idle: index of the first agent (identity idle.<first>)
 	ring       keyring       // the agents' keys (-seed)
 	heartbeat  time.Duration // idle: the agents' heartbeat (0: default, <0: off)
+	connectTO  time.Duration // idle: the agents' connect timeout (0: default)
 	ballast    int           // broker: MiB of live pointer-free heap to hold
 	cpuprofile string        // CPU profile of the measurement window (servers: between "prof start" and "prof stop")
 }
@@ -61,6 +62,7 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.IntVar(&c.first, "first", 0, "index of the first idle agent")
 	seed := fs.String("seed", "", "the keyring's seed (64 hex digits)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "idle agents' heartbeat (0: default, negative: off)")
+	fs.DurationVar(&c.connectTO, "connect-timeout", 0, "idle agents' connect timeout (0: the agent default)")
 	fs.IntVar(&c.ballast, "ballast", 0, "MiB of live heap the broker holds")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the measurement window")
 	if err := fs.Parse(args); err != nil {
@@ -95,12 +97,14 @@ type commander interface {
 // runRole runs one child process. Line protocol on stdout:
 //
 //	ready [k=v...]      the role is serving
-//	warm                (caller) warm-up done, waiting for "go"
+//	warm total=N        (caller) warm-up done (N operations), waiting for "go"
 //	stopped             (caller) measurement window over, no call in flight
-//	result {json}       (caller) the measurement
+//	result {json}       (caller) the measurement; another "go" measures again
 //	mark {json}         answer to "mark" / "mark gc" on stdin
 //	prof started|stopped answer to "prof start" / "prof stop"
 //	heap written        answer to "heap <file>" (heap profile of live memory)
+//	...                 the answers of a commander's own commands (subs,
+//	                    fleet, idle: see their command methods)
 //
 // The process exits when its standard input ends (the orchestrator closed it
 // or died).

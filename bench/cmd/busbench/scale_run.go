@@ -385,7 +385,13 @@ func runIdle(ctx context.Context, o *scaleOptions, home string, common []string,
 		}
 	}
 	t0 := time.Now()
-	many, _, err = g.start("idle", o.connectTimeout, append(slices.Clip(common), "-n", strconv.Itoa(o.idle-o.base), "-first", strconv.Itoa(small))...)
+	// Each arrival is broadcast to every agent connected (peerlist "add"):
+	// with thousands connected, a hello waits behind those broadcasts for
+	// longer than the agent's default connect timeout (10 s), and an agent
+	// that gives up and retries can lose its identity to its own stale
+	// attempt; the idle agents wait as long as the cell does.
+	many, _, err = g.start("idle", o.connectTimeout, append(slices.Clip(common), "-n", strconv.Itoa(o.idle-o.base), "-first", strconv.Itoa(small),
+		"-connect-timeout", o.connectTimeout.String())...)
 	if err != nil {
 		return nil, err
 	}
