@@ -140,6 +140,7 @@ type idleCell struct {
 	Agents    int          `json:"agents"`
 	ConnectNS int64        `json:"connect_ns"` // to connect agents-base idle agents
 	DrainNS   int64        `json:"drain_ns"`   // then until every idle agent's ping came back
+	LeaveNS   int64        `json:"leave_ns"`   // from stopping the idle agents until the platform let go of them
 	Mem       [3]mark      `json:"mem"`        // baseline, large, baseline again
 	Stages    []*idleStage `json:"stages"`
 }
@@ -214,8 +215,9 @@ func orchestrateScale(args []string) error {
 			if err != nil {
 				return fmt.Errorf("idle agents: %w", err)
 			}
-			fmt.Fprintf(os.Stderr, "  run %d: %d idle agents connected in %v (+%v until all pinged); platform RSS/agent %s, heap/agent %s\n", run, c.Agents-c.Base,
-				time.Duration(c.ConnectNS).Round(time.Millisecond), time.Duration(c.DrainNS).Round(time.Millisecond), fmtBytes(c.perAgent(rssOf)), fmtBytes(c.perAgent(heapOf)))
+			fmt.Fprintf(os.Stderr, "  run %d: %d idle agents connected in %v (+%v until all pinged), left in %v; platform RSS/agent %s, heap/agent %s\n", run, c.Agents-c.Base,
+				time.Duration(c.ConnectNS).Round(time.Millisecond), time.Duration(c.DrainNS).Round(time.Millisecond), time.Duration(c.LeaveNS).Round(time.Millisecond),
+				fmtBytes(c.perAgent(rssOf)), fmtBytes(c.perAgent(heapOf)))
 			for _, s := range c.Stages {
 				fmt.Fprintf(os.Stderr, "  run %d: %5d agents, %2d in flight: %6.0f calls/s, p50 %s\n", run, s.Agents, s.Inflight, s.rate(), fmtDur(s.Caller.P50NS))
 			}
@@ -421,10 +423,28 @@ func runIdle(ctx context.Context, o *scaleOptions, home string, common []string,
 	if err := stage(1, o.idle); err != nil {
 		return nil, err
 	}
+	t1 := time.Now()
 	if err := g.stop(many); err != nil {
 		return nil, err
 	}
 	many = nil
+	// The agents are gone when their process is; the platform then closes
+	// their connections. Measure the baseline again once it has: its
+	// goroutines (two per connection) are back to the first baseline's.
+	for {
+		m, err := broker.mark(false)
+		if err != nil {
+			return nil, err
+		}
+		if m.Goroutines <= cell.Mem[0].Goroutines+4 {
+			break
+		}
+		if time.Since(t1) > o.connectTimeout {
+			return nil, fmt.Errorf("the platform still has %d goroutines (%d before the idle agents) %v after they left", m.Goroutines, cell.Mem[0].Goroutines, o.connectTimeout)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the platform's counters: the honest way here
+	}
+	cell.LeaveNS = int64(time.Since(t1))
 	if err := stage(2, o.base); err != nil {
 		return nil, err
 	}
