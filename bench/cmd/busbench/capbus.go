@@ -103,6 +103,7 @@ func startCapbusBroker(ctx context.Context, cfg *roleConfig) (server, error) {
 		platform.WithKeystore(filepath.Join(cfg.dir, platformKeyFN)),
 		platform.WithAuthFile(filepath.Join(cfg.dir, authFileName)),
 		platform.WithLogger(discard),
+		platform.WithLimits(platform.Limits{MaxPendingHandshakes: cfg.maxPending}), // zero fields: the defaults
 	)
 	if err != nil {
 		return nil, err

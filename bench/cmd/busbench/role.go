@@ -31,6 +31,7 @@ type roleConfig struct {
 	subs       int           // subscribers: connections subscribed to topic
 	loadConns  int           // subscribers: connections holding the other subscriptions
 	listen     string        // broker: the address to listen on
+	maxPending int           // broker: the platform's MaxPendingHandshakes (0: default)
 	duration   time.Duration // caller: measurement window
 	warmup     time.Duration // caller: warm-up before the window
 	idle       int           // idle: number of agents to connect
@@ -56,6 +57,7 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.IntVar(&c.subs, "subs", 0, "subscribers: connections subscribed to -topic")
 	fs.IntVar(&c.loadConns, "load-conns", 0, "subscribers: connections holding the other subscriptions")
 	fs.StringVar(&c.listen, "listen", "tcp://127.0.0.1:0", "broker: address to listen on (capbus)")
+	fs.IntVar(&c.maxPending, "max-pending-handshakes", 0, "broker: the platform's limit of handshakes in progress (capbus; 0: default)")
 	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
 	fs.IntVar(&c.idle, "n", 0, "idle agents")

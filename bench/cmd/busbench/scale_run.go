@@ -29,6 +29,7 @@ type scaleOptions struct {
 	base, idle       int      // idle cells: agents connected in all, before and after
 	inflight         []int    // idle cells: calls in flight of the routing windows
 	fleet            int      // restart cells: agents
+	maxPending       int      // restart cells: the platform's MaxPendingHandshakes (0: default)
 	heap             bool
 	connectTimeout   time.Duration // idle cells: for all the idle agents to connect
 	profileDir       string
@@ -50,6 +51,7 @@ func parseScaleOptions(args []string) (*scaleOptions, error) {
 	fs.IntVar(&o.idle, "agents", 10000, "idle cells: agents connected in the large cell")
 	inflight := fs.String("inflight", "1,64", "idle cells: calls in flight of the routing windows (one caller process each)")
 	fs.IntVar(&o.fleet, "fleet", 1000, "restart cells: connected agents")
+	fs.IntVar(&o.maxPending, "max-pending-handshakes", 0, "restart cells: the restarted platform's limit of handshakes in progress (0: its default, 256)")
 	fs.BoolVar(&o.heap, "heap", true, "idle cells: a heap profile of the platform at the large cell (first run)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Hour, "idle cells: how long all the idle agents may take to connect (each arrival is broadcast to every agent connected)")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles here: connection cells, broker and dialer over the window (<stack>-<role>-<dialers>-<run>.pprof); idle cells, the platform while the idle agents connect (idle-connect-broker-<run>.pprof); restart cells, the new platform until all are back (restart-broker-<run>.pprof)")
@@ -480,7 +482,7 @@ func runRestart(ctx context.Context, o *scaleOptions, home string, common []stri
 	c := &restartCell{Run: run, Agents: o.fleet}
 	kill := time.Now()
 	broker.sigkill()
-	args := []string{"-stack", "capbus", "-dir", home, "-listen", addr}
+	args := []string{"-stack", "capbus", "-dir", home, "-listen", addr, "-max-pending-handshakes", strconv.Itoa(o.maxPending)}
 	if o.profileDir != "" {
 		args = append(args, "-cpuprofile", filepath.Join(o.profileDir, fmt.Sprintf("restart-broker-%d.pprof", run)))
 	}
