@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -42,20 +43,35 @@ type result struct {
 	Mallocs uint64 `json:"mallocs"`
 	Syscr   int64  `json:"syscr"`
 	Syscw   int64  `json:"syscw"`
+	// Total is the operations completed since the client connected,
+	// warm-up and earlier windows included (a publisher's subscribers
+	// should have received Total messages each).
+	Total int64 `json:"total"`
 }
 
-// runCaller connects, warms up, waits for "go", measures, reports.
+// runCaller connects, warms up, and then measures one window for each "go"
+// line, reporting each.
+//
+// With -op publish the client publishes instead of calling (see
+// dialPublisher), with -op connect each operation is a new connection
+// (see dialConnector).
 func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *lineWriter) error {
 	var (
 		c   client
 		err error
 	)
-	switch cfg.stack {
-	case "capbus":
+	switch {
+	case cfg.op == "publish":
+		c, err = dialPublisher(ctx, cfg)
+	case cfg.op == "connect":
+		c, err = dialConnector(ctx, cfg)
+	case cfg.op != "call":
+		err = fmt.Errorf("unknown operation %q (call, publish, connect)", cfg.op)
+	case cfg.stack == "capbus":
 		c, err = dialCapbus(ctx, cfg)
-	case "zmq4":
+	case cfg.stack == "zmq4":
 		c, err = dialZmq4(ctx, cfg, cfg.inflight)
-	case "nats", "nats-tls":
+	case cfg.stack == "nats", cfg.stack == "nats-tls":
 		c, err = dialNATS(cfg)
 	default:
 		err = fmt.Errorf("unknown stack %q", cfg.stack)
@@ -66,40 +82,46 @@ func runCaller(ctx context.Context, cfg *roleConfig, in <-chan string, out *line
 	defer c.close()
 	out.printf("ready")
 
-	if r := load(ctx, c, cfg.inflight, cfg.warmup, nil, nil); r.Calls == 0 || r.Errors > 0 {
+	r := load(ctx, c, cfg.inflight, cfg.warmup, nil, nil)
+	if r.Calls == 0 || r.Errors > 0 {
 		return fmt.Errorf("warm-up: %d calls, %d errors (first: %s)", r.Calls, r.Errors, r.FirstErr)
 	}
-	out.printf("warm")
-	if err := waitFor(in, "go"); err != nil {
-		return err
-	}
-	var (
-		prof    *os.File
-		profErr error
-		m0, m1  mark
-	)
-	r := load(ctx, c, cfg.inflight, cfg.duration, func() {
-		if cfg.cpuprofile != "" {
-			prof, profErr = startProfile(cfg.cpuprofile)
+	total := r.Calls
+	out.printf("warm total=%d", total)
+	for {
+		if err := waitFor(in, "go"); err != nil {
+			if errors.Is(err, errStdinClosed) {
+				return nil // the orchestrator is done with us
+			}
+			return err
 		}
-		m0 = takeMark(false)
-	}, func() {
-		m1 = takeMark(false)
-		if prof != nil {
-			profErr = stopProfile(prof)
+		var (
+			prof    *os.File
+			profErr error
+			m0, m1  mark
+		)
+		r := load(ctx, c, cfg.inflight, cfg.duration, func() {
+			if cfg.cpuprofile != "" {
+				prof, profErr = startProfile(cfg.cpuprofile)
+			}
+			m0 = takeMark(false)
+		}, func() {
+			m1 = takeMark(false)
+			if prof != nil {
+				profErr = stopProfile(prof)
+			}
+		})
+		if profErr != nil {
+			return profErr
 		}
-	})
-	if profErr != nil {
-		return profErr
+		total += r.Calls
+		r.Total = total
+		r.UserNS, r.SysNS, r.Mallocs = m1.UserNS-m0.UserNS, m1.SysNS-m0.SysNS, m1.Mallocs-m0.Mallocs
+		r.Syscr, r.Syscw = m1.Syscr-m0.Syscr, m1.Syscw-m0.Syscw
+		out.printf("stopped")
+		b, _ := json.Marshal(r)
+		out.printf("result %s", b)
 	}
-	r.UserNS, r.SysNS, r.Mallocs = m1.UserNS-m0.UserNS, m1.SysNS-m0.SysNS, m1.Mallocs-m0.Mallocs
-	r.Syscr, r.Syscw = m1.Syscr-m0.Syscr, m1.Syscw-m0.Syscw
-	out.printf("stopped")
-	b, _ := json.Marshal(r)
-	out.printf("result %s", b)
-	for range in { // until the orchestrator closes standard input
-	}
-	return nil
 }
 
 // load runs inflight goroutines, each making one call at a time, for d; it

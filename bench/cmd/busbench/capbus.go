@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sync"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/capbus/capbus/agent"
 	"github.com/capbus/capbus/keys"
@@ -22,16 +26,24 @@ const (
 	capEcho       = "can_echo"
 	calleeID      = "callee"
 	callerID      = "caller"
-	idlePrefix    = "idle."
+	idleGroup     = "idle"
+	subGroup      = "sub"   // pubsub: the subscribers' agents
+	pubGroup      = "pub"   // pubsub: the publisher
+	fleetGroup    = "fleet" // restart: the agents that come back
+	dialGroup     = "dial"  // connection cells: the dialers' one key
 	authFileName  = "auth.json"
 	platformKeyFN = "platform.json"
 )
 
 // writeCapbusHome generates the key pairs and the auth.json of the capbus
-// contender into dir.
-func writeCapbusHome(dir string) error {
+// contender into dir: the platform's, callee's and caller's keystores, and
+// an auth.json entry for each of them and for agents 0..n-1 of each group
+// of the keyring (each its own user: user id and identity "<group>.<i>").
+// The dialers of the connection cells share one key ("dial", 0) and may
+// claim any identity "dial.*".
+func writeCapbusHome(dir string, ring keyring, groups map[string]int) error {
 	pairs := map[string]keys.Pair{}
-	for _, name := range []string{"platform", calleeID, callerID, "idle"} {
+	for _, name := range []string{"platform", calleeID, callerID} {
 		kp, err := keys.Generate()
 		if err != nil {
 			return err
@@ -41,16 +53,39 @@ func writeCapbusHome(dir string) error {
 		}
 		pairs[name] = kp
 	}
-	policy := fmt.Sprintf(`// busbench: the callee's echo requires %[1]s; only the caller holds it.
-{
-  "allow": [
-    {"user_id": "callee", "identity": %[2]q, "credentials": %[3]q},
-    {"user_id": "caller", "identity": %[4]q, "credentials": %[5]q, "capabilities": [%[1]q]},
-    {"user_id": "idle", "identities": ["/idle\\..*/"], "credentials": %[6]q}
-  ]
-}
-`, capEcho, calleeID, pairs[calleeID].Public.Z85(), callerID, pairs[callerID].Public.Z85(), pairs["idle"].Public.Z85())
-	return os.WriteFile(filepath.Join(dir, authFileName), []byte(policy), 0o600)
+	type entry struct {
+		UserID       string   `json:"user_id"`
+		Identity     string   `json:"identity,omitempty"`
+		Identities   []string `json:"identities,omitempty"`
+		Credentials  string   `json:"credentials"`
+		Capabilities []string `json:"capabilities,omitempty"`
+	}
+	allow := []entry{
+		{UserID: calleeID, Identity: calleeID, Credentials: pairs[calleeID].Public.Z85()},
+		// Several callers (one per number in flight) may run at once:
+		// "caller", "caller.1", ...
+		{UserID: callerID, Identities: []string{callerID, "/" + callerID + `\..*/`}, Credentials: pairs[callerID].Public.Z85(), Capabilities: []string{capEcho}},
+		{UserID: dialGroup, Identities: []string{"/" + dialGroup + `\..*/`}, Credentials: ring.pair(dialGroup, 0).Public.Z85()},
+	}
+	names := slices.Sorted(maps.Keys(groups))
+	for _, g := range names {
+		for i := range groups[g] {
+			id := identity(g, i)
+			allow = append(allow, entry{UserID: id, Identity: id, Credentials: ring.pair(g, i).Public.Z85()})
+		}
+	}
+	// The fleet's agents call themselves (see startFleet): echo requires
+	// can_echo, so the entries of the fleet hold it.
+	for i := range allow {
+		if strings.HasPrefix(allow[i].UserID, fleetGroup+".") {
+			allow[i].Capabilities = []string{capEcho}
+		}
+	}
+	b, err := json.MarshalIndent(map[string]any{"allow": allow}, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, authFileName), b, 0o600)
 }
 
 var discard = slog.New(slog.DiscardHandler)
@@ -64,10 +99,11 @@ type capbusBroker struct {
 
 func startCapbusBroker(ctx context.Context, cfg *roleConfig) (server, error) {
 	p, err := platform.New(
-		platform.WithAddress("tcp://127.0.0.1:0"),
+		platform.WithAddress(cfg.listen),
 		platform.WithKeystore(filepath.Join(cfg.dir, platformKeyFN)),
 		platform.WithAuthFile(filepath.Join(cfg.dir, authFileName)),
 		platform.WithLogger(discard),
+		platform.WithLimits(platform.Limits{MaxPendingHandshakes: cfg.maxPending}), // zero fields: the defaults
 	)
 	if err != nil {
 		return nil, err
@@ -101,6 +137,11 @@ func newCapbusAgent(cfg *roleConfig, identity, keyName string, extra ...agent.Op
 	if err != nil {
 		return nil, err
 	}
+	return newCapbusAgentKP(cfg, identity, kp, extra...)
+}
+
+// newCapbusAgentKP creates an agent of the contender with key pair kp.
+func newCapbusAgentKP(cfg *roleConfig, identity string, kp keys.Pair, extra ...agent.Option) (*agent.Agent, error) {
 	sk, err := keys.Parse(cfg.serverKey)
 	if err != nil {
 		return nil, err
@@ -128,16 +169,46 @@ func runAgent(ctx context.Context, a *agent.Agent) (stop func(), err error) {
 }
 
 // capbusAgents is the callee or the idle agents: agents serving until close.
-type capbusAgents struct{ stops []func() }
+type capbusAgents struct {
+	agents []*agent.Agent
+	stops  []func()
+}
 
 func (c *capbusAgents) readyLine() string { return fmt.Sprintf("agents=%d", len(c.stops)) }
 
-func (c *capbusAgents) close() {
-	var wg sync.WaitGroup
-	for _, stop := range c.stops {
-		wg.Go(stop)
+func (c *capbusAgents) close() { stopAll(c.stops) }
+
+// command answers "ping" with "pinged" once every agent's ping to the
+// platform came back: what the platform had queued to each agent before
+// the ping (peerlist broadcasts of later agents' arrivals) has then been
+// delivered, so that a measurement of the platform's memory does not count
+// it.
+func (c *capbusAgents) command(line string, out *lineWriter) (bool, error) {
+	if line != "ping" {
+		return false, nil
 	}
-	wg.Wait()
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, len(c.agents))
+	for _, a := range c.agents {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			errs <- a.Ping(ctx)
+		}()
+	}
+	var first error
+	for range c.agents {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return true, fmt.Errorf("ping: %w", first)
+	}
+	out.printf("pinged")
+	return true, nil
 }
 
 func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
@@ -153,22 +224,16 @@ func startCapbusCallee(ctx context.Context, cfg *roleConfig) (server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &capbusAgents{stops: []func(){stop}}, nil
+	return &capbusAgents{agents: []*agent.Agent{a}, stops: []func(){stop}}, nil
 }
 
-// startIdle connects cfg.idle agents that do nothing but stay connected
-// (heartbeats at the agent's default interval). They connect 32 at a time.
+// startIdle connects cfg.idle agents, idle.<first> on, that do nothing but
+// stay connected (heartbeats at the agent's default interval), each with
+// its own key. They connect 32 at a time.
 func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	if cfg.stack != "capbus" {
 		return nil, fmt.Errorf("idle agents are a capbus measurement, not %s", cfg.stack)
 	}
-	c := &capbusAgents{stops: make([]func(), cfg.idle)}
-	sem := make(chan struct{}, 32)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
 	var extra []agent.Option
 	switch {
 	case cfg.heartbeat < 0:
@@ -176,33 +241,23 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	case cfg.heartbeat > 0:
 		extra = append(extra, agent.WithHeartbeat(cfg.heartbeat))
 	}
-	for i := range cfg.idle {
-		a, err := newCapbusAgent(cfg, fmt.Sprintf("%s%d", idlePrefix, i), "idle", extra...)
+	if cfg.connectTO > 0 {
+		extra = append(extra, agent.WithConnectTimeout(cfg.connectTO))
+	}
+	agents := make([]*agent.Agent, cfg.idle)
+	for i := range agents {
+		n := cfg.first + i
+		a, err := newCapbusAgentKP(cfg, identity(idleGroup, n), cfg.ring.pair(idleGroup, n), extra...)
 		if err != nil {
 			return nil, err
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			stop, err := runAgent(ctx, a)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			c.stops[i] = stop
-		})
+		agents[i] = a
 	}
-	wg.Wait()
-	if firstErr != nil {
-		for _, stop := range c.stops {
-			if stop != nil {
-				stop()
-			}
-		}
-		return nil, firstErr
+	stops, err := runAgents(ctx, agents)
+	if err != nil {
+		return nil, err
 	}
-	return c, nil
+	return &capbusAgents{agents: agents, stops: stops}, nil
 }
 
 // capbusClient is the caller agent.
@@ -212,7 +267,11 @@ type capbusClient struct {
 }
 
 func dialCapbus(ctx context.Context, cfg *roleConfig) (client, error) {
-	a, err := newCapbusAgent(cfg, callerID, callerID)
+	id := callerID
+	if cfg.callerN > 0 {
+		id = fmt.Sprintf("%s.%d", callerID, cfg.callerN)
+	}
+	a, err := newCapbusAgent(cfg, id, callerID)
 	if err != nil {
 		return nil, err
 	}

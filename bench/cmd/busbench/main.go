@@ -18,15 +18,36 @@
 // connected agents and the share of the platform's CPU spent in the policy
 // check (from a CPU profile of the platform process).
 //
+// Two more suites, for the platform's scale:
+//
+//   - busbench pubsub: publish latency (one publish at a time) with 10 and
+//     with 32,000 subscriptions on the platform, one of them matching
+//     (capbus against itself, same platform); fan-out from one publisher to
+//     100 subscribers, delivered messages/s, capbus against NATS and NATS
+//     with TLS.
+//   - busbench scale: new connections per second (connect, hello, one round
+//     trip, close), capbus against NATS with TLS and NATS; the platform's
+//     memory per idle agent and the routing rate with 10 and with 10,000
+//     agents connected (same platform: 10, 10,000, 10 again); a SIGKILL and
+//     restart of the platform under 1,000 connected agents, timed until
+//     every agent is back and serving.
+//
 // Usage, from the bench module (the bench directory of the repository):
 //
 //	go run ./cmd/busbench                 # full run (about 2 minutes)
 //	go run ./cmd/busbench -quick          # smoke run (a few seconds per cell)
 //	go run ./cmd/busbench -runs 3         # medians of 3 runs of every cell
+//	go run ./cmd/busbench pubsub -runs 5  # the pub/sub figures
+//	go run ./cmd/busbench scale -runs 3   # the scale figures (10,000 agents take minutes to connect)
+//	go run ./cmd/busbench scale -cells conns,restart -runs 5
+//
+// Every agent of the benchmark has its own key and auth.json entry,
+// derived from a seed the orchestrator passes to its children (keyring.go).
 //
 // The command re-executes itself for each process: "busbench role=broker
-// ...", "role=callee", "role=caller", "role=idle". The processes synchronise
-// through lines on their standard input and output, never by sleeping.
+// ...", "role=callee", "role=caller" (also the publisher and the dialer),
+// "role=idle", "role=subs", "role=fleet". The processes synchronise through
+// lines on their standard input and output, never by sleeping.
 package main
 
 import (
@@ -44,7 +65,17 @@ func main() {
 		}
 		return
 	}
-	if err := orchestrate(os.Args[1:]); err != nil {
+	run := orchestrate
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "pubsub":
+			run, args = orchestratePubsub, args[1:]
+		case "scale":
+			run, args = orchestrateScale, args[1:]
+		}
+	}
+	if err := run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "busbench:", err)
 		os.Exit(1)
 	}

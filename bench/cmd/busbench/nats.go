@@ -97,10 +97,12 @@ func selfSignedCert() (tls.Certificate, error) {
 }
 
 // natsConnect connects to the broker at cfg.addr; with a certificate in
-// cfg.serverKey (nats-tls), over TLS verified against it.
-func natsConnect(cfg *roleConfig) (*nats.Conn, error) {
+// cfg.serverKey (nats-tls), over TLS verified against it. nats.Connect
+// returns after the server answered a PING, so the connection is open and
+// registered at the server.
+func natsConnect(cfg *roleConfig, opts ...nats.Option) (*nats.Conn, error) {
 	if cfg.serverKey == "" {
-		return nats.Connect(cfg.addr)
+		return nats.Connect(cfg.addr, opts...)
 	}
 	der, err := base64.StdEncoding.DecodeString(cfg.serverKey)
 	if err != nil {
@@ -112,7 +114,7 @@ func natsConnect(cfg *roleConfig) (*nats.Conn, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return nats.Connect(cfg.addr, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	return nats.Connect(cfg.addr, append(opts, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))...)
 }
 
 func (b *natsBroker) close() { b.s.Shutdown(); b.s.WaitForShutdown() }

@@ -203,7 +203,18 @@ func orchestrate(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(home)
-	if err := writeCapbusHome(home); err != nil {
+	ring, err := newKeyring()
+	if err != nil {
+		return err
+	}
+	idle := 0
+	if len(o.agents) > 0 {
+		idle = slices.Max(o.agents) - 2
+	}
+	if o.profileAgents > 2 {
+		idle = max(idle, o.profileAgents-2)
+	}
+	if err := writeCapbusHome(home, ring, map[string]int{idleGroup: idle}); err != nil {
 		return err
 	}
 	rep := &report{Started: time.Now().UTC(), Machine: machine(), Options: strings.Join(args, " ")}
@@ -224,7 +235,7 @@ func orchestrate(args []string) error {
 		// Interleave the stacks so that drift on a shared machine hits all.
 		for _, k := range o.inflight {
 			for _, s := range o.stacks {
-				c, err := runCell(ctx, o, home, s, k, 0, run, "", "")
+				c, err := runCell(ctx, o, home, ring, s, k, 0, run, "", "")
 				if err != nil {
 					return fmt.Errorf("%s, %d in flight: %w", s, k, err)
 				}
@@ -238,7 +249,7 @@ func orchestrate(args []string) error {
 				if o.profile && run == 0 && i == 0 && n == slices.Max(o.agents) {
 					heap = filepath.Join(home, "platform.heap.pprof")
 				}
-				c, err := runCell(ctx, o, home, "capbus", k, n, run, "", heap)
+				c, err := runCell(ctx, o, home, ring, "capbus", k, n, run, "", heap)
 				if err != nil {
 					return fmt.Errorf("capbus, %d agents, %d in flight: %w", n, k, err)
 				}
@@ -257,7 +268,7 @@ func orchestrate(args []string) error {
 		// of the platform.
 		po := *o
 		po.duration = 2 * o.duration
-		c, err := runCell(ctx, &po, home, "capbus", o.profileInflight, o.profileAgents, 0, home, "")
+		c, err := runCell(ctx, &po, home, ring, "capbus", o.profileInflight, o.profileAgents, 0, home, "")
 		if err != nil {
 			return fmt.Errorf("profiled capbus cell: %w", err)
 		}
@@ -299,7 +310,7 @@ func orchestrate(args []string) error {
 // With profDir, each process writes a CPU profile of the window to
 // profDir/<role>.pprof; with heapprofile (scaling cells), the broker writes a
 // heap profile once the idle agents are connected.
-func runCell(ctx context.Context, o *options, home, stack string, inflight, agents, run int, profDir, heapprofile string) (c *cell, err error) {
+func runCell(ctx context.Context, o *options, home string, ring keyring, stack string, inflight, agents, run int, profDir, heapprofile string) (c *cell, err error) {
 	const startTimeout = 2 * time.Minute
 	var procs []*proc
 	defer func() {
@@ -318,7 +329,7 @@ func runCell(ctx context.Context, o *options, home, stack string, inflight, agen
 		line, err := p.expect("ready", startTimeout)
 		return p, line, err
 	}
-	common := []string{"-stack", stack, "-dir", home}
+	common := []string{"-stack", stack, "-dir", home, "-seed", ring.String()}
 	prof := func(role string, args []string) []string {
 		if profDir == "" {
 			return args

@@ -182,3 +182,64 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// group is the child processes of one cell of the pubsub and scale
+// suites. kill ends those still running (deferred: no child outlives its
+// cell, whatever failed).
+type group struct {
+	ctx     context.Context
+	verbose bool
+	procs   []*proc
+}
+
+// start spawns role and waits for its ready line, whose key=value fields
+// it returns.
+func (g *group) start(role string, timeout time.Duration, args ...string) (*proc, map[string]string, error) {
+	p, err := spawn(g.ctx, g.verbose, role, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	g.procs = append(g.procs, p)
+	line, err := p.expect("ready", timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, parseKV(line), nil
+}
+
+// stop stops ps in order (see proc.stop).
+func (g *group) stop(ps ...*proc) error {
+	for _, p := range ps {
+		if err := p.stop(time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *group) kill() {
+	for _, p := range g.procs {
+		select {
+		case <-p.waited:
+		default:
+			p.kill()
+		}
+	}
+}
+
+// sigkill ends the process with SIGKILL, as a crash would, and waits for
+// it to be gone.
+func (p *proc) sigkill() {
+	_ = p.cmd.Process.Kill()
+	<-p.waited
+	_ = p.stdin.Close()
+}
+
+// command sends line and returns the rest of the answer line starting
+// with prefix.
+func (p *proc) command(line, prefix string, timeout time.Duration) (string, error) {
+	if err := p.send(line); err != nil {
+		return "", err
+	}
+	return p.expect(prefix, timeout)
+}

@@ -25,10 +25,20 @@ type roleConfig struct {
 	serverKey  string        // the capbus platform's public key, Z85
 	dir        string        // temp dir with keystores and auth.json (capbus)
 	inflight   int           // caller: calls in flight
+	op         string        // caller: call, publish or connect
+	callerN    int           // caller: its identity is caller.<n> (0: caller)
+	topic      string        // publisher, subscribers: the topic of the fan-out
+	subs       int           // subscribers: connections subscribed to topic
+	loadConns  int           // subscribers: connections holding the other subscriptions
+	listen     string        // broker: the address to listen on
+	maxPending int           // broker: the platform's MaxPendingHandshakes (0: default)
 	duration   time.Duration // caller: measurement window
 	warmup     time.Duration // caller: warm-up before the window
 	idle       int           // idle: number of agents to connect
+	first      int           // idle: index of the first agent (identity idle.<first>)
+	ring       keyring       // the agents' keys (-seed)
 	heartbeat  time.Duration // idle: the agents' heartbeat (0: default, <0: off)
+	connectTO  time.Duration // idle: the agents' connect timeout (0: default)
 	ballast    int           // broker: MiB of live pointer-free heap to hold
 	cpuprofile string        // CPU profile of the measurement window (servers: between "prof start" and "prof stop")
 }
@@ -41,14 +51,30 @@ func parseRoleFlags(role string, args []string) (*roleConfig, error) {
 	fs.StringVar(&c.serverKey, "key", "", "platform public key (capbus)")
 	fs.StringVar(&c.dir, "dir", "", "directory of keystores and auth.json (capbus)")
 	fs.IntVar(&c.inflight, "inflight", 1, "calls in flight")
+	fs.StringVar(&c.op, "op", "call", "caller: call, publish or connect")
+	fs.IntVar(&c.callerN, "caller-n", 0, "caller: identity caller.<n> (0: caller)")
+	fs.StringVar(&c.topic, "topic", fanTopic, "publisher and subscribers: the topic")
+	fs.IntVar(&c.subs, "subs", 0, "subscribers: connections subscribed to -topic")
+	fs.IntVar(&c.loadConns, "load-conns", 0, "subscribers: connections holding the other subscriptions")
+	fs.StringVar(&c.listen, "listen", "tcp://127.0.0.1:0", "broker: address to listen on (capbus)")
+	fs.IntVar(&c.maxPending, "max-pending-handshakes", 0, "broker: the platform's limit of handshakes in progress (capbus; 0: default)")
 	fs.DurationVar(&c.duration, "duration", 3*time.Second, "measurement window")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "warm-up")
 	fs.IntVar(&c.idle, "n", 0, "idle agents")
+	fs.IntVar(&c.first, "first", 0, "index of the first idle agent")
+	seed := fs.String("seed", "", "the keyring's seed (64 hex digits)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "idle agents' heartbeat (0: default, negative: off)")
+	fs.DurationVar(&c.connectTO, "connect-timeout", 0, "idle agents' connect timeout (0: the agent default)")
 	fs.IntVar(&c.ballast, "ballast", 0, "MiB of live heap the broker holds")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the measurement window")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *seed != "" {
+		var err error
+		if c.ring, err = parseKeyring(*seed); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -62,15 +88,25 @@ type server interface {
 	close()
 }
 
+// A commander is a server with commands of its own (the subscribers'
+// "count", the fleet's "back"): command answers line, or reports false
+// when it does not know it. It runs on the role's command loop, one
+// command at a time.
+type commander interface {
+	command(line string, out *lineWriter) (known bool, err error)
+}
+
 // runRole runs one child process. Line protocol on stdout:
 //
 //	ready [k=v...]      the role is serving
-//	warm                (caller) warm-up done, waiting for "go"
+//	warm total=N        (caller) warm-up done (N operations), waiting for "go"
 //	stopped             (caller) measurement window over, no call in flight
-//	result {json}       (caller) the measurement
+//	result {json}       (caller) the measurement; another "go" measures again
 //	mark {json}         answer to "mark" / "mark gc" on stdin
 //	prof started|stopped answer to "prof start" / "prof stop"
 //	heap written        answer to "heap <file>" (heap profile of live memory)
+//	...                 the answers of a commander's own commands (subs,
+//	                    fleet, idle: see their command methods)
 //
 // The process exits when its standard input ends (the orchestrator closed it
 // or died).
@@ -108,6 +144,10 @@ func runRole(role string, args []string) error {
 		srv, err = startCallee(ctx, cfg)
 	case "idle":
 		srv, err = startIdle(ctx, cfg)
+	case "subs":
+		srv, err = startSubscribers(ctx, cfg)
+	case "fleet":
+		srv, err = startFleet(ctx, cfg)
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
@@ -137,7 +177,15 @@ func runRole(role string, args []string) error {
 			prof = nil
 			out.printf("prof stopped")
 		default:
-			out.printf("error unknown command %q", line)
+			known := false
+			if c, ok := srv.(commander); ok {
+				if known, err = c.command(line, out); err != nil {
+					return err
+				}
+			}
+			if !known {
+				out.printf("error unknown command %q", line)
+			}
 		}
 	}
 	srv.close()
