@@ -16,6 +16,7 @@ import (
 
 	"github.com/capbus/capbus/auth/curve"
 	"github.com/capbus/capbus/internal/atomicfile"
+	"github.com/capbus/capbus/internal/vip"
 	"github.com/capbus/capbus/keys"
 	"github.com/capbus/capbus/platform"
 	"github.com/capbus/capbus/rpc"
@@ -643,4 +644,17 @@ func TestPlatform_CallWithoutDeadlineTimesOutAfterTheCallTimeout(t *testing.T) {
 		require.NoError(t, err, "fast call %d after timeouts", i)
 		require.Equal(t, 21.5, temp, "fast call %d after timeouts", i)
 	}
+}
+
+func TestAgent_AsksThePlatformForNoPeerlistNoticesUnlessToldOtherwise(t *testing.T) {
+	metas := make(chan map[string]string, 2)
+	hook := platform.AdmissionHookFunc(func(_ context.Context, a *platform.Admission) error {
+		metas <- a.Meta
+		return nil
+	})
+	b := newBus(t, []user{{ID: "alice"}}, nil, platform.WithAdmissionHook(hook))
+	b.agent("alice", "quiet", nil, WithMeta("version", "1.2"))
+	assert.Equal(t, map[string]string{"version": "1.2", vip.MetaPeerlist: vip.PeerlistOff}, <-metas)
+	b.agent("alice", "listener", nil, WithMeta(vip.MetaPeerlist, "on"))
+	assert.Equal(t, map[string]string{vip.MetaPeerlist: "on"}, <-metas)
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/capbus/capbus/internal/vip"
+
 	"github.com/capbus/capbus/keys"
 )
 
@@ -82,7 +84,9 @@ func defaultConfig() config {
 		maxBackoff:     DefaultMaxBackoff,
 		heartbeat:      DefaultHeartbeat,
 		shutdownGrace:  DefaultShutdownGrace,
-		meta:           map[string]string{},
+		// The SDK has no use for peerlist add and drop: without them,
+		// N agents connecting cost the platform N messages, not N(N-1)/2.
+		meta: map[string]string{vip.MetaPeerlist: vip.PeerlistOff},
 	}
 }
 
@@ -221,7 +225,10 @@ func WithBackoff(min, max time.Duration) Option {
 }
 
 // WithMeta adds a metadata entry to the hello message; the platform shows
-// metadata to its admission hooks (for example "version").
+// metadata to its admission hooks (for example "version"). The agent sends
+// "peerlist": "off" unless told otherwise here: the platform then does not
+// tell it of every peer that joins or leaves (which it would only log, at
+// debug level).
 func WithMeta(key, value string) Option {
 	return optionFunc(func(c *config) error {
 		c.meta[key] = value

@@ -68,6 +68,7 @@ func (p *Platform) hello(pe *peer, frames [][]byte) {
 	pe.identity = h.Identity
 	pe.identityBytes = []byte(h.Identity)
 	pe.meta = h.Meta
+	pe.quiet = h.Meta[vip.MetaPeerlist] == vip.PeerlistOff
 	pe.exports.Store(&table)
 	pe.welcomed.Store(true)
 	p.preHello--
@@ -164,13 +165,14 @@ func (p *Platform) peerlist(pe *peer, frames [][]byte) {
 }
 
 // broadcastPeer tells every other welcomed peer that pe was added or
-// dropped.
+// dropped, but those whose hello asked for none ("peerlist": "off"): with
+// N agents connecting, the broadcasts are N(N-1)/2 messages.
 func (p *Platform) broadcastPeer(op string, pe *peer) {
 	msg := [][]byte{vip.Empty, vip.SignatureFrame, vip.Empty, vip.Empty, []byte(vip.SubPeerlist), []byte(op), pe.identityBytes}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for _, other := range p.byIdentity {
-		if other != pe {
+		if other != pe && !other.quiet {
 			_ = other.send(msg)
 		}
 	}

@@ -128,6 +128,40 @@ func TestQuery_AnswersServerkeyVersionWhoamiCallablePermissions(t *testing.T) {
 	assert.Equal(t, []any{"can_read_temp"}, perm["capabilities"])
 }
 
+func TestPeerlist_APeerWhoseHelloSaysOffIsToldOfNoArrivalOrDeparture(t *testing.T) {
+	tp := startPlatform(t)
+	isPeerlist := func(f [][]byte) bool { return string(f[vip.FrameSubsystem]) == vip.SubPeerlist }
+	quiet := tp.dial(t, tp.cast.alice)
+	require.Equal(t, vip.SubWelcome, string(quiet.helloMeta("alice", map[string]string{vip.MetaPeerlist: vip.PeerlistOff})[vip.FrameSubsystem]))
+	bobby := tp.dial(t, tp.cast.bobby)
+	bobby.mustHello("bobby")
+
+	// weather comes and goes, then comes again: once bobby has the second
+	// add, the broadcasts of the first add and of the drop are over.
+	w := tp.dial(t, tp.cast.weather)
+	w.mustHello("weather", weatherExports...)
+	assert.Equal(t, []string{"add", "weather"}, framesToStrings(bobby.expect(isPeerlist))[5:])
+	w.close()
+	assert.Equal(t, []string{"drop", "weather"}, framesToStrings(bobby.expect(isPeerlist))[5:])
+	w = tp.dial(t, tp.cast.weather)
+	w.mustHello("weather", weatherExports...)
+	assert.Equal(t, []string{"add", "weather"}, framesToStrings(bobby.expect(isPeerlist))[5:])
+
+	// Everything the quiet peer received up to the answer of its listing.
+	id := quiet.nextID()
+	quiet.sendStrings("", "VIP1", "", id, vip.SubPeerlist, vip.OpList)
+	var before [][]string
+	listing := quiet.expect(func(f [][]byte) bool {
+		if byMsgID(id)(f) {
+			return true
+		}
+		before = append(before, framesToStrings(f))
+		return false
+	})
+	assert.Empty(t, before, "a peer whose hello said peerlist off is sent no add or drop")
+	assert.Equal(t, []string{"alice", "bobby", "weather"}, framesToStrings(listing)[6:], "it can still ask for the list")
+}
+
 func TestPeerlist_ReplacementBroadcastsDropThenAdd(t *testing.T) {
 	tp := startPlatform(t)
 	alice := tp.dial(t, tp.cast.alice)

@@ -298,11 +298,17 @@ func (c *client) waitClosed(within time.Duration) bool {
 // error).
 func (c *client) hello(identity string, exports ...rpc.Export) [][]byte {
 	c.t.Helper()
+	return c.helloMeta(identity, map[string]string{"version": "test"}, exports...)
+}
+
+// helloMeta is hello with the given meta.
+func (c *client) helloMeta(identity string, meta map[string]string, exports ...rpc.Export) [][]byte {
+	c.t.Helper()
 	wire := make([]vip.Export, len(exports))
 	for i, e := range exports {
 		wire[i] = vip.ExportOf(e)
 	}
-	h, err := msgpack.Marshal(map[string]any{"identity": identity, "exports": wire, "meta": map[string]string{"version": "test"}})
+	h, err := msgpack.Marshal(map[string]any{"identity": identity, "exports": wire, "meta": meta})
 	require.NoError(c.t, err)
 	id := c.nextID()
 	c.send([]byte(""), []byte("VIP1"), []byte(""), []byte(id), []byte("hello"), h)

@@ -73,6 +73,9 @@ type peer struct {
 	identity      string
 	identityBytes []byte
 	meta          map[string]string
+	// quiet: the hello's meta holds "peerlist": "off"; the peer is sent
+	// no peerlist add and drop (hello.go).
+	quiet bool
 
 	exports atomic.Pointer[exportTable]
 

@@ -147,9 +147,17 @@ type Hello struct {
 	Identity string `msgpack:"identity"`
 	// Exports are the methods the agent serves.
 	Exports []Export `msgpack:"exports"`
-	// Meta is free metadata shown to admission hooks.
+	// Meta is free metadata shown to admission hooks. One key has a
+	// meaning for the platform: MetaPeerlist.
 	Meta map[string]string `msgpack:"meta"`
 }
+
+// MetaPeerlist set to PeerlistOff in a hello's meta asks the platform not
+// to send the peer peerlist add and drop (docs/PROTOCOL.md, "peerlist").
+const (
+	MetaPeerlist = "peerlist"
+	PeerlistOff  = "off"
+)
 
 // Export is the EXPORT map (docs/PROTOCOL.md section 3, "hello /
 // welcome"): a method and what a caller must hold. Every list is present,
