@@ -37,8 +37,11 @@ type outMsg struct {
 // peer is one authenticated connection.
 //
 // Goroutines: the connection's reader (serve, readLoop) handles everything
-// the peer sends; its writer (writeLoop) is the only goroutine that writes
-// to conn. Any goroutine may queue a message for the peer (send).
+// the peer sends; its writer (writeLoop) writes what is queued for it. Any
+// goroutine may queue a message for the peer (send). Another peer's reader
+// that queued messages for it during a burst of input writes them itself
+// when no one else is writing (writeNow), with a write that does not wait
+// for the socket. One goroutine at a time holds the write side (writing).
 //
 // The fields set at accept (key, userID, remoteAddr, since) never change.
 // identity, exports and welcomed are set by hello (under the platform's
@@ -53,11 +56,18 @@ type peer struct {
 	since      time.Time
 	conn       *curve.Conn
 
-	// The queue towards the peer, taken whole by its writer.
+	// The queue towards the peer, taken whole by the goroutine that
+	// writes.
 	qmu     sync.Mutex
 	queue   []outMsg
 	qbytes  int64
 	qclosed bool
+	// writing: a goroutine holds the write side (it owns spare and
+	// frames); unflushed: the conn holds sealed bytes the socket did not
+	// take at once (writeNow), for the writer to write.
+	writing, unflushed bool
+	spare              []outMsg
+	frames             [][][]byte
 	wake    chan struct{} // capacity 1: the writer has messages to write
 	touched []*peer       // reader-owned: peers whose writer it must wake
 
@@ -159,14 +169,107 @@ func (pe *peer) sendFrom(src *peer, frames [][]byte) error {
 	return nil
 }
 
-// flushTouched wakes the writers of the peers src's reader queued messages
-// for. Only src's reader calls it.
+// flushTouched writes what src's reader queued for other peers during a
+// burst of input (writeNow). Only src's reader calls it.
 func (src *peer) flushTouched() {
 	for i, pe := range src.touched {
-		pe.wakeWriter()
+		pe.writeNow()
 		src.touched[i] = nil
 	}
 	src.touched = src.touched[:0]
+}
+
+// writeNow writes what is queued for pe from the calling goroutine, if no
+// other goroutine is writing to pe, with one write that does not wait for
+// the socket; what the socket does not take at once is left to pe's
+// writer. A reader thus forwards a call or a reply without waking another
+// goroutine, and never waits for a slow peer.
+func (pe *peer) writeNow() {
+	pe.qmu.Lock()
+	if len(pe.queue) == 0 || pe.writing || pe.closing.Load() {
+		// Nothing left, or the goroutine writing looks at the queue
+		// again when done; a closing peer's final message is the
+		// writer's.
+		closing := pe.closing.Load()
+		pe.qmu.Unlock()
+		if closing {
+			pe.wakeWriter()
+		}
+		return
+	}
+	batch := pe.take()
+	pe.qmu.Unlock()
+	if more, _ := pe.write(batch, true); more {
+		pe.wakeWriter()
+	}
+}
+
+// take claims the write side and the queued messages. pe.qmu is held and
+// no goroutine is writing.
+func (pe *peer) take() []outMsg {
+	pe.writing = true
+	batch := pe.queue
+	pe.queue, pe.spare = pe.spare[:0], nil
+	return batch
+}
+
+// write writes batch, which take returned, then gives the write side back:
+// with the conn's blocking write (the writer), or with one that does not
+// wait (try). It reports whether anything is left to write (queued
+// meanwhile, or not taken by the socket) and whether the connection is
+// closed.
+func (pe *peer) write(batch []outMsg, try bool) (more, closed bool) {
+	final := false
+	var size int64
+	frames := pe.frames[:0]
+	for _, m := range batch {
+		frames = append(frames, m.frames)
+		size += m.size
+		if m.final {
+			final = true
+			break
+		}
+	}
+	var err error
+	left := false
+	if try {
+		var all bool
+		all, err = pe.conn.TryWriteMsgs(frames)
+		left = !all
+	} else {
+		// A peer that takes longer than this to accept a write is a
+		// slow consumer: the write fails and the connection is closed.
+		// The deadline is cleared after the write: a try-write fails at
+		// once on a conn whose deadline has passed.
+		_ = pe.conn.SetWriteDeadline(time.Now().Add(pe.p.cfg.limits.SlowConsumer))
+		err = pe.conn.WriteMsgs(frames)
+		_ = pe.conn.SetWriteDeadline(time.Time{})
+	}
+	clear(batch) // keep no payload alive
+	clear(frames)
+	pe.qmu.Lock()
+	if !pe.qclosed { // close zeroed qbytes
+		pe.qbytes -= size
+	}
+	pe.writing, pe.unflushed = false, left
+	pe.spare, pe.frames = batch[:0], frames[:0]
+	more = left || len(pe.queue) > 0
+	pe.qmu.Unlock()
+	pe.unqueue(size)
+	pe.fullSince.Store(0)
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		pe.p.stats.slowConsumers.Add(1)
+		pe.close(fmt.Sprintf("slow consumer: a write took longer than %v", pe.p.cfg.limits.SlowConsumer))
+	case err != nil:
+		pe.close(fmt.Sprintf("write: %v", err))
+	case final:
+		pe.close(pe.reason())
+	default:
+		return more, false
+	}
+	return false, true
 }
 
 // push queues frames. Three budgets bound what is queued: the peer's
@@ -311,60 +414,32 @@ func (pe *peer) reason() string {
 	return ""
 }
 
-// writeLoop is the connection's writer: it takes everything queued and
-// writes it with one write.
+// writeLoop is the connection's writer: woken, it takes everything queued
+// and writes it with one write, until nothing is left, unless another
+// goroutine is writing (which looks at the queue again when done).
 func (pe *peer) writeLoop() {
 	defer close(pe.flushed)
-	var batch []outMsg
-	var frames [][][]byte
 	for {
 		select {
 		case <-pe.done:
 			return
 		case <-pe.wake:
 		}
-		pe.qmu.Lock()
-		batch, pe.queue = pe.queue, batch[:0]
-		pe.qmu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		final := false
-		var size int64
-		frames = frames[:0]
-		for _, m := range batch {
-			frames = append(frames, m.frames)
-			size += m.size
-			if m.final {
-				final = true
+		for {
+			pe.qmu.Lock()
+			if pe.writing || (len(pe.queue) == 0 && !pe.unflushed) {
+				pe.qmu.Unlock()
 				break
 			}
-		}
-		// A peer that takes longer than this to accept a write is a slow
-		// consumer: the write fails and the connection is closed.
-		_ = pe.conn.SetWriteDeadline(time.Now().Add(pe.p.cfg.limits.SlowConsumer))
-		err := pe.conn.WriteMsgs(frames)
-		pe.qmu.Lock()
-		if !pe.qclosed { // close zeroed qbytes
-			pe.qbytes -= size
-		}
-		pe.qmu.Unlock()
-		pe.unqueue(size)
-		pe.fullSince.Store(0)
-		clear(batch) // keep no payload alive
-		clear(frames)
-		var ne net.Error
-		switch {
-		case errors.As(err, &ne) && ne.Timeout():
-			pe.p.stats.slowConsumers.Add(1)
-			pe.close(fmt.Sprintf("slow consumer: a write took longer than %v", pe.p.cfg.limits.SlowConsumer))
-			return
-		case err != nil:
-			pe.close(fmt.Sprintf("write: %v", err))
-			return
-		case final:
-			pe.close(pe.reason())
-			return
+			batch := pe.take()
+			pe.qmu.Unlock()
+			more, closed := pe.write(batch, false)
+			if closed {
+				return
+			}
+			if !more {
+				break
+			}
 		}
 	}
 }

@@ -63,7 +63,8 @@ type Conn struct {
 	wmu       sync.Mutex
 	werr      error
 	sendNonce uint64
-	wout      []byte // sealed MESSAGEs being written
+	wout      []byte // sealed MESSAGEs being written, or left unwritten by TryWriteMsgs
+	nb        *nbWriter
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -86,6 +87,7 @@ func newConn(raw net.Conn, br *bufio.Reader, s session, o *options, server bool)
 		recvBox:      newMsgBox(&s.key, prefixMessageS),
 		recvNonce:    s.recvNonce,
 		sendNonce:    s.sendNonce,
+		nb:           newNBWriter(raw),
 	}
 	if server {
 		c.sendBox, c.recvBox = c.recvBox, c.sendBox
@@ -348,6 +350,7 @@ func (c *Conn) WriteMsg(frames [][]byte) error {
 
 // WriteMsgs seals several messages, in order, and writes them all with one
 // write: a writer that finds several messages queued sends them together.
+// Anything TryWriteMsgs left unwritten goes first; msgs may be empty.
 func (c *Conn) WriteMsgs(msgs [][][]byte) error {
 	for _, m := range msgs {
 		if err := checkFrames(m, c.maxFrame); err != nil {
@@ -365,6 +368,42 @@ func (c *Conn) WriteMsgs(msgs [][][]byte) error {
 		}
 	}
 	return c.flush()
+}
+
+// TryWriteMsgs is WriteMsgs for a caller that must not wait for the peer:
+// it seals msgs, in order, after anything left unwritten, and writes what
+// the socket takes at once. It reports whether everything is written; what
+// is not stays in the conn and goes out first with the next write, for
+// example a WriteMsgs with no message. Over a connection that is not a
+// socket it writes nothing and reports false.
+func (c *Conn) TryWriteMsgs(msgs [][][]byte) (bool, error) {
+	for _, m := range msgs {
+		if err := checkFrames(m, c.maxFrame); err != nil {
+			return false, err
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writable(); err != nil {
+		return false, err
+	}
+	for _, m := range msgs {
+		if err := c.seal(0, m); err != nil {
+			return false, c.writeFailed(err)
+		}
+	}
+	n, ok, err := c.nb.tryWrite(c.wout)
+	switch {
+	case err != nil:
+		return false, c.writeFailed(err)
+	case !ok:
+		return false, nil
+	case n < len(c.wout):
+		c.wout = c.wout[:copy(c.wout, c.wout[n:])]
+		return false, nil
+	}
+	c.resetOut()
+	return true, nil
 }
 
 // write seals frames as one message (with inner flags for a command) and
@@ -451,16 +490,25 @@ func (c *Conn) seal(inner byte, frames [][]byte) (err error) {
 
 // flush writes the sealed MESSAGEs with one write. c.wmu is held.
 func (c *Conn) flush() error {
+	if len(c.wout) == 0 {
+		return nil
+	}
 	_, err := c.raw.Write(c.wout)
+	c.resetOut()
+	if err != nil {
+		return c.writeFailed(err)
+	}
+	return nil
+}
+
+// resetOut empties c.wout once written; a buffer grown beyond keepBuffer is
+// let go. c.wmu is held.
+func (c *Conn) resetOut() {
 	if cap(c.wout) > keepBuffer {
 		c.wout = nil
 	} else {
 		c.wout = c.wout[:0]
 	}
-	if err != nil {
-		return c.writeFailed(err)
-	}
-	return nil
 }
 
 // writeFailed records a write error, which ends the conn. c.wmu is held.

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -96,4 +98,53 @@ func TestListener_RefusesAnIncompatibleSocketType(t *testing.T) {
 	s := startEchoServer(t, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
 	_, err := Dial(context.Background(), s.endpoint(), client, s.kp.Public, WithSocketType("PUB"))
 	require.Error(t, err, "a PUB cannot talk to a ROUTER")
+}
+
+func TestConn_TryWriteMsgsLeavesWhatTheSocketDoesNotTakeForTheNextWrite(t *testing.T) {
+	client := newKeyPair(t)
+	release := make(chan struct{})
+	got := make(chan [][]byte, 4096)
+	s := startServer(t, func(c *Conn, _ chan<- [][]byte) {
+		defer c.Close()
+		<-release // a peer that does not read for now
+		for {
+			frames, err := c.ReadMsg()
+			if err != nil {
+				return
+			}
+			got <- frames
+		}
+	}, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public)
+
+	payload := bytes.Repeat([]byte{'x'}, 64<<10)
+	msg := func(i int) [][]byte { return [][]byte{[]byte(strconv.Itoa(i)), payload} }
+	all, err := c.TryWriteMsgs([][][]byte{msg(0)})
+	require.NoError(t, err)
+	require.True(t, all, "an empty socket takes one message at once")
+	n := 1
+	for ; n < 2000; n++ { // loopback buffers hold a few MiB
+		all, err = c.TryWriteMsgs([][][]byte{msg(n)})
+		require.NoError(t, err)
+		if !all {
+			break
+		}
+	}
+	require.False(t, all, "the socket filled up within %d messages of 64 KiB", n)
+	n++
+
+	// The rest waits for the next write, which goes first.
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.WriteMsgs([][][]byte{msg(n)}) }()
+	close(release)
+	for i := 0; i <= n; i++ {
+		select {
+		case f := <-got:
+			require.Equal(t, strconv.Itoa(i), string(f[0]), "messages in order, none lost")
+			require.Equal(t, payload, f[1])
+		case <-time.After(testTimeout):
+			t.Fatalf("received %d messages of %d", i, n+1)
+		}
+	}
+	require.NoError(t, <-wrote)
 }
