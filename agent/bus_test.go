@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -657,4 +659,76 @@ func TestAgent_AsksThePlatformForNoPeerlistNoticesUnlessToldOtherwise(t *testing
 	assert.Equal(t, map[string]string{"version": "1.2", vip.MetaPeerlist: vip.PeerlistOff}, <-metas)
 	b.agent("alice", "listener", nil, WithMeta(vip.MetaPeerlist, "on"))
 	assert.Equal(t, map[string]string{vip.MetaPeerlist: "on"}, <-metas)
+}
+
+// warnings is a slog handler that keeps the warnings' messages and attributes.
+type warnings struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.recs = append(w.recs, r.Clone())
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+func (w *warnings) all() []slog.Record {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.recs)
+}
+
+func TestSubscription_AHandlerThatFallsBehindDropsCountedWithOneWarning(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	logged := &warnings{}
+	alice := b.agent("alice", "alice", nil, WithLogger(slog.New(logged)))
+	bob := b.agent("bob", "bob", nil)
+	ctx := context.Background()
+
+	const over = 50
+	started, release := make(chan struct{}), make(chan struct{})
+	handled := make(chan int, maxMailbox+over+1)
+	sub, err := alice.Subscribe(ctx, "devices/#", func(ctx context.Context, m *Message) {
+		var n int
+		assert.NoError(t, m.Decode(&n))
+		if n == 0 {
+			close(started)
+			<-release
+		}
+		handled <- n
+	})
+	require.NoError(t, err)
+	// Message 0 holds the handler; 1..1024 fill the mailbox; 50 more are
+	// dropped.
+	require.NoError(t, bob.Publish(ctx, "devices/boiler", 0))
+	<-started
+	for n := 1; n <= maxMailbox+over; n++ {
+		require.NoError(t, bob.Publish(ctx, "devices/boiler", n))
+	}
+	require.Eventually(t, func() bool { return sub.Dropped() == over }, 10*time.Second, time.Millisecond,
+		"dropped %d, want %d", sub.Dropped(), over)
+
+	recs := logged.all()
+	require.Len(t, recs, 1, "one warning for the drops of a burst")
+	attrs := map[string]any{}
+	recs[0].Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.Any(); return true })
+	assert.Equal(t, map[string]any{"pattern": "devices/#", "topic": "devices/boiler", "dropped": uint64(1),
+		"dropped_in_all": uint64(1), "mailbox": int64(maxMailbox)}, attrs)
+
+	// The handler then gets every message that was not dropped, in order.
+	close(release)
+	deadline := time.After(10 * time.Second)
+	for want := 0; want <= maxMailbox; want++ {
+		select {
+		case n := <-handled:
+			require.Equal(t, want, n)
+		case <-deadline:
+			t.Fatalf("handled %d messages of %d", want, maxMailbox+1)
+		}
+	}
+	assert.Equal(t, uint64(over), sub.Dropped())
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/capbus/capbus/internal/codec"
 	"github.com/capbus/capbus/internal/vip"
@@ -12,8 +14,14 @@ import (
 )
 
 // maxMailbox is how many messages may wait for one subscription's handler;
-// beyond it, messages for that subscription are dropped and logged.
+// beyond it, messages for that subscription are dropped and counted
+// (Subscription.Dropped), with at most one warning per dropWarnEvery.
 const maxMailbox = 1024
+
+// dropWarnEvery bounds the warnings of a subscription that drops messages:
+// a handler that falls behind a fast publisher would otherwise log one line
+// per message.
+const dropWarnEvery = 10 * time.Second
 
 // Message is a published message as a subscriber receives it.
 type Message struct {
@@ -42,11 +50,19 @@ type Subscription struct {
 	pattern string
 	fn      MessageHandler
 
-	mu      sync.Mutex
-	mailbox []*Message
-	running bool
-	closed  bool
+	mu       sync.Mutex
+	mailbox  []*Message
+	running  bool
+	closed   bool
+	warnedAt time.Time // the last drop warning
+	unwarned uint64    // drops since the last warning
+
+	dropped atomic.Uint64
 }
+
+// Dropped returns how many messages for the subscription were dropped
+// because its handler was maxMailbox (1,024) messages behind.
+func (sub *Subscription) Dropped() uint64 { return sub.dropped.Load() }
 
 // Pattern returns the subscription's topic pattern.
 func (sub *Subscription) Pattern() string { return sub.pattern }
@@ -212,7 +228,13 @@ func (sub *Subscription) post(ctx context.Context, msg *Message) {
 		return
 	}
 	if len(sub.mailbox) >= maxMailbox {
-		sub.a.log.Warn("capbus agent: subscriber too slow; message dropped", "pattern", sub.pattern, "topic", msg.Topic)
+		all := sub.dropped.Add(1)
+		sub.unwarned++
+		if now := time.Now(); now.Sub(sub.warnedAt) >= dropWarnEvery {
+			sub.a.log.Warn("capbus agent: subscription handler too slow; messages dropped", "pattern", sub.pattern,
+				"topic", msg.Topic, "dropped", sub.unwarned, "dropped_in_all", all, "mailbox", maxMailbox)
+			sub.warnedAt, sub.unwarned = now, 0
+		}
 		return
 	}
 	sub.mailbox = append(sub.mailbox, msg)

@@ -63,7 +63,10 @@ type subscribers struct {
 	// load[k % len(load)].
 	load  []*agent.Agent
 	held  []*agent.Subscription
-	total int // subscriptions on the platform: cfg.subs + len(held)
+	// capbus: the measured subscriptions, whose Dropped are the
+	// subscribers' client errors.
+	measured []*agent.Subscription
+	total    int // subscriptions on the platform: cfg.subs + len(held)
 	subs  int
 }
 
@@ -84,8 +87,8 @@ func startCapbusSubscribers(ctx context.Context, cfg *roleConfig) (server, error
 	s := &subscribers{subs: cfg.subs, total: cfg.subs}
 	n := cfg.subs + cfg.loadConns
 	agents := make([]*agent.Agent, n)
-	// The agents' warnings are their client errors: a subscriber whose
-	// handler falls 1,024 messages behind drops (agent/pubsub.go).
+	// The agents' warnings and errors are counted with the messages they
+	// drop (Subscription.Dropped: a handler 1,024 messages behind).
 	log := slog.New(&warnCounter{n: &s.errs})
 	for i := range n {
 		a, err := newCapbusAgentKP(cfg, identity(subGroup, i), cfg.ring.pair(subGroup, i), agent.WithLogger(log))
@@ -101,10 +104,12 @@ func startCapbusSubscribers(ctx context.Context, cfg *roleConfig) (server, error
 	s.stop = func() { stopAll(stops) }
 	count := func(context.Context, *agent.Message) { s.count.Add(1) }
 	for _, a := range agents[:cfg.subs] {
-		if _, err := a.Subscribe(ctx, cfg.topic, count); err != nil {
+		sub, err := a.Subscribe(ctx, cfg.topic, count)
+		if err != nil {
 			s.stop()
 			return nil, fmt.Errorf("%s: subscribe %s: %w", a.Identity(), cfg.topic, err)
 		}
+		s.measured = append(s.measured, sub)
 	}
 	s.load = agents[cfg.subs:]
 	return s, nil
@@ -184,7 +189,11 @@ func (s *subscribers) readyLine() string { return fmt.Sprintf("subscribers=%d", 
 func (s *subscribers) close() { s.stop() }
 
 func (s *subscribers) countLine() string {
-	b, _ := json.Marshal(countLine{N: s.count.Load(), TimeNS: time.Now().UnixNano(), Errors: s.errs.Load()})
+	errs := s.errs.Load()
+	for _, sub := range s.measured {
+		errs += int64(sub.Dropped())
+	}
+	b, _ := json.Marshal(countLine{N: s.count.Load(), TimeNS: time.Now().UnixNano(), Errors: errs})
 	return string(b)
 }
 

@@ -427,7 +427,7 @@ func printPubsubReport(w io.Writer, o *pubsubOptions, rep *pubsubReport) {
 		fmt.Fprintf(w, "\nFan-out: 1 publisher -> %d subscribers (one connection each), %d publishes in flight, %d-byte value; each process separate.\n", o.fanout, o.fanInflight, payloadSize)
 		fmt.Fprintf(w, "delivered/s = messages received by all subscribers' handlers over the window (their clock). Medians of %d run(s).\n", o.runs)
 		fmt.Fprintf(w, "After the window: received/expected = messages handled / (publishes x subscribers); dropped by the subscribers' client = capbus:\n")
-		fmt.Fprintf(w, "messages the agents read and dropped for a full subscription mailbox (their warnings), NATS: asynchronous errors (slow consumer).\n\n")
+		fmt.Fprintf(w, "messages the agents read and dropped for a full subscription mailbox (Subscription.Dropped), NATS: asynchronous errors (slow consumer).\n\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "stack\tdelivered/s\tvs nats\tvs nats-tls\tpublishes/s\tpublish p50\tp99\tCPU/delivery broker\tsubscribers\tpublisher\ttotal\treceived/expected\tdropped by the subscribers' client\t")
 		for _, s := range o.stacks {
