@@ -68,8 +68,8 @@ type peer struct {
 	writing, unflushed bool
 	spare              []outMsg
 	frames             [][][]byte
-	wake    chan struct{} // capacity 1: the writer has messages to write
-	touched []*peer       // reader-owned: peers whose writer it must wake
+	wake               chan struct{} // capacity 1: the writer has messages to write
+	touched            []*peer       // reader-owned: peers it queued for during a burst
 
 	done       chan struct{}
 	closeOnce  sync.Once

@@ -61,13 +61,13 @@ type subscribers struct {
 	stop        func()
 	// capbus: the load connections and their subscriptions, k-th on
 	// load[k % len(load)].
-	load  []*agent.Agent
-	held  []*agent.Subscription
+	load []*agent.Agent
+	held []*agent.Subscription
 	// capbus: the measured subscriptions, whose Dropped are the
 	// subscribers' client errors.
 	measured []*agent.Subscription
 	total    int // subscriptions on the platform: cfg.subs + len(held)
-	subs  int
+	subs     int
 }
 
 func startSubscribers(ctx context.Context, cfg *roleConfig) (server, error) {
