@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -797,4 +798,31 @@ func TestAgent_OnConnectAndOnDisconnectFollowTheConnection(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no connect callback after the reconnect")
 	}
+}
+
+// TestSubscription_AReaderThatNeverBlocksLetsTheHandlerKeepUp posts from a
+// loop that never blocks, on one P, as the reader of a connection whose
+// socket always has input: the handler's goroutine must still run, and a
+// handler that keeps up loses nothing.
+func TestSubscription_AReaderThatNeverBlocksLetsTheHandlerKeepUp(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	kp, err := keys.Generate()
+	require.NoError(t, err)
+	a, err := New("sub", WithKeyPair(kp), WithPlatform("tcp://127.0.0.1:1", kp.Public), WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	const n = 20 * maxMailbox
+	handled := make(chan struct{}, n)
+	sub := &Subscription{a: a, pattern: "t/#", fn: func(context.Context, *Message) { handled <- struct{}{} }}
+	for range n {
+		sub.post(context.Background(), &Message{Topic: "t/x"})
+	}
+	for i := range n - int(sub.Dropped()) {
+		select {
+		case <-handled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handled %d of %d", i, n)
+		}
+	}
+	a.handlers.Wait()
+	assert.Zero(t, sub.Dropped(), "messages dropped while the handler kept up")
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,10 @@ const maxMailbox = 1024
 // a handler that falls behind a fast publisher would otherwise log one line
 // per message.
 const dropWarnEvery = 10 * time.Second
+
+// yieldAt is the mailbox length from which the reader yields to the
+// handler's goroutine before it posts (post).
+const yieldAt = 64
 
 // Message is a published message as a subscriber receives it.
 type Message struct {
@@ -223,6 +228,14 @@ func (a *Agent) deliver(s *session, m message) {
 // none runs.
 func (sub *Subscription) post(ctx context.Context, msg *Message) {
 	sub.mu.Lock()
+	if n := len(sub.mailbox); n >= yieldAt && n < maxMailbox && sub.running {
+		// A reader that always finds input never blocks, and the handler's
+		// goroutine would wait for the reader's time slice to end (10 ms,
+		// more messages than the mailbox holds): let it run.
+		sub.mu.Unlock()
+		runtime.Gosched()
+		sub.mu.Lock()
+	}
 	defer sub.mu.Unlock()
 	if sub.closed {
 		return
