@@ -63,11 +63,13 @@ type peer struct {
 	qbytes  int64
 	qclosed bool
 	// writing: a goroutine holds the write side (it owns spare and
-	// frames); unflushed: the conn holds sealed bytes the socket did not
-	// take at once (writeNow), for the writer to write.
-	writing, unflushed bool
-	spare              []outMsg
-	frames             [][][]byte
+	// frames). unflushed: the budget bytes of a batch that writeNow sealed
+	// but the socket did not take whole; they stay counted, and nobody but
+	// the writer writes, until the writer has written them.
+	writing   bool
+	unflushed int64
+	spare     []outMsg
+	frames    [][][]byte
 	wake               chan struct{} // capacity 1: the writer has messages to write
 	touched            []*peer       // reader-owned: peers it queued for during a burst
 
@@ -186,41 +188,43 @@ func (src *peer) flushTouched() {
 // goroutine, and never waits for a slow peer.
 func (pe *peer) writeNow() {
 	pe.qmu.Lock()
-	if len(pe.queue) == 0 || pe.writing || pe.closing.Load() {
-		// Nothing left, or the goroutine writing looks at the queue
-		// again when done; a closing peer's final message is the
-		// writer's.
-		closing := pe.closing.Load()
+	if len(pe.queue) == 0 || pe.writing || pe.unflushed > 0 || pe.closing.Load() {
+		// Nothing left; or the goroutine writing looks at the queue
+		// again when done; or the socket was full at the last try, and
+		// the writer, woken then, writes with its deadline; or the peer
+		// is closing, and its final message is the writer's.
+		wake := pe.closing.Load()
 		pe.qmu.Unlock()
-		if closing {
+		if wake {
 			pe.wakeWriter()
 		}
 		return
 	}
-	batch := pe.take()
+	batch, _ := pe.take()
 	pe.qmu.Unlock()
-	if more, _ := pe.write(batch, true); more {
+	if more, _ := pe.write(batch, 0, true); more {
 		pe.wakeWriter()
 	}
 }
 
-// take claims the write side and the queued messages. pe.qmu is held and
-// no goroutine is writing.
-func (pe *peer) take() []outMsg {
+// take claims the write side, the queued messages and the budget bytes
+// left unflushed (written with them). pe.qmu is held and no goroutine is
+// writing.
+func (pe *peer) take() ([]outMsg, int64) {
 	pe.writing = true
-	batch := pe.queue
-	pe.queue, pe.spare = pe.spare[:0], nil
-	return batch
+	batch, carried := pe.queue, pe.unflushed
+	pe.queue, pe.spare, pe.unflushed = pe.spare[:0], nil, 0
+	return batch, carried
 }
 
-// write writes batch, which take returned, then gives the write side back:
-// with the conn's blocking write (the writer), or with one that does not
-// wait (try). It reports whether anything is left to write (queued
-// meanwhile, or not taken by the socket) and whether the connection is
-// closed.
-func (pe *peer) write(batch []outMsg, try bool) (more, closed bool) {
+// write writes batch, which take returned with the budget bytes it
+// carried, then gives the write side back: with the conn's blocking write
+// (the writer), or with one that does not wait (try). It reports whether
+// anything is left to write (queued meanwhile, or not taken by the socket)
+// and whether the connection is closed.
+func (pe *peer) write(batch []outMsg, carried int64, try bool) (more, closed bool) {
 	final := false
-	var size int64
+	size := carried
 	frames := pe.frames[:0]
 	for _, m := range batch {
 		frames = append(frames, m.frames)
@@ -248,15 +252,22 @@ func (pe *peer) write(batch []outMsg, try bool) (more, closed bool) {
 	clear(batch) // keep no payload alive
 	clear(frames)
 	pe.qmu.Lock()
+	pe.writing = false
+	pe.spare, pe.frames = batch[:0], frames[:0]
+	if left && err == nil && !pe.qclosed {
+		// Still in the conn: the budgets stay taken until the writer
+		// has written it.
+		pe.unflushed, size = size, 0
+	}
 	if !pe.qclosed { // close zeroed qbytes
 		pe.qbytes -= size
 	}
-	pe.writing, pe.unflushed = false, left
-	pe.spare, pe.frames = batch[:0], frames[:0]
 	more = left || len(pe.queue) > 0
 	pe.qmu.Unlock()
 	pe.unqueue(size)
-	pe.fullSince.Store(0)
+	if !left {
+		pe.fullSince.Store(0)
+	}
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
@@ -287,16 +298,19 @@ func (pe *peer) push(frames [][]byte, wake bool) error {
 		n += int64(len(f))
 	}
 	pe.qmu.Lock()
+	// A message over a byte budget is still taken when nothing else waits
+	// (queued, or left in the conn by writeNow).
+	pending := len(pe.queue) > 0 || pe.unflushed > 0
 	var err error
 	switch {
 	case pe.qclosed:
 		err = net.ErrClosed
-	case len(pe.queue) >= lim.QueueMessages || (len(pe.queue) > 0 && pe.qbytes+n > lim.QueueBytes):
+	case len(pe.queue) >= lim.QueueMessages || (pending && pe.qbytes+n > lim.QueueBytes):
 		err = errQueueFull
-	case pe.user.queued.Add(n) > lim.UserQueueBytes && len(pe.queue) > 0:
+	case pe.user.queued.Add(n) > lim.UserQueueBytes && pending:
 		pe.user.queued.Add(-n)
 		err = errUserBudget
-	case pe.p.queued.Add(n) > lim.TotalQueueBytes && len(pe.queue) > 0:
+	case pe.p.queued.Add(n) > lim.TotalQueueBytes && pending:
 		pe.user.queued.Add(-n)
 		pe.p.queued.Add(-n)
 		err = errPlatformBudget
@@ -394,8 +408,9 @@ func (pe *peer) close(reason string) {
 		for _, m := range pe.queue {
 			left += m.size
 		}
+		left += pe.unflushed
 		pe.queue = nil
-		pe.qbytes = 0
+		pe.qbytes, pe.unflushed = 0, 0
 		pe.qmu.Unlock()
 		pe.unqueue(left) // what the writer will never write
 		close(pe.done)
@@ -427,13 +442,13 @@ func (pe *peer) writeLoop() {
 		}
 		for {
 			pe.qmu.Lock()
-			if pe.writing || (len(pe.queue) == 0 && !pe.unflushed) {
+			if pe.writing || (len(pe.queue) == 0 && pe.unflushed == 0) {
 				pe.qmu.Unlock()
 				break
 			}
-			batch := pe.take()
+			batch, carried := pe.take()
 			pe.qmu.Unlock()
-			more, closed := pe.write(batch, false)
+			more, closed := pe.write(batch, carried, false)
 			if closed {
 				return
 			}

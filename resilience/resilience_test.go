@@ -74,6 +74,11 @@ type scenario struct {
 	// knocks: it leaves 127.0.0.1 in the platform's handshake backoff;
 	// the suite waits it out before measuring "after".
 	knocks bool
+	// window: the during phase lasts at least this long from the attack's
+	// start, so that an attack the platform cuts short is measured over a
+	// window as long as before's (the unknown-key flood: the legitimate
+	// calls of the seconds from its start over those of the seconds before).
+	window time.Duration
 	// run runs the attack and calls begin once, when it starts (after its
 	// preparation).
 	run func(ctx context.Context, begin func()) (what string, problems []string)
@@ -189,6 +194,10 @@ func (s *suite) run(sc scenario) *result {
 	r.what, r.problems = sc.run(ctx, begin)
 	cancel()
 	begin() // if the attack never started
+	if wait := time.Until(start.At.Add(sc.window)); wait > 0 {
+		timer := time.NewTimer(wait) // the end of the measurement window
+		<-timer.C
+	}
 	close(stop)
 	r.peak = <-peak
 	attackEnd := time.Now()
@@ -429,7 +438,7 @@ func TestResilience(t *testing.T) {
 		if sz.floods > 1 {
 			name += fmt.Sprintf(" #%d", i+1)
 		}
-		floods = append(floods, scenario{name: name, knocks: true,
+		floods = append(floods, scenario{name: name, knocks: true, window: sz.before,
 			run: attack(map[string]any{"attack": "unknown-keys", "n": sz.unknownKeys, "conc": 16})})
 	}
 	scenarios = slices.Insert(scenarios, 5, floods...)
