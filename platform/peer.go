@@ -70,8 +70,8 @@ type peer struct {
 	unflushed int64
 	spare     []outMsg
 	frames    [][][]byte
-	wake               chan struct{} // capacity 1: the writer has messages to write
-	touched            []*peer       // reader-owned: peers it queued for during a burst
+	wake      chan struct{} // capacity 1: the writer has messages to write
+	touched   []*peer       // reader-owned: peers it queued for during a burst
 
 	done       chan struct{}
 	closeOnce  sync.Once
