@@ -244,16 +244,7 @@ func startIdle(ctx context.Context, cfg *roleConfig) (server, error) {
 	if cfg.connectTO > 0 {
 		extra = append(extra, agent.WithConnectTimeout(cfg.connectTO))
 	}
-	agents := make([]*agent.Agent, cfg.idle)
-	for i := range agents {
-		n := cfg.first + i
-		a, err := newCapbusAgentKP(cfg, identity(idleGroup, n), cfg.ring.pair(idleGroup, n), extra...)
-		if err != nil {
-			return nil, err
-		}
-		agents[i] = a
-	}
-	stops, err := runAgents(ctx, agents)
+	agents, stops, err := startGroup(ctx, cfg, idleGroup, cfg.first, cfg.idle, extra...)
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,29 @@ import (
 	"time"
 )
 
+// runOptions are the options of every suite.
+type runOptions struct {
+	duration, warmup time.Duration
+	runs             int
+	jsonOut          string
+	verbose          bool
+	timeout          time.Duration
+}
+
+// register adds the run options' flags to fs; tables says how the results
+// show the runs, timeout is the default of -timeout.
+func (r *runOptions) register(fs *flag.FlagSet, tables string, timeout time.Duration) {
+	fs.DurationVar(&r.duration, "duration", 3*time.Second, "measurement window of each cell")
+	fs.DurationVar(&r.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
+	fs.IntVar(&r.runs, "runs", 1, "runs of every cell; "+tables+" medians")
+	fs.StringVar(&r.jsonOut, "json", "", "also write every measurement to this JSON file")
+	fs.BoolVar(&r.verbose, "v", false, "show the children's stderr")
+	fs.DurationVar(&r.timeout, "timeout", timeout, "stop everything after this long")
+}
+
 // options of the orchestrator.
 type options struct {
-	duration time.Duration
-	warmup   time.Duration
-	runs     int
+	runOptions
 	stacks   []string
 	inflight []int
 	agents   []int // connected agents of the capbus routing/memory cells
@@ -35,17 +53,12 @@ type options struct {
 	ballast       int           // MiB of live heap the platform holds (isolates the heap's effect)
 	gobench       bool
 	repo          string
-	jsonOut       string
-	verbose       bool
-	timeout       time.Duration
 }
 
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("busbench", flag.ContinueOnError)
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
-	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
-	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the table shows medians")
+	o.register(fs, "the table shows", 20*time.Minute)
 	stacks := fs.String("stacks", "capbus,zmq4,nats,nats-tls", "contenders (empty: only the capbus scaling cells)")
 	inflight := fs.String("inflight", "1,64", "calls in flight (one goroutine per call)")
 	agents := fs.String("agents", "10,1000", "capbus routing and memory cells: connected agents, caller and callee included (empty: skip)")
@@ -56,31 +69,16 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.ballast, "ballast", 0, "diagnostic: MiB of pointer-free live heap the platform holds, to separate the heap's effect from the connections'")
 	fs.BoolVar(&o.gobench, "gobench", true, "also run the platform's and auth's go test benchmarks (allocations per call)")
 	fs.StringVar(&o.repo, "repo", "..", "the capbus repository (for -gobench)")
-	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
-	fs.BoolVar(&o.verbose, "v", false, "show the children's stderr")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "stop everything after this long")
 	quick := fs.Bool("quick", false, "smoke run: short cells, 10 and 50 agents, no profile, no go test benchmarks")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if *quick { // shorter defaults; flags given explicitly still win
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["duration"] {
-			o.duration = 300 * time.Millisecond
-		}
-		if !set["warmup"] {
-			o.warmup = 100 * time.Millisecond
-		}
-		if !set["agents"] {
-			*agents = "10,50"
-		}
-		if !set["profile"] {
-			o.profile = false
-		}
-		if !set["gobench"] {
-			o.gobench = false
-		}
+		quickDefaults(fs, &o.duration, &o.warmup, map[string]func(){
+			"agents":  func() { *agents = "10,50" },
+			"profile": func() { o.profile = false },
+			"gobench": func() { o.gobench = false },
+		})
 	}
 	o.stacks = splitList(*stacks)
 	for _, s := range o.stacks {
@@ -196,17 +194,6 @@ func orchestrate(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	raiseNoFile()
-
-	home, err := os.MkdirTemp("", "busbench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(home)
-	ring, err := newKeyring()
-	if err != nil {
-		return err
-	}
 	idle := 0
 	if len(o.agents) > 0 {
 		idle = slices.Max(o.agents) - 2
@@ -214,9 +201,11 @@ func orchestrate(args []string) error {
 	if o.profileAgents > 2 {
 		idle = max(idle, o.profileAgents-2)
 	}
-	if err := writeCapbusHome(home, ring, map[string]int{idleGroup: idle}); err != nil {
+	home, ring, cleanup, err := newHome(map[string]int{idleGroup: idle})
+	if err != nil {
 		return err
 	}
+	defer cleanup()
 	rep := &report{Started: time.Now().UTC(), Machine: machine(), Options: strings.Join(args, " ")}
 	fmt.Printf("busbench: %s; %v per cell (+%v warm-up), %d run(s)\n", rep.Machine, o.duration, o.warmup, o.runs)
 
@@ -472,6 +461,44 @@ func parseKV(s string) map[string]string {
 		}
 	}
 	return m
+}
+
+// quickDefaults applies the quick mode's shorter defaults to the flags of
+// fs that were not given: the window and warm-up, and those of more.
+func quickDefaults(fs *flag.FlagSet, duration, warmup *time.Duration, more map[string]func()) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["duration"] {
+		*duration = 300 * time.Millisecond
+	}
+	if !set["warmup"] {
+		*warmup = 100 * time.Millisecond
+	}
+	for name, apply := range more {
+		if !set[name] {
+			apply()
+		}
+	}
+}
+
+// newHome prepares a run: it raises the limit of open files and writes a
+// capbus home (server key, auth.json) with the key groups of the keyring,
+// in a temporary directory that cleanup removes.
+func newHome(groups map[string]int) (home string, ring keyring, cleanup func(), err error) {
+	raiseNoFile()
+	home, err = os.MkdirTemp("", "busbench-")
+	if err != nil {
+		return "", keyring{}, nil, err
+	}
+	cleanup = func() { os.RemoveAll(home) }
+	if ring, err = newKeyring(); err == nil {
+		err = writeCapbusHome(home, ring, groups)
+	}
+	if err != nil {
+		cleanup()
+		return "", keyring{}, nil, err
+	}
+	return home, ring, cleanup, nil
 }
 
 // raiseNoFile raises the soft limit of open files to the hard limit, for

@@ -86,18 +86,10 @@ func startSubscribers(ctx context.Context, cfg *roleConfig) (server, error) {
 func startCapbusSubscribers(ctx context.Context, cfg *roleConfig) (server, error) {
 	s := &subscribers{subs: cfg.subs, total: cfg.subs}
 	n := cfg.subs + cfg.loadConns
-	agents := make([]*agent.Agent, n)
 	// The agents' warnings and errors are counted with the messages they
 	// drop (Subscription.Dropped: a handler 1,024 messages behind).
 	log := slog.New(&warnCounter{n: &s.errs})
-	for i := range n {
-		a, err := newCapbusAgentKP(cfg, identity(subGroup, i), cfg.ring.pair(subGroup, i), agent.WithLogger(log))
-		if err != nil {
-			return nil, err
-		}
-		agents[i] = a
-	}
-	stops, err := runAgents(ctx, agents)
+	agents, stops, err := startGroup(ctx, cfg, subGroup, 0, n, agent.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +105,25 @@ func startCapbusSubscribers(ctx context.Context, cfg *roleConfig) (server, error
 	}
 	s.load = agents[cfg.subs:]
 	return s, nil
+}
+
+// startGroup makes n agents of the keyring's group, <group>.<first> on,
+// and runs them (runAgents).
+func startGroup(ctx context.Context, cfg *roleConfig, group string, first, n int, opts ...agent.Option) ([]*agent.Agent, []func(), error) {
+	agents := make([]*agent.Agent, n)
+	for i := range agents {
+		k := first + i
+		a, err := newCapbusAgentKP(cfg, identity(group, k), cfg.ring.pair(group, k), opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		agents[i] = a
+	}
+	stops, err := runAgents(ctx, agents)
+	if err != nil {
+		return nil, nil, err
+	}
+	return agents, stops, nil
 }
 
 // runAgents runs agents until ctx ends, 32 connecting at a time, and

@@ -20,53 +20,34 @@ import (
 // subscribers (capbus against NATS and NATS with TLS).
 
 type pubsubOptions struct {
-	duration, warmup time.Duration
-	runs             int
-	sizes            []int // subscriptions on the platform in the latency cells
-	loadConns        int
-	fanout           int
-	fanInflight      int
-	stacks           []string // fan-out contenders
-	profileDir       string
-	jsonOut          string
-	verbose          bool
-	timeout          time.Duration
+	runOptions
+	sizes       []int // subscriptions on the platform in the latency cells
+	loadConns   int
+	fanout      int
+	fanInflight int
+	stacks      []string // fan-out contenders
+	profileDir  string
 }
 
 func parsePubsubOptions(args []string) (*pubsubOptions, error) {
 	o := &pubsubOptions{}
 	fs := flag.NewFlagSet("busbench pubsub", flag.ContinueOnError)
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
-	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
-	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the tables show medians")
+	o.register(fs, "the tables show", 20*time.Minute)
 	sizes := fs.String("subs", "10,32000", "latency cells: subscriptions on the platform (empty: skip)")
 	fs.IntVar(&o.loadConns, "load-conns", 8, "latency cells: connections (each its own user) holding the subscriptions")
 	fs.IntVar(&o.fanout, "fanout", 100, "fan-out cells: subscribers, one connection each (0: skip)")
 	fs.IntVar(&o.fanInflight, "fan-inflight", 64, "fan-out cells: publishes in flight (one goroutine each)")
 	stacks := fs.String("stacks", "capbus,nats,nats-tls", "fan-out contenders")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "fan-out cells: write CPU profiles of the window of broker, subscribers and publisher here (<stack>-<role>-<run>.pprof)")
-	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
-	fs.BoolVar(&o.verbose, "v", false, "show the children's stderr")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "stop everything after this long")
 	quick := fs.Bool("quick", false, "smoke run: short cells, 10 and 1,000 subscriptions, 10 subscribers")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if *quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["duration"] {
-			o.duration = 300 * time.Millisecond
-		}
-		if !set["warmup"] {
-			o.warmup = 100 * time.Millisecond
-		}
-		if !set["subs"] {
-			*sizes = "10,1000"
-		}
-		if !set["fanout"] {
-			o.fanout = 10
-		}
+	if *quick { // shorter defaults; flags given explicitly still win
+		quickDefaults(fs, &o.duration, &o.warmup, map[string]func(){
+			"subs":   func() { *sizes = "10,1000" },
+			"fanout": func() { o.fanout = 10 },
+		})
 	}
 	var err error
 	if o.sizes, err = intList(*sizes); err != nil {
@@ -144,19 +125,11 @@ func orchestratePubsub(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	raiseNoFile()
-	home, err := os.MkdirTemp("", "busbench-")
+	home, ring, cleanup, err := newHome(map[string]int{subGroup: max(o.fanout, 1+o.loadConns), pubGroup: 1})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(home)
-	ring, err := newKeyring()
-	if err != nil {
-		return err
-	}
-	if err := writeCapbusHome(home, ring, map[string]int{subGroup: max(o.fanout, 1+o.loadConns), pubGroup: 1}); err != nil {
-		return err
-	}
+	defer cleanup()
 	rep := &pubsubReport{Started: time.Now().UTC(), Machine: machine(), Options: strings.Join(args, " ")}
 	fmt.Printf("busbench pubsub: %s; %v per cell (+%v warm-up), %d run(s)\n", rep.Machine, o.duration, o.warmup, o.runs)
 	common := []string{"-dir", home, "-seed", ring.String(), "-duration", o.duration.String(), "-warmup", o.warmup.String()}

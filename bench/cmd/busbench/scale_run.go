@@ -21,29 +21,23 @@ import (
 // connected agents.
 
 type scaleOptions struct {
-	duration, warmup time.Duration
-	runs             int
-	cells            []string
-	parallel         []int    // connection cells: dialers
-	stacks           []string // connection cells
-	base, idle       int      // idle cells: agents connected in all, before and after
-	inflight         []int    // idle cells: calls in flight of the routing windows
-	fleet            int      // restart cells: agents
-	maxPending       int      // restart cells: the platform's MaxPendingHandshakes (0: default)
-	heap             bool
-	connectTimeout   time.Duration // idle cells: for all the idle agents to connect
-	profileDir       string
-	jsonOut          string
-	verbose          bool
-	timeout          time.Duration
+	runOptions
+	cells          []string
+	parallel       []int    // connection cells: dialers
+	stacks         []string // connection cells
+	base, idle     int      // idle cells: agents connected in all, before and after
+	inflight       []int    // idle cells: calls in flight of the routing windows
+	fleet          int      // restart cells: agents
+	maxPending     int      // restart cells: the platform's MaxPendingHandshakes (0: default)
+	heap           bool
+	connectTimeout time.Duration // idle cells: for all the idle agents to connect
+	profileDir     string
 }
 
 func parseScaleOptions(args []string) (*scaleOptions, error) {
 	o := &scaleOptions{}
 	fs := flag.NewFlagSet("busbench scale", flag.ContinueOnError)
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measurement window of each cell")
-	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up of each cell, not measured")
-	fs.IntVar(&o.runs, "runs", 1, "runs of every cell; the tables show medians")
+	o.register(fs, "the tables show", 3*time.Hour)
 	cells := fs.String("cells", "conns,idle,restart", "which figures: conns, idle, restart")
 	parallel := fs.String("parallel", "1,4", "connection cells: dialers connecting at once")
 	stacks := fs.String("stacks", "capbus,nats-tls,nats", "connection cells: contenders")
@@ -55,31 +49,16 @@ func parseScaleOptions(args []string) (*scaleOptions, error) {
 	fs.BoolVar(&o.heap, "heap", true, "idle cells: a heap profile of the platform at the large cell (first run)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", time.Hour, "idle cells: how long all the idle agents may take to connect (each arrival is broadcast to every agent connected)")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles here: connection cells, broker and dialer over the window (<stack>-<role>-<dialers>-<run>.pprof); idle cells, the platform while the idle agents connect (idle-connect-broker-<run>.pprof); restart cells, the new platform until all are back (restart-broker-<run>.pprof)")
-	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement to this JSON file")
-	fs.BoolVar(&o.verbose, "v", false, "show the children's stderr")
-	fs.DurationVar(&o.timeout, "timeout", 3*time.Hour, "stop everything after this long")
 	quick := fs.Bool("quick", false, "smoke run: short cells, 100 idle agents, a fleet of 50")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if *quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["duration"] {
-			o.duration = 300 * time.Millisecond
-		}
-		if !set["warmup"] {
-			o.warmup = 100 * time.Millisecond
-		}
-		if !set["agents"] {
-			o.idle = 100
-		}
-		if !set["fleet"] {
-			o.fleet = 50
-		}
-		if !set["heap"] {
-			o.heap = false
-		}
+	if *quick { // shorter defaults; flags given explicitly still win
+		quickDefaults(fs, &o.duration, &o.warmup, map[string]func(){
+			"agents": func() { o.idle = 100 },
+			"fleet":  func() { o.fleet = 50 },
+			"heap":   func() { o.heap = false },
+		})
 	}
 	o.cells = splitList(*cells)
 	for _, c := range o.cells {
@@ -178,19 +157,11 @@ func orchestrateScale(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	raiseNoFile()
-	home, err := os.MkdirTemp("", "busbench-")
+	home, ring, cleanup, err := newHome(map[string]int{idleGroup: o.idle, fleetGroup: o.fleet})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(home)
-	ring, err := newKeyring()
-	if err != nil {
-		return err
-	}
-	if err := writeCapbusHome(home, ring, map[string]int{idleGroup: o.idle, fleetGroup: o.fleet}); err != nil {
-		return err
-	}
+	defer cleanup()
 	rep := &scaleReport{Started: time.Now().UTC(), Machine: machine(), Options: strings.Join(args, " ")}
 	fmt.Printf("busbench scale: %s; %v per window (+%v warm-up), %d run(s)\n", rep.Machine, o.duration, o.warmup, o.runs)
 	common := []string{"-dir", home, "-seed", ring.String(), "-duration", o.duration.String(), "-warmup", o.warmup.String()}
