@@ -227,11 +227,10 @@ func (pe *peer) write(batch []outMsg, carried int64, try bool) (more, closed boo
 	size := carried
 	frames := pe.frames[:0]
 	for _, m := range batch {
-		frames = append(frames, m.frames)
-		size += m.size
-		if m.final {
-			final = true
-			break
+		size += m.size // all of it: what follows a final message is never written
+		if !final {
+			frames = append(frames, m.frames)
+			final = m.final
 		}
 	}
 	var err error
@@ -239,6 +238,25 @@ func (pe *peer) write(batch []outMsg, carried int64, try bool) (more, closed boo
 	if try {
 		var all bool
 		all, err = pe.conn.TryWriteMsgs(frames)
+		if errors.Is(err, curve.ErrWriteInProgress) {
+			// The conn's reader is answering a PING, maybe to a peer
+			// that does not read: give the batch back to the writer,
+			// whose deadline bounds that wait too.
+			clear(frames)
+			pe.qmu.Lock()
+			pe.writing = false
+			pe.frames = frames[:0]
+			closed := pe.qclosed
+			if !closed {
+				pe.queue = append(batch, pe.queue...)
+			}
+			pe.qmu.Unlock()
+			if closed { // close released what was queued, not this batch
+				pe.unqueue(size)
+				return false, true
+			}
+			return true, false
+		}
 		left = !all
 	} else {
 		// A peer that takes longer than this to accept a write is a

@@ -375,14 +375,18 @@ func (c *Conn) WriteMsgs(msgs [][][]byte) error {
 // the socket takes at once. It reports whether everything is written; what
 // is not stays in the conn and goes out first with the next write, for
 // example a WriteMsgs with no message. Over a connection that is not a
-// socket it writes nothing and reports false.
+// socket it writes nothing and reports false. When another write holds the
+// conn (the reader's answer to a PING may be waiting for the peer), it
+// seals nothing and returns ErrWriteInProgress.
 func (c *Conn) TryWriteMsgs(msgs [][][]byte) (bool, error) {
 	for _, m := range msgs {
 		if err := checkFrames(m, c.maxFrame); err != nil {
 			return false, err
 		}
 	}
-	c.wmu.Lock()
+	if !c.wmu.TryLock() {
+		return false, ErrWriteInProgress
+	}
 	defer c.wmu.Unlock()
 	if err := c.writable(); err != nil {
 		return false, err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"net"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -147,4 +149,68 @@ func TestConn_TryWriteMsgsLeavesWhatTheSocketDoesNotTakeForTheNextWrite(t *testi
 		}
 	}
 	require.NoError(t, <-wrote)
+}
+
+// TestConn_TryWriteMsgsDoesNotWaitForAWriteInProgress: the conn's reader
+// answers a PING with a blocking write, which waits as long as the peer
+// does not read; a TryWriteMsgs meanwhile must return at once, having
+// sealed nothing.
+func TestConn_TryWriteMsgsDoesNotWaitForAWriteInProgress(t *testing.T) {
+	client := newKeyPair(t)
+	s := startServer(t, func(c *Conn, _ chan<- [][]byte) {
+		for { // a platform's reader: ReadMsg answers PINGs
+			if _, err := c.ReadMsg(); err != nil {
+				return
+			}
+		}
+	}, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	c := dealer(t, s.endpoint(), client, s.kp.Public) // never reads
+	sc := s.nextConn(t)
+
+	// Loopback buffers grow while the receiver's window opens: fill the
+	// socket and ping until the PING's answer is stuck behind the data.
+	if tc, ok := c.raw.(*net.TCPConn); ok {
+		require.NoError(t, tc.SetReadBuffer(4<<10))
+	}
+	payload := bytes.Repeat([]byte{'x'}, 64<<10)
+	held := func() bool { // the server's reader holds the write side, and keeps it
+		for until := time.Now().Add(100 * time.Millisecond); time.Now().Before(until); runtime.Gosched() {
+			if sc.wmu.TryLock() {
+				sc.wmu.Unlock()
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(testTimeout)
+	for n := 0; !held(); n++ {
+		require.True(t, time.Now().Before(deadline), "the PING's answer never got stuck")
+		for all := true; all; n++ {
+			var err error
+			all, err = sc.TryWriteMsgs([][][]byte{{[]byte(strconv.Itoa(n)), payload}})
+			if errors.Is(err, ErrWriteInProgress) {
+				break // the answer to the last PING is being written
+			}
+			require.NoError(t, err)
+		}
+		pinged := sc.pings.Load()
+		require.NoError(t, c.write(innerCommand, [][]byte{[]byte("\x04PING\x00\x00")}))
+		answering := time.Now().Add(200 * time.Millisecond)
+		for sc.pings.Load() == pinged && time.Now().Before(answering) {
+			runtime.Gosched() // the server's reader takes the PING
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := sc.TryWriteMsgs([][][]byte{{[]byte("another peer's message")}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrWriteInProgress)
+	case <-time.After(testTimeout):
+		t.Fatal("TryWriteMsgs waited for the PONG to a peer that does not read")
+	}
+	c.Close() // the PONG's write ends (connection reset)
 }

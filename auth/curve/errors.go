@@ -47,6 +47,11 @@ var (
 	// follow ZMTP 3 / RFC 26: wrong size, wrong name, bad flags, bad metadata.
 	ErrMalformed = errors.New("curve: malformed command")
 
+	// ErrWriteInProgress is returned by TryWriteMsgs when another write
+	// holds the conn (it may be waiting for the peer): nothing was sealed
+	// or written.
+	ErrWriteInProgress = errors.New("curve: another write is in progress")
+
 	// ErrNoAuthenticator is returned by Listen when no Authenticator was
 	// given: the listener never admits clients by default.
 	ErrNoAuthenticator = errors.New("curve: Listen requires WithAuthenticator")
