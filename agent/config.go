@@ -347,12 +347,14 @@ func (c *Config) openUp(s *session) []message {
 	c.held = nil
 	if c.open.Load() != s {
 		c.open.Store(s)
-		close(c.ready)
+		// Loaded first: ready lets Run close the agent's Ready, after
+		// which Loaded must already be closed.
 		select {
 		case <-c.loaded:
 		default:
 			close(c.loaded)
 		}
+		close(c.ready)
 	}
 	return held
 }
