@@ -370,6 +370,8 @@ type fakeTransport struct {
 	out  chan [][]byte // from the agent
 	done chan struct{}
 	once sync.Once
+	// beforeRead runs, on the agent's reader, when no message waits.
+	beforeRead func()
 }
 
 func newFakeTransport() *fakeTransport {
@@ -377,6 +379,9 @@ func newFakeTransport() *fakeTransport {
 }
 
 func (f *fakeTransport) ReadMsg() ([][]byte, error) {
+	if len(f.in) == 0 && f.beforeRead != nil {
+		f.beforeRead()
+	}
 	select {
 	case m := <-f.in:
 		return m, nil
@@ -400,7 +405,7 @@ func (f *fakeTransport) WriteMsgs(msgs [][][]byte) error {
 	return nil
 }
 
-func (f *fakeTransport) Buffered() int { return 0 }
+func (f *fakeTransport) BeforeRead(fn func()) { f.beforeRead = fn }
 
 func (f *fakeTransport) Close() error {
 	f.once.Do(func() { close(f.done) })

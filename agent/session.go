@@ -21,9 +21,10 @@ import (
 type transport interface {
 	ReadMsg() ([][]byte, error)
 	WriteMsgs(msgs [][][]byte) error
-	// Buffered reports how many received bytes ReadMsg has not returned
-	// yet: zero means the next ReadMsg waits for the network.
-	Buffered() int
+	// BeforeRead sets a function the reading goroutine runs each time
+	// ReadMsg has used up what was received and is about to wait for the
+	// network.
+	BeforeRead(f func())
 	Close() error
 }
 
@@ -123,6 +124,7 @@ func newSession(a *Agent, tr transport) *session {
 		calls:    make(map[callKey]*call),
 		work:     make(chan *call, a.cfg.concurrency),
 	}
+	tr.BeforeRead(s.writeHeld)
 	s.wg.Add(2)
 	go s.writeLoop()
 	go s.readLoop()
@@ -265,17 +267,20 @@ func (s *session) readLoop() {
 			continue
 		}
 		s.dispatch(m)
-		if len(s.held) > 0 && s.tr.Buffered() == 0 {
-			// The calls received together are answered: send the
-			// replies of those the reader ran with one write.
-			err := s.tr.WriteMsgs(s.held)
-			clear(s.held)
-			s.held = s.held[:0]
-			if err != nil {
-				s.fail(fmt.Errorf("send: %w", err))
-				return
-			}
-		}
+	}
+}
+
+// writeHeld sends the replies of the calls the reader ran, with one write,
+// before the reader waits for more input (the transport's BeforeRead).
+func (s *session) writeHeld() {
+	if len(s.held) == 0 {
+		return
+	}
+	err := s.tr.WriteMsgs(s.held)
+	clear(s.held)
+	s.held = s.held[:0]
+	if err != nil {
+		s.fail(fmt.Errorf("send: %w", err))
 	}
 }
 

@@ -447,6 +447,9 @@ func (p *Platform) serve(c *curve.Conn) {
 	}
 
 	go pe.writeLoop()
+	// What the reader queued for other peers during a burst goes out
+	// before it waits for more input.
+	pe.conn.BeforeRead(pe.flushTouched)
 	p.readLoop(pe)
 	pe.flushTouched()
 	pe.close("")
@@ -466,12 +469,6 @@ func (p *Platform) readLoop(pe *peer) {
 		}
 		if !pe.closing.Load() {
 			p.handle(pe, frames)
-		}
-		if pe.conn.Buffered() == 0 {
-			// The burst of input received is handled: the next read
-			// waits for the socket. Wake the writers of the peers the
-			// burst queued messages for.
-			pe.flushTouched()
 		}
 	}
 }

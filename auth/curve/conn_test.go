@@ -214,3 +214,68 @@ func TestConn_TryWriteMsgsDoesNotWaitForAWriteInProgress(t *testing.T) {
 	}
 	c.Close() // the PONG's write ends (connection reset)
 }
+
+// splitConn writes each write after the handshake in two halves, the
+// second once release is closed.
+type splitConn struct {
+	net.Conn
+	armed   *atomic.Bool
+	release chan struct{}
+}
+
+func (c splitConn) Write(p []byte) (int, error) {
+	if !c.armed.Load() || len(p) < 2 {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	<-c.release
+	m, err := c.Conn.Write(p[len(p)/2:])
+	return n + m, err
+}
+
+// TestConn_BeforeReadRunsWhenABurstEndsInsideAMessage: a reader that holds
+// back work until its input is used up must get to release it when what
+// it received ends in the middle of a message, before it waits for the
+// rest.
+func TestConn_BeforeReadRunsWhenABurstEndsInsideAMessage(t *testing.T) {
+	client := newKeyPair(t)
+	s := startServer(t, func(*Conn, chan<- [][]byte) {}, WithAuthenticator(allowKeys(map[keys.Key]string{client.Public: "alice"})))
+	var armed atomic.Bool
+	release := make(chan struct{})
+	c := dealer(t, s.endpoint(), client, s.kp.Public, func(o *options) {
+		o.wrapConn = func(raw net.Conn) net.Conn { return splitConn{raw, &armed, release} }
+	})
+	sc := s.nextConn(t)
+	midMessage := make(chan int, 16)
+	sc.BeforeRead(func() {
+		if n := sc.br.Buffered(); n > 0 {
+			select {
+			case midMessage <- n:
+			default:
+			}
+		}
+	})
+	armed.Store(true)
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.WriteMsg([][]byte{[]byte("first frame"), bytes.Repeat([]byte{'x'}, 1000)}) }()
+	read := make(chan [][]byte, 1)
+	go func() {
+		m, err := sc.ReadMsg()
+		assert.NoError(t, err)
+		read <- m
+	}()
+	select {
+	case n := <-midMessage:
+		assert.Positive(t, n)
+	case <-read:
+		t.Fatal("the message was read whole before the rest was sent")
+	case <-time.After(testTimeout):
+		t.Fatal("BeforeRead did not run while the reader waited for the rest of the message")
+	}
+	close(release)
+	require.NoError(t, <-wrote)
+	assert.Equal(t, "first frame", string((<-read)[0]))
+}

@@ -34,7 +34,8 @@ func Dial(ctx context.Context, addr string, client keys.Pair, serverKey keys.Key
 	if o.wrapConn != nil {
 		raw = o.wrapConn(raw)
 	}
-	br := bufio.NewReaderSize(raw, readBufferSize)
+	wr := &waitReader{r: raw}
+	br := bufio.NewReaderSize(wr, readBufferSize)
 	s, err := withDeadline(ctx, raw, func() (session, error) {
 		return clientHandshake(raw, br, client, serverKey, &o)
 	})
@@ -44,7 +45,9 @@ func Dial(ctx context.Context, addr string, client keys.Pair, serverKey keys.Key
 		return nil, fmt.Errorf("%w: with %s: %w", ErrHandshake, hostport, err)
 	}
 	s.peer.RemoteAddr = raw.RemoteAddr().String()
-	return newConn(raw, br, s, &o, false), nil
+	c := newConn(raw, br, s, &o, false)
+	c.wr = wr
+	return c, nil
 }
 
 // longAgo is a deadline in the past, to interrupt blocked I/O.

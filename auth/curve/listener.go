@@ -229,7 +229,8 @@ func (l *Listener) handshake(raw net.Conn, busy bool) (*Conn, error) {
 	if l.opts.wrapConn != nil {
 		raw = l.opts.wrapConn(raw)
 	}
-	br := bufio.NewReaderSize(raw, readBufferSize)
+	wr := &waitReader{r: raw}
+	br := bufio.NewReaderSize(wr, readBufferSize)
 	s, err := withDeadline(ctx, raw, func() (session, error) {
 		return serverHandshake(ctx, raw, br, l.kp, &l.opts, remote, busy)
 	})
@@ -258,6 +259,7 @@ func (l *Listener) handshake(raw net.Conn, busy bool) (*Conn, error) {
 		l.opts.observe("ok")
 	}
 	c := newConn(raw, br, s, &l.opts, true)
+	c.wr = wr
 	l.log.Debug("curve: client admitted", "remote", remote, "client_key", s.peer.PublicKey.Z85(),
 		"user_id", s.peer.UserID, "identity", s.peer.Identity)
 	return c, nil
