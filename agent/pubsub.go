@@ -230,8 +230,8 @@ func (sub *Subscription) post(ctx context.Context, msg *Message) {
 	sub.mu.Lock()
 	if n := len(sub.mailbox); n >= yieldAt && n < maxMailbox && sub.running {
 		// A reader that always finds input never blocks, and the handler's
-		// goroutine would wait for the reader's time slice to end (10 ms,
-		// more messages than the mailbox holds): let it run.
+		// goroutine would wait for the scheduler to preempt the reader,
+		// by which time the mailbox can be full: let it run.
 		sub.mu.Unlock()
 		runtime.Gosched()
 		sub.mu.Lock()
