@@ -325,11 +325,12 @@ func TestWhoami_SaysWhenTheFileOnDiskWasRejected(t *testing.T) {
 
 func TestAuthPending_ListsRefusedKeysAndApproveAdmitsOne(t *testing.T) {
 	h := startHome(t)
+	// A key that begins with '-' (Z85 has it) is still read as KEY.
 	stranger := filepath.Join(t.TempDir(), "thermostat.json")
-	r := h.run("keygen", "--out", stranger)
-	require.Equal(t, 0, r.code)
-	key := strings.TrimSpace(r.stdout)
-	r = h.run("ping", "--key", stranger)
+	kp := dashKey(t)
+	require.NoError(t, keys.Save(stranger, kp))
+	key := kp.Public.Z85()
+	r := h.run("ping", "--key", stranger)
 	require.Equal(t, exitRefused, r.code, r.stderr)
 
 	var l []pendingkeys.Key
@@ -357,4 +358,19 @@ func TestAuthPending_ListsRefusedKeysAndApproveAdmitsOne(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	r = h.run("auth", "approve", "zzzz", "--user", "x")
 	assert.Equal(t, exitNotFound, r.code, r.stderr)
+}
+
+// dashKey returns a key pair whose public key's Z85 form begins with '-'
+// and does not read as a flag of approve.
+func dashKey(t *testing.T) keys.Pair {
+	t.Helper()
+	for range 100_000 {
+		kp, err := keys.Generate()
+		require.NoError(t, err)
+		if z := kp.Public.Z85(); z[0] == '-' && z[1] != 'f' && z[1] != 'h' && z[1] != '-' {
+			return kp
+		}
+	}
+	t.Fatal("no key beginning with '-' in 100,000")
+	return keys.Pair{}
 }

@@ -77,10 +77,13 @@ func newAuthApproveCommand(g *globals, ed func() *authEditor) *cobra.Command {
 		Short: "Admit a pending key: add an allow entry for it and forget it as pending",
 		Long: `approve adds an allow entry for KEY (as capbus auth add does, with the same flags) and
 removes KEY from the pending keys. KEY may be the whole key (Z85 or base64url) or the
-start of a pending key's Z85 form, if only one pending key starts so.`,
+start of a pending key's Z85 form, if only one pending key starts so. A key may begin with
+'-' (Z85 has it) and is still read as KEY; if it begins like a flag of approve (-f, -h),
+type -- before it.`,
 		Example: `  capbus auth approve 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7' --user thermostat --identity thermostat
   capbus auth approve 'rq:rM>}U' --user thermostat --grant publish_devices`,
-		Args: cobra.ExactArgs(1),
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{dashOperand: "KEY"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if user == "" {
 				return &usageError{"approve: --user is required (the user id the key will authenticate as)"}

@@ -208,9 +208,14 @@ func TestTutorial_FollowsTheReadme(t *testing.T) {
 	assert.Contains(t, r.stdout, "missing: [can_read_weather_data]")
 
 	// 8. A stranger's key is remembered and can be approved.
-	r = tu.run("keygen", "--out", "stranger.json")
-	require.Equal(t, 0, r.code, r.stderr)
-	stranger := strings.TrimSpace(r.stdout)
+	// (The start of a key that reads as approve's -f flag needs a "--"
+	// before it; the tutorial's stranger is not such a key.)
+	var stranger string
+	for stranger == "" || strings.HasPrefix(stranger, "-f") {
+		r = tu.run("keygen", "--out", "stranger.json", "--force")
+		require.Equal(t, 0, r.code, r.stderr)
+		stranger = strings.TrimSpace(r.stdout)
+	}
 	r = tu.run("ping", "--key", "stranger.json")
 	assert.Equal(t, exitRefused, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "capbus auth add USER --credentials '"+stranger+"'")
