@@ -268,3 +268,30 @@ func TestLimits_SubscriptionsAreBoundedPerConnectionAndPerUser(t *testing.T) {
 	assert.Contains(t, text, "this connection has 3")
 	assert.Equal(t, 3, tp.subs.Len())
 }
+
+// TestLimits_ASlowConsumerIsCountedOnce: goroutines that find the same
+// queue full past the limit at the same time close it once and count one
+// slow consumer, as the audit records one disconnect.
+func TestLimits_ASlowConsumerIsCountedOnce(t *testing.T) {
+	tp := startPlatform(t, WithLimits(Limits{SlowConsumer: time.Millisecond}))
+	tp.dialSilent(t, tp.cast.alice, "alice.1")
+	tp.mu.RLock()
+	pe := tp.byIdentity["alice.1"]
+	tp.mu.RUnlock()
+	require.NotNil(t, pe)
+	pe.fullSince.Store(time.Now().Add(-time.Hour).UnixNano())
+	start := make(chan struct{})
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			<-start
+			pe.stillFull()
+		}()
+	}
+	close(start)
+	for range 8 {
+		<-done
+	}
+	assert.Equal(t, uint64(1), tp.stats.slowConsumers.Load())
+}

@@ -289,8 +289,7 @@ func (pe *peer) write(batch []outMsg, carried int64, try bool) (more, closed boo
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		pe.p.stats.slowConsumers.Add(1)
-		pe.close(fmt.Sprintf("slow consumer: a write took longer than %v", pe.p.cfg.limits.SlowConsumer))
+		pe.closeSlow(fmt.Sprintf("slow consumer: a write took longer than %v", pe.p.cfg.limits.SlowConsumer))
 	case err != nil:
 		pe.close(fmt.Sprintf("write: %v", err))
 	case final:
@@ -360,8 +359,7 @@ func (pe *peer) stillFull() {
 		return
 	}
 	if d := time.Duration(now - since); d > pe.p.cfg.limits.SlowConsumer {
-		pe.p.stats.slowConsumers.Add(1)
-		pe.close(fmt.Sprintf("slow consumer: its queue stayed full for %v", d.Round(time.Millisecond)))
+		pe.closeSlow(fmt.Sprintf("slow consumer: its queue stayed full for %v", d.Round(time.Millisecond)))
 	}
 }
 
@@ -412,8 +410,19 @@ func (pe *peer) sendFinal(frames [][]byte, reason string) {
 	pe.wakeWriter()
 }
 
-func (pe *peer) setReason(reason string) {
-	pe.closeErr.CompareAndSwap(nil, &reason)
+// setReason records why the connection closes, unless a reason was
+// already recorded; it reports whether this one was.
+func (pe *peer) setReason(reason string) bool {
+	return pe.closeErr.CompareAndSwap(nil, &reason)
+}
+
+// closeSlow closes a slow consumer's connection and counts it once,
+// however many goroutines find it slow at the same time.
+func (pe *peer) closeSlow(reason string) {
+	if pe.setReason(reason) {
+		pe.p.stats.slowConsumers.Add(1)
+	}
+	pe.close(reason)
 }
 
 // close closes the connection at once; the reader goroutine then cleans up.
