@@ -97,7 +97,9 @@ func actions(rs []map[string]any) []string {
 
 func TestPlatformRun_SIGHUPReloadsAndReopensTheAuditLogAndTheAuditShowsStartAndStop(t *testing.T) {
 	home := t.TempDir()
-	cmd, out, stderr := capbusProcess(t, home, "platform", "run", "--address", "tcp://127.0.0.1:0")
+	// No admin endpoint: its default port is shared by every platform on
+	// this host, and the test is not about it.
+	cmd, out, stderr := capbusProcess(t, home, "platform", "run", "--address", "tcp://127.0.0.1:0", "--admin-address", "off")
 	require.True(t, out.Scan(), "no output; stderr: %s", stderr)
 	require.Contains(t, out.Text(), "capbus platform listening on tcp://127.0.0.1:")
 	audit := filepath.Join(home, "audit.log")
