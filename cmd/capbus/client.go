@@ -210,14 +210,16 @@ func newClientCommands(g *globals) []*cobra.Command {
 		Short: "Call a method of a connected agent and print the result as JSON",
 		Long: `call calls IDENTITY.METHOD through the platform, as a small agent with the CLI's own key
 (which must be in auth.json). Each ARG is one positional argument written as JSON
-(quote strings: '"Paris"'); --kwargs gives keyword arguments as a JSON object.
+(quote strings: '"Paris"'; a negative number is an ARG, not a flag: -5); --kwargs gives
+keyword arguments as a JSON object.
 
 Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 4 not found (no such method, or no agent with that identity), 5 unreachable, 6 timeout.`,
 		Example: `  capbus call weather temperature
   capbus call weather forecast '"Paris"' 3
   capbus call weather forecast --kwargs '{"city": "Paris", "days": 3}'`,
-		Args: cobra.MinimumNArgs(2),
+		Args:        cobra.MinimumNArgs(2),
+		Annotations: map[string]string{dashOperand: "ARG"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			params := make([]any, 0, len(args)-2)
 			for i, a := range args[2:] {
@@ -302,8 +304,10 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 		Use:   "publish TOPIC VALUE",
 		Short: "Publish a JSON value on a topic",
 		Example: `  capbus publish weather/paris/alert '"storm"'
-  capbus publish devices/boiler/setpoint 21.5`,
-		Args: cobra.ExactArgs(2),
+  capbus publish devices/boiler/setpoint 21.5
+  capbus publish devices/freezer/setpoint -18`,
+		Args:        cobra.ExactArgs(2),
+		Annotations: map[string]string{dashOperand: "VALUE"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := parseJSON(args[1])
 			if err != nil {

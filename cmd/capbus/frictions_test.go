@@ -374,3 +374,19 @@ func dashKey(t *testing.T) keys.Pair {
 	t.Fatal("no key beginning with '-' in 100,000")
 	return keys.Pair{}
 }
+
+// TestCall_ANegativeNumberIsAnArgumentNotAFlag: "capbus call ... -1" and
+// "capbus publish TOPIC -18" pass the number on, where flag parsing read
+// it as an unknown shorthand flag.
+func TestCall_ANegativeNumberIsAnArgumentNotAFlag(t *testing.T) {
+	h := startHome(t, "can_read_temp", "can_read_weather_data", "publish_devices")
+	h.weather()
+	r := h.run("call", "weather", "forecast", `"oslo"`, "-1")
+	assert.Equal(t, exitError, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "days must be 1 to 7, got -1", "the agent judged the argument")
+	assert.NotContains(t, r.stderr, "shorthand")
+
+	r = h.run("publish", "devices/freezer/setpoint", "-18")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "published to devices/freezer/setpoint\n", r.stdout)
+}

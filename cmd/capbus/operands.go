@@ -9,61 +9,70 @@ import (
 	"github.com/capbus/capbus/keys"
 )
 
-// dashOperand marks, in a command's Annotations, a command whose operand
-// may begin with '-': a Z85 key can, and flag parsing would read it as a
-// flag ("unknown shorthand flag: 'i' in -ik=28PX...").
+// dashOperand marks, in a command's Annotations, a command whose operands
+// may begin with '-': a Z85 key can ("-ik=28PX..."), and so can a JSON
+// number ("-5"); flag parsing would read either as a flag ("unknown
+// shorthand flag: 'i' in -ik=28PX...").
 const dashOperand = "capbus.dash-operand"
 
-// dashOperands returns args with every argument of a dashOperand command
-// that begins with '-' and is a whole key or names none of its flags
-// moved after a "--", so that it reaches the command as an operand. The
-// start of a key that reads as a flag, such as "-fQ", stays a flag; it
-// needs the "--" typed: capbus auth approve --user u -- '-fQ'.
+// dashOperands rewrites the command line of a dashOperand command so that
+// an argument that begins with '-' and is a whole key, or names none of
+// the command's flags, reaches it as an operand: the command's path, then
+// its flags with their values, then "--" and every operand in the order
+// given. Other command lines are returned as they are. The start of a key
+// that reads as a flag, such as "-fQ", stays a flag; it needs the "--"
+// typed: capbus auth approve --user u -- '-fQ'.
 func dashOperands(root *cobra.Command, args []string) []string {
-	cmd, _, err := root.Find(args)
+	cmd, rest, err := root.Find(args)
 	if err != nil || cmd.Annotations[dashOperand] == "" {
 		return args
 	}
-	var kept, moved []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
+	var flags, operands []string
+	moved := false
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
 		if a == "--" {
-			return append(append(append(kept, "--"), moved...), args[i+1:]...)
+			operands = append(operands, rest[i+1:]...)
+			break
 		}
 		if len(a) < 2 || a[0] != '-' {
-			kept = append(kept, a)
+			operands = append(operands, a)
 			continue
 		}
 		f, inline := flagNamed(cmd, a)
 		if _, err := keys.Parse(a); err == nil || f == nil {
-			moved = append(moved, a)
+			operands = append(operands, a)
+			moved = true
 			continue
 		}
-		kept = append(kept, a)
-		if !inline && f.NoOptDefVal == "" && i+1 < len(args) {
+		flags = append(flags, a)
+		if !inline && f.NoOptDefVal == "" && i+1 < len(rest) {
 			i++
-			kept = append(kept, args[i])
+			flags = append(flags, rest[i])
 		}
 	}
-	if len(moved) == 0 {
+	if !moved {
 		return args
 	}
-	return append(append(kept, "--"), moved...)
+	path := strings.Fields(cmd.CommandPath())[1:]
+	out := append(append(path, flags...), "--")
+	return append(out, operands...)
 }
 
 // flagNamed returns the flag of cmd that a names, and whether a carries
 // its value ("--user=x", "-fauth.json"); nil if a names no flag.
 func flagNamed(cmd *cobra.Command, a string) (*pflag.Flag, bool) {
+	help := &pflag.Flag{Name: "help", NoOptDefVal: "true"} // added by cobra when it runs
 	if name, ok := strings.CutPrefix(a, "--"); ok {
 		name, _, inline := strings.Cut(name, "=")
 		if name == "help" {
-			return &pflag.Flag{Name: "help", NoOptDefVal: "true"}, inline
+			return help, inline
 		}
 		return lookup(cmd, func(fs *pflag.FlagSet) *pflag.Flag { return fs.Lookup(name) }), inline
 	}
 	short := a[1:2]
 	if short == "h" && len(a) == 2 {
-		return &pflag.Flag{Name: "help", NoOptDefVal: "true"}, false
+		return help, false
 	}
 	return lookup(cmd, func(fs *pflag.FlagSet) *pflag.Flag { return fs.ShorthandLookup(short) }), len(a) > 2
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/capbus/capbus/keys"
 )
 
-func TestDashOperands_AKeyThatBeginsWithADashIsAnOperand(t *testing.T) {
+func TestDashOperands_AnOperandThatBeginsWithADashIsAnOperand(t *testing.T) {
 	root := newRootCommand(&globals{stdout: io.Discard, stderr: io.Discard})
 	whole := "-f" + "PXdLcA@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7X" // a whole key in Z85
 	_, err := keys.Parse(whole)
@@ -25,7 +25,11 @@ func TestDashOperands_AKeyThatBeginsWithADashIsAnOperand(t *testing.T) {
 		{"a shorthand flag with its value", []string{"auth", "approve", "-fa.json", "-x", "--user=u"}, []string{"auth", "approve", "-fa.json", "--user=u", "--", "-x"}},
 		{"a -- already typed", []string{"auth", "approve", "-ab", "--user", "u", "--", "-fQ"}, []string{"auth", "approve", "--user", "u", "--", "-ab", "-fQ"}},
 		{"help", []string{"auth", "approve", "-h"}, []string{"auth", "approve", "-h"}},
-		{"another command is left alone", []string{"call", "weather", "add", "-5"}, []string{"call", "weather", "add", "-5"}},
+		{"negative numbers keep their places among the arguments", []string{"--home", "h", "call", "thermostat", "set", "-5", "3", "-2.5", "--timeout", "2s"},
+			[]string{"call", "--home", "h", "--timeout", "2s", "--", "thermostat", "set", "-5", "3", "-2.5"}},
+		{"a negative value published", []string{"publish", "devices/freezer/setpoint", "-18"}, []string{"publish", "--", "devices/freezer/setpoint", "-18"}},
+		{"a command line without such an operand is left alone", []string{"call", "weather", "forecast", "--kwargs", "{}"}, []string{"call", "weather", "forecast", "--kwargs", "{}"}},
+		{"a command without operands that begin with '-'", []string{"auth", "show", "-x"}, []string{"auth", "show", "-x"}},
 	}
 	for _, c := range cases {
 		assert.Equal(t, c.want, dashOperands(root, c.in), c.name)
