@@ -358,6 +358,9 @@ func TestAuthPending_ListsRefusedKeysAndApproveAdmitsOne(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	r = h.run("auth", "approve", "zzzz", "--user", "x")
 	assert.Equal(t, exitNotFound, r.code, r.stderr)
+	r = h.run("auth", "approve", "-fQ", "--user", "x")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "needs -- before it")
 }
 
 // dashKey returns a key pair whose public key's Z85 form begins with '-'

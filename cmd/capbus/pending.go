@@ -82,7 +82,12 @@ start of a pending key's Z85 form, if only one pending key starts so. A key may 
 type -- before it.`,
 		Example: `  capbus auth approve 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7' --user thermostat --identity thermostat
   capbus auth approve 'rq:rM>}U' --user thermostat --grant publish_devices`,
-		Args:        cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{fmt.Sprintf("approve: want one KEY, got %d (the start of a key that reads as a flag, -f..., needs -- before it: capbus auth approve --user USER -- '-f...')", len(args))}
+			}
+			return nil
+		},
 		Annotations: map[string]string{dashOperand: "KEY"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if user == "" {
