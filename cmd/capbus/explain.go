@@ -49,24 +49,34 @@ refused.`,
 				return err
 			}
 			user := a[0]
-			if _, err := findEntry(f, user); err != nil {
+			i, err := findEntry(f, user)
+			if err != nil {
 				return err
 			}
 			id := identity
 			if id == "" {
-				id = user
+				id = claimedIdentity(f.Allow[i])
 			}
 			subj, err := pol.Subject(rpc.Principal{UserID: user, Identity: id})
 			if err != nil {
 				return withCode(exitNotFound, err)
 			}
+			claim := pol.CheckIdentity(user, id)
 			if call == "" {
+				if claim != nil {
+					fmt.Fprintf(g.stderr, "note: as identity %q: %v\n", id, claim)
+				}
 				printPermissions(g, pol.Permissions(subj))
 				return nil
 			}
-			callee, method, ok := strings.Cut(call, ".")
-			if !ok || callee == "" || method == "" {
+			// An identity may hold dots (platform.driver); a method does not.
+			dot := strings.LastIndexByte(call, '.')
+			if dot <= 0 || dot == len(call)-1 {
 				return &usageError{fmt.Sprintf("--call %q: want IDENTITY.METHOD, e.g. weather.temperature", call)}
+			}
+			callee, method := call[:dot], call[dot+1:]
+			if claim != nil {
+				return withCode(exitRefused, fmt.Errorf("refused: the platform would not admit this caller: %w (--identity chooses another)", claim))
 			}
 			declared := auth.Declared{Capabilities: caps, Roles: roles, Params: params}
 			if !offline {
@@ -101,7 +111,7 @@ refused.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&call, "call", "", "judge a call of IDENTITY.METHOD")
-	fl.StringVar(&identity, "identity", "", "the caller's agent identity (default: the user id)")
+	fl.StringVar(&identity, "identity", "", "the caller's agent identity (default: the one the entry may claim, else the user id)")
 	fl.StringSliceVar(&caps, "capabilities", nil, "capabilities the method declares in code (rpc.Allow), added to what the platform reports")
 	fl.StringSliceVar(&roles, "roles", nil, "roles the method declares in code (rpc.AllowRoles), added to what the platform reports")
 	fl.StringSliceVar(&params, "params", nil, "the method's positional parameter names (default: from the platform)")
@@ -196,4 +206,20 @@ func printPermissions(g *globals, p auth.Permissions) {
 			fmt.Fprintf(g.stdout, "  %s by %s (%s)\n", r.Name, r.Cause, strings.Join(by, "; "))
 		}
 	}
+}
+
+// claimedIdentity is the identity a caller of entry e claims unless told
+// otherwise: the entry's exact identity, else the first exact one of its
+// identities, else its user id.
+func claimedIdentity(e auth.Entry) string {
+	exact := func(s string) bool { return s != "" && !(len(s) > 1 && s[0] == '/' && s[len(s)-1] == '/') }
+	if exact(e.Identity) {
+		return e.Identity
+	}
+	for _, id := range e.Identities {
+		if exact(id) {
+			return id
+		}
+	}
+	return e.UserID
 }

@@ -75,13 +75,16 @@ func (h *home) run(args ...string) result {
 
 // weather runs the example weather agent (temperature, forecast,
 // set_units with role admin), admitted as user weather.
-func (h *home) weather() {
+func (h *home) weather() { h.weatherAs("weather", "weather") }
+
+// weatherAs runs the example weather agent as identity, admitted as user.
+func (h *home) weatherAs(user, identity string) {
 	h.t.Helper()
 	kp, err := keys.Generate()
 	require.NoError(h.t, err)
-	r := h.run("auth", "add", "weather", "--identity", "weather", "--credentials", kp.Public.Z85())
+	r := h.run("auth", "add", user, "--identity", identity, "--credentials", kp.Public.Z85())
 	require.Equal(h.t, 0, r.code, r.stderr)
-	a, err := agent.New("weather", agent.WithKeyPair(kp), agent.WithPlatform(h.addr, h.key), agent.WithLogger(slog.New(slog.DiscardHandler)))
+	a, err := agent.New(identity, agent.WithKeyPair(kp), agent.WithPlatform(h.addr, h.key), agent.WithLogger(slog.New(slog.DiscardHandler)))
 	require.NoError(h.t, err)
 	require.NoError(h.t, station.New(nil).Register(a))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -392,4 +395,27 @@ func TestCall_ANegativeNumberIsAnArgumentNotAFlag(t *testing.T) {
 	r = h.run("publish", "devices/freezer/setpoint", "-18")
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, "published to devices/freezer/setpoint\n", r.stdout)
+}
+
+// TestAuthExplain_JudgesTheIdentityTheCallerCanClaimAndADottedCallee: the
+// callee of --call is what comes before the last dot (platform.driver),
+// and the caller is judged as the identity its entry may claim, not as
+// its user id, which the platform would refuse.
+func TestAuthExplain_JudgesTheIdentityTheCallerCanClaimAndADottedCallee(t *testing.T) {
+	h := startHome(t, "can_read_temp")
+	h.weatherAs("driver", "platform.driver")
+	r := h.run("auth", "explain", "me", "--call", "platform.driver.forecast")
+	assert.Equal(t, exitRefused, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "platform.driver.forecast declares capabilities [can_read_temp, can_read_weather_data]")
+	assert.Contains(t, r.stdout, "missing: [can_read_weather_data]")
+
+	kp := newKey(t)
+	r = h.run("auth", "add", "carol", "--identity", "carol.control", "--credentials", kp, "--grant", "can_read_temp")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = h.run("auth", "explain", "carol", "--call", "weather.temperature", "--offline")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `identity "carol.control"`)
+	r = h.run("auth", "explain", "carol", "--call", "weather.temperature", "--offline", "--identity", "carol")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, `may not claim identity "carol"`)
 }
