@@ -143,5 +143,34 @@ listening, no answer, or the platform does not hold the expected server key),
 		newConfigCommand(g),
 	)
 	root.AddCommand(newClientCommands(g)...)
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+	}
 	return root
+}
+
+// refuseUnknownSubcommands makes cmd and the groups below it that only
+// hold subcommands (auth, auth role, config, platform) refuse an unknown
+// subcommand with a usage error, as the root does: by itself cobra prints
+// such a group's help and exits 0, so "capbus platform rn" in a script
+// would seem to succeed. Without arguments a group prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		refuseUnknownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.SuggestionsMinimumDistance = 2 // what cobra uses for the root
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return &usageError{msg}
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 }
