@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -466,21 +467,33 @@ func newAuthNamedSetCommand(g *globals, ed func() *authEditor, noun, plural, mem
 	}, &cobra.Command{
 		Use:     "set NAME MEMBER...",
 		Short:   "Define or replace " + noun + " NAME as a list of " + members,
-		Example: fmt.Sprintf("  capbus auth %s set NAME MEMBER...", noun),
+		Example: fmt.Sprintf("  capbus auth %s set NAME MEMBER...\n  capbus auth %[1]s set NAME MEMBER,MEMBER", noun),
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Members separated by commas too, as --grant a,b takes them.
+			var list []string
+			for _, a := range args[1:] {
+				list = append(list, nonEmpty(strings.Split(a, ","))...)
+			}
+			for i := range list {
+				list[i] = strings.TrimSpace(list[i])
+			}
+			list = nonEmpty(list)
+			if len(list) == 0 {
+				return &usageError{fmt.Sprintf("%s set %s: no members", noun, args[0])}
+			}
 			err := ed().edit(cmd.Context(), func(f *auth.File) error {
 				m := field(f)
 				if *m == nil {
 					*m = map[string][]string{}
 				}
-				(*m)[args[0]] = args[1:]
+				(*m)[args[0]] = list
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "set %s %s: %s\n", noun, args[0], strings.Join(args[1:], ", "))
+			fmt.Fprintf(g.stdout, "set %s %s: %s\n", noun, args[0], strings.Join(list, ", "))
 			return nil
 		},
 	}, &cobra.Command{
@@ -493,6 +506,14 @@ func newAuthNamedSetCommand(g *globals, ed func() *authEditor, noun, plural, mem
 				m := field(f)
 				if _, ok := (*m)[args[0]]; !ok {
 					return withCode(exitNotFound, fmt.Errorf("no %s %q", noun, args[0]))
+				}
+				// An undefined role or group is an error the file's
+				// validation reports; an undefined capability group would
+				// silently become a capability of that name.
+				if noun == "capgroup" {
+					if u := capgroupUses(f, args[0]); len(u) > 0 {
+						return fmt.Errorf("capgroup %q is still used by %s; take it out there first", args[0], strings.Join(u, ", "))
+					}
 				}
 				delete(*m, args[0])
 				return nil
@@ -538,4 +559,36 @@ func sameKey(a, b string) bool {
 	ka, err1 := keys.Parse(strings.TrimPrefix(a, "CURVE:"))
 	kb, err2 := keys.Parse(strings.TrimPrefix(b, "CURVE:"))
 	return err1 == nil && err2 == nil && ka == kb
+}
+
+// capgroupUses lists where auth.json grants capability group name (or
+// negates it): entries' capabilities, their agents' narrowing and grants,
+// roles and other capability groups.
+func capgroupUses(f *auth.File, name string) []string {
+	var out []string
+	has := func(l []string) bool {
+		return slices.ContainsFunc(l, func(c string) bool { return strings.TrimPrefix(c, "!") == name })
+	}
+	for i, e := range f.Allow {
+		if has(e.Capabilities.Names()) {
+			out = append(out, fmt.Sprintf("allow[%d] (%s)", i, e.UserID))
+		}
+		for _, id := range slices.Sorted(maps.Keys(e.Agents)) {
+			a := e.Agents[id]
+			if has(a.Capabilities) || (a.Grant != nil && has(a.Grant.Capabilities)) {
+				out = append(out, fmt.Sprintf("allow[%d].agents[%q]", i, id))
+			}
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(f.Roles)) {
+		if has(f.Roles[r]) {
+			out = append(out, fmt.Sprintf("roles[%q]", r))
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(f.CapabilityGroups)) {
+		if c != name && has(f.CapabilityGroups[c]) {
+			out = append(out, fmt.Sprintf("capability_groups[%q]", c))
+		}
+	}
+	return out
 }

@@ -196,6 +196,21 @@ func TestAuthRolesGroupsAndCapabilityGroups(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "can_read_weather_data")
 	assert.Contains(t, r.stdout, "reader")
+
+	// A capability group still granted cannot be removed either: it would
+	// silently become a capability of that name.
+	r = capbus(t, home, "auth", "capgroup", "remove", "READ")
+	assert.NotEqual(t, 0, r.code)
+	assert.Contains(t, r.stderr, `capgroup "READ" is still used by roles["reader"]`)
+	fileUnchanged(t, path, before)
+
+	// Members separated by commas are members, as --grant a,b takes them.
+	r = capbus(t, home, "auth", "capgroup", "set", "WRITE", "set_units, set_city", "reset")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = capbus(t, home, "auth", "capgroup", "list")
+	assert.Contains(t, r.stdout, "WRITE: set_units, set_city, reset\n")
+	r = capbus(t, home, "auth", "capgroup", "remove", "WRITE")
+	assert.Equal(t, 0, r.code, "a capability group nothing uses is removed: %s", r.stderr)
 }
 
 func TestAuthEdit_ConcurrentEditsAreSerialisedNoneLost(t *testing.T) {
