@@ -202,17 +202,25 @@ func (ef *entryFlags) apply(cmd *cobra.Command, e *auth.Entry) error {
 			e.Capabilities = append(e.Capabilities, auth.Capability{Name: c})
 		}
 	}
-	for _, c := range ef.grant {
-		if !slices.Contains(e.Capabilities.Names(), c) {
-			e.Capabilities = append(e.Capabilities, auth.Capability{Name: c})
-		}
-	}
+	// Revocations first: --revoke X --grant X replaces a restricted X by
+	// an unrestricted one.
 	for _, c := range ef.revoke {
 		i := slices.Index(e.Capabilities.Names(), c)
 		if i < 0 {
 			return withCode(exitNotFound, fmt.Errorf("user %q does not hold capability %q", e.UserID, c))
 		}
 		e.Capabilities = slices.Delete(e.Capabilities, i, i+1)
+	}
+	for _, c := range ef.grant {
+		i := slices.Index(e.Capabilities.Names(), c)
+		if i < 0 {
+			e.Capabilities = append(e.Capabilities, auth.Capability{Name: c})
+			continue
+		}
+		if held := e.Capabilities[i]; held.Params != nil {
+			return fmt.Errorf("user %q already holds capability %q, restricted to %s; to lift the restriction: capbus auth update %s --revoke %s --grant %s",
+				e.UserID, c, restriction(held.Params), e.UserID, c, c)
+		}
 	}
 	var err error
 	if ch("roles") {
@@ -251,7 +259,14 @@ func summary(e auth.Entry) string {
 	if ids := nonEmpty(append([]string{e.Identity}, e.Identities...)); len(ids) > 0 {
 		parts = append(parts, "identity "+strings.Join(ids, ","))
 	}
-	parts = append(parts, "capabilities ["+strings.Join(e.Capabilities.Names(), ", ")+"]")
+	caps := make([]string, len(e.Capabilities))
+	for i, c := range e.Capabilities {
+		caps[i] = c.Name
+		if c.Params != nil {
+			caps[i] += " (" + restriction(c.Params) + ")"
+		}
+	}
+	parts = append(parts, "capabilities ["+strings.Join(caps, ", ")+"]")
 	if len(e.Roles) > 0 {
 		parts = append(parts, "roles ["+strings.Join(e.Roles, ", ")+"]")
 	}
@@ -591,4 +606,14 @@ func capgroupUses(f *auth.File, name string) []string {
 		}
 	}
 	return out
+}
+
+// restriction writes a capability's parameter restrictions, days=3,
+// city=/par.*/, sorted by parameter.
+func restriction(params map[string]string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		out = append(out, k+"="+params[k])
+	}
+	return strings.Join(out, ", ")
 }

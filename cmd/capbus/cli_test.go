@@ -305,3 +305,34 @@ func TestKeygen_WithoutOutPrintsBothKeysQuotedForTheShell(t *testing.T) {
 	assert.NoError(t, err)
 	assert.True(t, strings.HasPrefix(lines[1], "secret: '"))
 }
+
+// TestAuthUpdate_GrantOfACapabilityHeldWithARestrictionSaysSo: --grant of
+// a capability held only with a parameter restriction changed nothing and
+// printed it as granted; it now says what restricts it and how to lift
+// it, and --revoke X --grant X does.
+func TestAuthUpdate_GrantOfACapabilityHeldWithARestrictionSaysSo(t *testing.T) {
+	home := t.TempDir()
+	path := filepath.Join(home, "auth.json")
+	require.Equal(t, 0, capbus(t, home, "auth", "add", "bob", "--credentials", newKey(t)).code)
+	require.NoError(t, auth.EditFile(context.Background(), path, func(f *auth.File) error {
+		f.Allow[0].Capabilities = auth.Capabilities{{Name: "can_read_weather_data", Params: map[string]string{"days": "3"}}}
+		return nil
+	}))
+	before, _ := os.ReadFile(path)
+
+	r := capbus(t, home, "auth", "update", "bob", "--grant", "can_read_weather_data")
+	assert.NotEqual(t, 0, r.code)
+	assert.Contains(t, r.stderr, `already holds capability "can_read_weather_data", restricted to days=3`)
+	assert.Contains(t, r.stderr, "--revoke can_read_weather_data --grant can_read_weather_data")
+	fileUnchanged(t, path, before)
+	r = capbus(t, home, "auth", "update", "bob", "--comments", "the boiler")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "capabilities [can_read_weather_data (days=3)]", "the summary shows the restriction")
+
+	r = capbus(t, home, "auth", "update", "bob", "--revoke", "can_read_weather_data", "--grant", "can_read_weather_data")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "capabilities [can_read_weather_data]")
+	f, err := (&authEditor{path: path}).load()
+	require.NoError(t, err)
+	assert.Equal(t, auth.Capabilities{{Name: "can_read_weather_data"}}, f.Allow[0].Capabilities)
+}
