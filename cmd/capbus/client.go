@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -242,8 +243,8 @@ Exit codes: 0 ok, 3 refused (unauthorized; the message names what was missing),
 				if err != nil {
 					return err
 				}
-				var v any
-				if err := raw.Decode(&v); err != nil {
+				v, err := decodeAny(raw)
+				if err != nil {
 					return fmt.Errorf("decoding the result: %w", err)
 				}
 				return printJSON(g.stdout, v)
@@ -357,11 +358,14 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
 				case <-cmd.Context().Done():
 					return nil
 				case m := <-msgs:
-					var v any
-					if err := m.Decode(&v); err != nil {
+					v, err := decodeAny(m.Value)
+					if err != nil {
 						v = fmt.Sprintf("<undecodable: %v>", err)
 					}
-					b, _ := json.Marshal(jsonable(v))
+					b, err := json.Marshal(jsonable(v))
+					if err != nil {
+						b = []byte(strconv.Quote(fmt.Sprintf("<unprintable: %v>", err)))
+					}
 					fmt.Fprintf(g.stdout, "%s %s@%s %s\n", m.Topic, m.Sender, m.UserID, b)
 				}
 			}

@@ -5,12 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/capbus/capbus/rpc"
 )
 
-// parseJSON decodes one JSON value, keeping integers as int64 so they travel
-// as msgpack integers rather than floats.
+// parseJSON decodes one JSON value, keeping integers as integers (int64,
+// or uint64 above its range) so they travel exactly as msgpack integers
+// rather than as rounded floats. A number that fits neither an integer of
+// 64 bits nor a finite float64 is an error, never a rounded or infinite
+// value.
 func parseJSON(s string) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
 	dec.UseNumber()
@@ -21,33 +29,65 @@ func parseJSON(s string) (any, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("more than one JSON value")
 	}
-	return numbers(v), nil
+	return numbers(v)
 }
 
-func numbers(v any) any {
+func numbers(v any) (any, error) {
+	var err error
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
-			return i
+			return i, nil
 		}
-		f, _ := x.Float64()
-		return f
+		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
+			return u, nil
+		}
+		if !strings.ContainsAny(string(x), ".eE") {
+			return nil, fmt.Errorf("the integer %s does not fit in 64 bits", x)
+		}
+		f, err := x.Float64()
+		if err != nil || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("the number %s is out of the range of a float64", x)
+		}
+		return f, nil
 	case []any:
 		for i := range x {
-			x[i] = numbers(x[i])
+			if x[i], err = numbers(x[i]); err != nil {
+				return nil, err
+			}
 		}
 	case map[string]any:
 		for k := range x {
-			x[k] = numbers(x[k])
+			if x[k], err = numbers(x[k]); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return v
+	return v, nil
 }
 
 func rpcKwargs(m map[string]any) rpc.Kwargs { return rpc.Kwargs(m) }
 
-// jsonable turns msgpack-decoded values (maps with any keys, byte slices)
-// into values encoding/json can print.
+// decodeAny decodes a msgpack value for printing: maps keep keys of any
+// type (an agent in another language may send integer keys), which
+// jsonable then writes as strings.
+func decodeAny(raw rpc.Raw) (any, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(raw))
+	dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// jsonable turns msgpack-decoded values (maps with any keys, byte slices,
+// floats JSON cannot hold) into values encoding/json can print: keys as
+// strings, bytes as a string, NaN and infinities as the strings "NaN",
+// "+Inf" and "-Inf".
 func jsonable(v any) any {
 	switch x := v.(type) {
 	case map[any]any:
@@ -66,6 +106,14 @@ func jsonable(v any) any {
 		}
 	case []byte:
 		return string(x)
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case float32:
+		if f := float64(x); math.IsInf(f, 0) || math.IsNaN(f) {
+			return strconv.FormatFloat(f, 'g', -1, 64)
+		}
 	}
 	return v
 }
