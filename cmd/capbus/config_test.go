@@ -305,3 +305,50 @@ func TestConfigCommands_EditValidatesBeforeStoring(t *testing.T) {
 	require.Error(t, err, "the running platform holds the store's lock")
 	assert.ErrorIs(t, err, configdb.ErrLocked)
 }
+
+// TestConfigCommands_EditStoresNothingThatWouldLoseAChange: a change made
+// while the editor was open is not overwritten (the edit is kept in its
+// file), a new entry left empty is not created, and an editor that does
+// not start leaves no file behind to look for.
+func TestConfigCommands_EditStoresNothingThatWouldLoseAChange(t *testing.T) {
+	cs := newConfigSetup(t)
+	r := cs.config(t, "store", "weather", "config", cs.file(t, "w.json", `{"units": "C"}`))
+	require.Equal(t, 0, r.code, r.stderr)
+	t.Setenv("VISUAL", "")
+
+	// The "editor" has another operator store version 2, then writes its own.
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	other := cs.file(t, "other.json", `{"units": "K"}`)
+	line := []string{"CAPBUS_RUN_MAIN=1", "'" + exe + "'", "--home", "'" + cs.home + "'", "config", "store", "weather", "config", "'" + other + "'"}
+	for _, f := range cs.flags {
+		line = append(line, "'"+f+"'")
+	}
+	script := cs.file(t, "editor.sh", "#!/bin/sh\n"+strings.Join(line, " ")+" >&2 || exit 1\necho '{\"units\": \"F\"}' > \"$1\"\n")
+	t.Setenv("EDITOR", "sh "+script)
+	r = cs.config(t, "edit", "weather", "config")
+	assert.Equal(t, exitError, r.code, r.stderr)
+	assert.Contains(t, r.stderr, `weather "config" changed while it was being edited (now version 2 by me at `)
+	i := strings.Index(r.stderr, "your text is kept in ")
+	require.GreaterOrEqual(t, i, 0, r.stderr)
+	kept := strings.Fields(r.stderr[i+len("your text is kept in "):])[0]
+	t.Cleanup(func() { os.Remove(kept) })
+	data, err := os.ReadFile(kept)
+	require.NoError(t, err)
+	assert.Equal(t, "{\"units\": \"F\"}\n", string(data), "the edit is not lost")
+	r = cs.config(t, "get", "weather", "config")
+	assert.Equal(t, `{"units": "K"}`, r.stdout, "the other change is not lost either")
+
+	t.Setenv("EDITOR", "true")
+	r = cs.config(t, "edit", "weather", "brandnew")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "weather \"brandnew\" not created: the file was left empty\n", r.stdout)
+	r = cs.config(t, "get", "weather", "brandnew")
+	assert.Equal(t, exitNotFound, r.code, r.stderr)
+
+	t.Setenv("EDITOR", "no-such-editor-here")
+	r = cs.config(t, "edit", "weather", "config")
+	assert.Equal(t, exitError, r.code)
+	assert.Contains(t, r.stderr, `editor "no-such-editor-here"`)
+	assert.NotContains(t, r.stderr, "kept in")
+}

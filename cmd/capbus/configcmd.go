@@ -353,8 +353,9 @@ func newConfigRollbackCommand(g *globals, cf *clientFlags) *cobra.Command {
 		Short: "Store an earlier version of the entry NAME of AGENT as its new version",
 		Long: `rollback stores the data of VERSION (see history) as a new version of the entry;
 the history is kept. It brings a deleted entry back too.`,
-		Example: `  capbus config rollback weather config 2`,
-		Args:    cobra.ExactArgs(3),
+		Example:     `  capbus config rollback weather config 2`,
+		Args:        cobra.ExactArgs(3),
+		Annotations: map[string]string{dashOperand: "VERSION"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkAgentName(args[0]); err != nil {
 				return err
@@ -382,9 +383,11 @@ func newConfigEditCommand(g *globals, cf *clientFlags) *cobra.Command {
 		Short: "Edit the entry NAME of AGENT in $VISUAL or $EDITOR, and store it if valid",
 		Long: `edit writes the entry's data to a temporary file, opens it in $VISUAL, else $EDITOR,
 else vi, and when the editor exits checks the result and stores it as a new version. An
-entry that does not exist yet starts empty (JSON unless --csv or --raw). If the edited text
-is invalid, nothing is stored: the error names the line and column, and the temporary file
-is kept (its name is in the message) so that the edit is not lost.`,
+entry that does not exist yet starts empty (JSON unless --csv or --raw); left empty, it is
+not created. If the edited text is invalid, or the entry was changed by someone else while
+the editor was open, nothing is stored: the error says why (an invalid text's line and
+column), and the temporary file is kept (its name is in the message) so that the edit is
+not lost.`,
 		Example: `  capbus config edit weather config
   EDITOR=nano capbus config edit platform.driver devices/boiler --csv`,
 		Args: cobra.ExactArgs(2),
@@ -441,6 +444,11 @@ is kept (its name is in the message) so that the edit is not lost.`,
 			ed := exec.CommandContext(cmd.Context(), words[0], append(words[1:], path)...)
 			ed.Stdin, ed.Stdout, ed.Stderr = g.stdin, g.stdout, g.stderr
 			if err := ed.Run(); err != nil {
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) { // the editor did not start: nothing was edited
+					os.Remove(path)
+					return fmt.Errorf("editor %q: %w (set $VISUAL or $EDITOR); the entry is unchanged", editor, err)
+				}
 				return fmt.Errorf("editor %q: %w; the entry is unchanged, the text is kept in %s", editor, err, path)
 			}
 			data, err := os.ReadFile(path)
@@ -452,11 +460,26 @@ is kept (its name is in the message) so that the edit is not lost.`,
 				fmt.Fprintf(g.stdout, "%s %q unchanged\n", identity, name)
 				return nil
 			}
+			if !exists && len(bytes.TrimSpace(data)) == 0 {
+				os.Remove(path)
+				fmt.Fprintf(g.stdout, "%s %q not created: the file was left empty\n", identity, name)
+				return nil
+			}
 			if err := configstore.Validate(kind, path, data); err != nil {
 				return fmt.Errorf("%w\nthe entry is unchanged; the edited text is kept in %s", err, path)
 			}
 			ctx, cancel = context.WithTimeout(cmd.Context(), cf.timeout)
 			defer cancel()
+			// Another change while the editor was open would be lost
+			// under this one: refuse it, keeping the edit.
+			now, err := store.Get(ctx, name)
+			if err != nil && !errors.Is(err, configstore.ErrNotFound) {
+				return fmt.Errorf("%w\nthe edited text is kept in %s", err, path)
+			}
+			if existsNow := err == nil; existsNow != exists || exists && now.Version != cur.Version {
+				return fmt.Errorf("%s %q changed while it was being edited (now %s); nothing is stored: your text is kept in %s (capbus config get shows the entry, capbus config store stores a file)",
+					identity, name, describeVersion(now, err), path)
+			}
 			e, err := store.Put(ctx, name, kind, data)
 			if err != nil {
 				return fmt.Errorf("%w\nthe edited text is kept in %s", err, path)
@@ -468,4 +491,13 @@ is kept (its name is in the message) so that the edit is not lost.`,
 	}
 	kf.register(cmd, "the entry")
 	return cmd
+}
+
+// describeVersion says what an entry is now, for the error of an edit
+// that another change overtook.
+func describeVersion(e configstore.Entry, err error) string {
+	if err != nil {
+		return "deleted"
+	}
+	return fmt.Sprintf("version %d by %s at %s", e.Version, e.User, e.Time.Local().Format(time.DateTime))
 }
