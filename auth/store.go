@@ -182,10 +182,16 @@ func (s *Store) initial() error {
 			s.lastErr = err
 		}
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Not an error yet: "capbus platform run" writes a closed file
+		// into a new home once it listens, and an operator may write one.
+		p = closedPolicy(s.path)
+		s.cfg.log.Warn("auth policy file does not exist (yet): every peer is refused until it is written", "file", s.path)
+	case err != nil:
 		p = closedPolicy(s.path)
 		s.cfg.log.Error("auth policy not loaded: closed policy in force, every peer is refused", "file", s.path, "err", err)
-	} else {
+	default:
 		s.cfg.log.Info("auth policy loaded", "file", s.path, "generation", p.gen, "users", len(p.users))
 	}
 	p.gen = 1
