@@ -62,7 +62,7 @@ See docs/AUTH.md for every key of the file.`,
 		newAuthNamedSetCommand(g, ed, "capgroup", "capability groups", "capabilities or capability groups", func(f *auth.File) *map[string][]string { return &f.CapabilityGroups }),
 		newAuthCheckCommand(g, ed),
 		newAuthExplainCommand(g, ed),
-		newAuthPendingCommand(g),
+		newAuthPendingCommand(g, ed),
 		newAuthApproveCommand(g, ed),
 	)
 	return cmd

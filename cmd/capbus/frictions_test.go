@@ -419,3 +419,24 @@ func TestAuthExplain_JudgesTheIdentityTheCallerCanClaimAndADottedCallee(t *testi
 	assert.Equal(t, exitRefused, r.code)
 	assert.Contains(t, r.stderr, `may not claim identity "carol"`)
 }
+
+// TestAuthPending_DoesNotListAKeyAdmittedSince: a key refused once and
+// then added with auth add (not approve) is no longer pending.
+func TestAuthPending_DoesNotListAKeyAdmittedSince(t *testing.T) {
+	h := startHome(t)
+	stranger := filepath.Join(t.TempDir(), "stranger.json")
+	r := h.run("keygen", "--out", stranger)
+	require.Equal(t, 0, r.code)
+	key := strings.TrimSpace(r.stdout)
+	r = h.run("ping", "--key", stranger)
+	require.Equal(t, exitRefused, r.code, r.stderr)
+	require.Eventually(t, func() bool {
+		return strings.Contains(h.run("auth", "pending").stdout, "'"+key+"'")
+	}, 10*time.Second, 20*time.Millisecond)
+
+	r = h.run("auth", "add", "stranger", "--credentials", key)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = h.run("auth", "pending")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "no pending keys\n", r.stdout)
+}

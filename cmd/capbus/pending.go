@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,7 +16,7 @@ import (
 	"github.com/capbus/capbus/keys"
 )
 
-func newAuthPendingCommand(g *globals) *cobra.Command {
+func newAuthPendingCommand(g *globals, ed func() *authEditor) *cobra.Command {
 	var clear bool
 	var file string
 	cmd := &cobra.Command{
@@ -24,7 +25,8 @@ func newAuthPendingCommand(g *globals) *cobra.Command {
 		Long: `pending lists the keys that connected to the platform and were refused at the handshake
 because no entry of auth.json has them (VOLTTRON's pending authentication requests):
 the key (Z85, quoted for pasting), the address it came from, when it was first and last
-seen and how many times. Keys that are disabled or denied are not listed. The platform
+seen and how many times. Keys that are disabled or denied are not listed, nor keys that
+auth.json admits by now (added with capbus auth add, say). The platform
 keeps the 100 most recently seen in pending_keys.json in its home. Admit one with
 capbus auth approve; --clear forgets them all.`,
 		Example: `  capbus auth pending
@@ -44,6 +46,7 @@ capbus auth approve; --clear forgets them all.`,
 			if err != nil {
 				return err
 			}
+			list = stillUnknown(ed().path, list)
 			if len(list) == 0 {
 				fmt.Fprintln(g.stdout, "no pending keys")
 				return nil
@@ -148,4 +151,22 @@ func pendingKey(list []pendingkeys.Key, arg string) (keys.Key, error) {
 		return keys.Parse(match[0])
 	}
 	return keys.Key{}, &usageError{fmt.Sprintf("approve: %d pending keys start with %q; give more of the key", len(match), arg)}
+}
+
+// stillUnknown drops from list the keys that the auth.json at path no
+// longer refuses as unknown (admitted, disabled or denied since). When the
+// file cannot be read the list is kept whole.
+func stillUnknown(path string, list []pendingkeys.Key) []pendingkeys.Key {
+	pol, err := auth.LoadFile(path)
+	if err != nil {
+		return list
+	}
+	return slices.DeleteFunc(list, func(p pendingkeys.Key) bool {
+		k, err := keys.Parse(p.Key)
+		if err != nil {
+			return false
+		}
+		_, err = pol.Authenticate(k, p.Address)
+		return !errors.Is(err, auth.ErrUnknownKey)
+	})
 }
