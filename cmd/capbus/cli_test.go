@@ -336,3 +336,15 @@ func TestAuthUpdate_GrantOfACapabilityHeldWithARestrictionSaysSo(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, auth.Capabilities{{Name: "can_read_weather_data"}}, f.Allow[0].Capabilities)
 }
+
+// TestClientFlags_OutOfRangeValuesAreUsageErrors: --timeout 0 and
+// --count -1 are refused before connecting, with exit 2 naming the flag.
+func TestClientFlags_OutOfRangeValuesAreUsageErrors(t *testing.T) {
+	home := t.TempDir()
+	r := capbus(t, home, "ping", "--timeout", "0")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--timeout 0s: want a positive duration")
+	r = capbus(t, home, "subscribe", "weather/#", "--count", "-1")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--count -1: want 0")
+}

@@ -79,6 +79,9 @@ func (cf *clientFlags) platformKey(g *globals) (keys.Key, error) {
 // (exit 5), a key the platform does not admit (exit 3, with the command
 // that admits it), a wrong server key (exit 5).
 func (cf *clientFlags) connect(ctx context.Context, g *globals) (*agent.Agent, func(), error) {
+	if cf.timeout <= 0 {
+		return nil, nil, &usageError{fmt.Sprintf("--timeout %v: want a positive duration, e.g. 10s", cf.timeout)}
+	}
 	kp, err := cf.keyPair(g)
 	if err != nil {
 		return nil, nil, err
@@ -335,6 +338,9 @@ Patterns match per segment: "+" is one segment, "#" (last) any number, so
   capbus subscribe 'devices/+/temperature' --count 1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if count < 0 {
+				return &usageError{fmt.Sprintf("--count %d: want 0 (until interrupted) or more", count)}
+			}
 			a, stop, err := cf.connect(cmd.Context(), g)
 			if err != nil {
 				return err
