@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -58,6 +59,9 @@ refused.`,
 				id = claimedIdentity(f.Allow[i])
 			}
 			subj, err := pol.Subject(rpc.Principal{UserID: user, Identity: id})
+			if errors.Is(err, auth.ErrDisabled) || errors.Is(err, auth.ErrDenied) {
+				return withCode(exitRefused, fmt.Errorf("refused: %w", err)) // the entry exists; the platform refuses it
+			}
 			if err != nil {
 				return withCode(exitNotFound, err)
 			}

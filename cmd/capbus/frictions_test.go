@@ -418,6 +418,12 @@ func TestAuthExplain_JudgesTheIdentityTheCallerCanClaimAndADottedCallee(t *testi
 	r = h.run("auth", "explain", "carol", "--call", "weather.temperature", "--offline", "--identity", "carol")
 	assert.Equal(t, exitRefused, r.code)
 	assert.Contains(t, r.stderr, `may not claim identity "carol"`)
+
+	// A disabled user would be refused: exit 3, as the help says.
+	require.Equal(t, 0, h.run("auth", "disable", "carol").code)
+	r = h.run("auth", "explain", "carol", "--call", "weather.temperature", "--offline")
+	assert.Equal(t, exitRefused, r.code, r.stderr)
+	assert.Contains(t, r.stderr, `"enabled": false`)
 }
 
 // TestAuthPending_DoesNotListAKeyAdmittedSince: a key refused once and
