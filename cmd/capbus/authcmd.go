@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/capbus/capbus/auth"
 	"github.com/capbus/capbus/keys"
@@ -359,7 +360,9 @@ is printed once the file is written.`,
   capbus auth update alice --roles admin,operator     # replaces every role`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().NFlag() == 0 {
+			changed := false // --home, --file and the like change nothing
+			cmd.LocalFlags().VisitAll(func(f *pflag.Flag) { changed = changed || f.Changed })
+			if !changed {
 				return &usageError{"update: nothing to change; see capbus auth update --help"}
 			}
 			var updated auth.Entry

@@ -143,6 +143,10 @@ func TestAuthUpdate_GrantRevokeEnableDisable(t *testing.T) {
 	k, _ := keys.Parse(key)
 	require.Equal(t, 0, capbus(t, home, "auth", "add", "bobby", "--credentials", key).code)
 
+	r := capbus(t, home, "auth", "update", "bobby", "--file", path)
+	assert.Equal(t, exitUsage, r.code, "--file changes nothing in the entry: %s", r.stdout)
+	assert.Contains(t, r.stderr, "nothing to change")
+
 	require.Equal(t, 0, capbus(t, home, "auth", "update", "bobby", "--grant", "can_read_temp").code)
 	f, err := (&authEditor{path: path}).load()
 	require.NoError(t, err)
