@@ -240,6 +240,28 @@ func TestAgent_HandlerErrorAndPanicReachCaller(t *testing.T) {
 	assert.NoError(t, err, "the agent serves on after a panic")
 }
 
+// TestAgent_AHandlerReturningATypedNilErrorIsAnInternalError: a nil
+// *rpc.Error returned as an error (a common Go mistake) crashed the
+// callee's process; it is an internal error for the caller.
+func TestAgent_AHandlerReturningATypedNilErrorIsAnInternalError(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	b.agent("carol", "svc", func(a *Agent) {
+		require.NoError(t, a.Export("typednil", rpc.Func(func(ctx context.Context, _ struct{}) (int, error) {
+			var e *rpc.Error
+			return 0, e
+		})))
+		require.NoError(t, a.Export("ping", rpc.Func(func(ctx context.Context, _ struct{}) (string, error) { return "pong", nil })))
+	})
+	alice := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+	_, err := alice.Call(ctx, "svc", "typednil")
+	assert.ErrorIs(t, err, rpc.ErrInternal)
+	assert.ErrorContains(t, err, "nil *rpc.Error")
+	got, err := CallAs[string](ctx, alice, "svc", "ping")
+	require.NoError(t, err, "the callee serves on")
+	assert.Equal(t, "pong", got)
+}
+
 func TestAgent_NotifyRunsHandlerWithoutReply(t *testing.T) {
 	b := newBus(t, standardUsers(), standardExtra())
 	got := make(chan string, 1)

@@ -233,13 +233,18 @@ func CodeOf(err error) Code {
 // does with a handler's error: an *Error in err's chain is returned as it is;
 // an error matching a sentinel gets that sentinel's code; a context error
 // becomes CodeTimeout or CodeCanceled; anything else becomes
-// CodeApplication. The message is err's text. FromError(nil) is nil.
+// CodeApplication. The message is err's text. FromError(nil) is nil; a
+// nil *Error inside a non-nil error (a typed nil a handler returned) is a
+// CodeInternal *Error that says so.
 func FromError(err error) *Error {
 	if err == nil {
 		return nil
 	}
 	var e *Error
 	if errors.As(err, &e) {
+		if e == nil {
+			return &Error{code: CodeInternal, message: "the handler returned a nil *rpc.Error as a non-nil error"}
+		}
 		return e
 	}
 	code := CodeOf(err)
