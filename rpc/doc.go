@@ -30,9 +30,10 @@
 // such as Kwargs, takes all keyword arguments; struct{} takes none; any
 // other type takes exactly one argument. Binding is strict: a missing or
 // null argument (unless optional: a pointer, or a msgpack tag with
-// omitempty), an unknown keyword or a value of the wrong type is an *Error
-// with CodeInvalidArgs naming the parameter, what was expected and what
-// came, before the function runs.
+// omitempty), an unknown keyword, a value of the wrong type or an integer
+// out of its parameter's range (300 for a uint8) is an *Error with
+// CodeInvalidArgs naming the parameter, what was expected and what came,
+// before the function runs.
 //
 // # Calling and errors
 //

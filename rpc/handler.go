@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,8 +68,10 @@ func (f HandlerFunc) ServeRPC(ctx context.Context, req *Request) (any, error) { 
 //     the one name given with Params); it is optional only when A is a
 //     pointer.
 //
-// A missing argument, an unknown keyword, a surplus argument or a value of
-// the wrong type is an *Error with CodeInvalidArgs that names the method,
+// A missing argument, an unknown keyword, a surplus argument, a value of
+// the wrong type or an integer out of its parameter's range (in the
+// parameter itself or in its elements, map values and struct fields) is an
+// *Error with CodeInvalidArgs that names the method,
 // the parameter, what was expected and what came, such as
 //
 //	set_setpoint: value: want a number, got nothing
@@ -166,7 +169,114 @@ func decodeArg(req *Request, what string, raw Raw, dst reflect.Value) error {
 		}
 		return invalid(req, "%s: want %s (%s)", what, want, dst.Type())
 	}
+	if msg, ok := outOfRange(raw, dst); !ok {
+		return invalid(req, "%s: want %s, %s", what, dst.Type(), msg)
+	}
 	return nil
+}
+
+// outOfRange checks the integers the codec decoded into dst against the
+// integers that were sent, in dst itself or in its elements, map values
+// and struct fields: the codec converts without a range check, so that -1
+// would become 2^64-1 in a uint64 and 300 become 44 in a uint8. ok is
+// false when one does not fit, with a message that says which.
+func outOfRange(raw Raw, dst reflect.Value) (msg string, ok bool) {
+	if !mayHoldIntegers(dst.Type()) {
+		return "", true
+	}
+	var v any
+	if codec.Unmarshal(raw, &v) != nil {
+		return "", true
+	}
+	return fits(dst, v)
+}
+
+// mayHoldIntegers tells, without following types into themselves, whether
+// a value of t can hold an integer: bytes, strings, floats and booleans
+// cannot.
+func mayHoldIntegers(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Map, reflect.Struct:
+		return true
+	case reflect.Slice, reflect.Array:
+		return t.Elem().Kind() != reflect.Uint8
+	}
+	return false
+}
+
+// fits walks dst and v, what the codec decoded and the same value decoded
+// as any, and finds an integer of v that dst's type could not hold.
+func fits(dst reflect.Value, v any) (string, bool) {
+	for dst.Kind() == reflect.Pointer || dst.Kind() == reflect.Interface {
+		if dst.IsNil() || dst.Kind() == reflect.Interface {
+			return "", true
+		}
+		dst = dst.Elem()
+	}
+	n := reflect.ValueOf(v)
+	var sent string
+	var fit bool
+	switch {
+	case dst.CanInt() && n.CanInt():
+		sent, fit = strconv.FormatInt(n.Int(), 10), !dst.OverflowInt(n.Int())
+	case dst.CanUint() && n.CanInt():
+		sent, fit = strconv.FormatInt(n.Int(), 10), n.Int() >= 0 && !dst.OverflowUint(uint64(n.Int()))
+	case dst.CanInt() && n.CanUint():
+		sent, fit = strconv.FormatUint(n.Uint(), 10), n.Uint() <= math.MaxInt64 && !dst.OverflowInt(int64(n.Uint()))
+	case dst.CanUint() && n.CanUint():
+		sent, fit = strconv.FormatUint(n.Uint(), 10), !dst.OverflowUint(n.Uint())
+	default:
+		fit = true
+	}
+	if sent != "" {
+		if fit {
+			return "", true
+		}
+		return "got " + sent + ", out of the range of " + dst.Type().String(), false
+	}
+	switch x := v.(type) {
+	case []any:
+		if dst.Kind() == reflect.Slice || dst.Kind() == reflect.Array {
+			for i := 0; i < min(dst.Len(), len(x)); i++ {
+				if s, ok := fits(dst.Index(i), x[i]); !ok {
+					return s, false
+				}
+			}
+		}
+	case map[string]any:
+		switch dst.Kind() {
+		case reflect.Map:
+			if dst.Type().Key().Kind() != reflect.String {
+				return "", true
+			}
+			for k, e := range x {
+				if m := dst.MapIndex(reflect.ValueOf(k).Convert(dst.Type().Key())); m.IsValid() {
+					if s, ok := fits(m, e); !ok {
+						return s, false
+					}
+				}
+			}
+		case reflect.Struct:
+			t := dst.Type()
+			for i := 0; i < t.NumField(); i++ {
+				name, _, _ := strings.Cut(t.Field(i).Tag.Get("msgpack"), ",")
+				if name == "" {
+					name = t.Field(i).Name
+				}
+				if e, ok := x[name]; ok && t.Field(i).IsExported() {
+					if s, ok := fits(dst.Field(i), e); !ok {
+						return s, false
+					}
+				}
+			}
+		}
+	}
+	return "", true // floats are converted and checked by convertNumber
 }
 
 // convertNumber decodes a number the codec would not put into dst as it

@@ -128,6 +128,45 @@ func TestFunc_WrongTypeSaysWhatWasExpectedWithoutCodecInternals(t *testing.T) {
 	assert.ErrorContains(t, err, "switch: argument: want a boolean, got a string")
 }
 
+// TestFunc_AnIntegerOutOfItsParametersRangeIsInvalid: the codec wraps an
+// integer that does not fit (-1 into a uint64, 300 into a uint8); the
+// handler refuses it, wherever the integer is.
+func TestFunc_AnIntegerOutOfItsParametersRangeIsInvalid(t *testing.T) {
+	u8 := rpc.Func(func(ctx context.Context, n uint8) (uint8, error) { return n, nil })
+	_, err := serve(t, u8, 300)
+	require.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.ErrorContains(t, err, "argument: want uint8, got 300, out of the range of uint8")
+	v, err := serve(t, u8, 255)
+	require.NoError(t, err)
+	assert.Equal(t, uint8(255), v)
+
+	u64 := rpc.Func(func(ctx context.Context, n uint64) (uint64, error) { return n, nil })
+	_, err = serve(t, u64, -1)
+	assert.ErrorContains(t, err, "want uint64, got -1, out of the range of uint64")
+	v, err = serve(t, u64, uint64(1<<63))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1<<63), v)
+
+	i64 := rpc.Func(func(ctx context.Context, n int64) (int64, error) { return n, nil })
+	_, err = serve(t, i64, uint64(1<<63))
+	assert.ErrorContains(t, err, "want int64, got 9223372036854775808, out of the range of int64")
+
+	type zone struct {
+		ID    int8     `msgpack:"id"`
+		Slots []uint16 `msgpack:"slots"`
+		Floor *int8    `msgpack:"floor"`
+	}
+	z := rpc.Func(func(ctx context.Context, a zone) (int8, error) { return a.ID, nil })
+	_, err = serve(t, z, 300, []int{1}, 1)
+	assert.ErrorContains(t, err, "id: want int8, got 300, out of the range of int8")
+	_, err = serve(t, z, 1, []int{1, 70000}, 1)
+	assert.ErrorContains(t, err, "slots: want []uint16, got 70000, out of the range of uint16")
+	_, err = serve(t, z, 1, []int{1}, -129)
+	assert.ErrorContains(t, err, "floor: want *int8, got -129, out of the range of int8")
+	_, err = serve(t, z, -128, []int{65535}, 127)
+	assert.NoError(t, err)
+}
+
 func TestFunc_SingleParameterTakesItsDeclaredKeywordOnly(t *testing.T) {
 	h := rpc.Func(func(ctx context.Context, s string) (string, error) { return s + "!", nil })
 	req := request(t, "greet", rpc.Kwargs{"name": "kw"})
