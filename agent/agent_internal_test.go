@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,6 +298,37 @@ func TestAgent_HandlerContextEndsAtTheCallersDeadline(t *testing.T) {
 	err := <-errc
 	assert.ErrorIs(t, err, rpc.ErrTimeout)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// TestAgent_ACallWhoseContextHasEndedIsNotSent: a call made with a
+// context already past its deadline, or cancelled, returns its error
+// without reaching the callee, whose handler would otherwise run with no
+// deadline at all.
+func TestAgent_ACallWhoseContextHasEndedIsNotSent(t *testing.T) {
+	var audit syncBuffer // the platform's record of every call it forwards, in order
+	b := newBus(t, standardUsers(), standardExtra(), platform.WithAuditWriter(&audit), platform.WithAuditAllowed(true))
+	var ran atomic.Int32
+	b.agent("carol", "svc", func(a *Agent) {
+		require.NoError(t, a.Export("count", rpc.Func(func(ctx context.Context, _ struct{}) (int32, error) { return ran.Add(1), nil })))
+	})
+	c := b.agent("alice", "alice", nil)
+
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	_, err := c.Call(past, "svc", "count")
+	assert.ErrorIs(t, err, rpc.ErrTimeout)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	gone, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	_, err = c.Call(gone, "svc", "count")
+	assert.ErrorIs(t, err, context.Canceled)
+
+	// The platform reads one connection's messages in order: had either
+	// been sent, it would have recorded it before this one.
+	n, err := CallAs[int32](context.Background(), c, "svc", "count")
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), n)
+	assert.Equal(t, 1, strings.Count(audit.String(), `"method":"count"`), "only the live call reached the platform:\n%s", audit.String())
 }
 
 func TestAgent_HandlerContextEndsWhenTheCallerCancels(t *testing.T) {

@@ -297,6 +297,9 @@ type request struct {
 // the time left to its deadline, and is cancelled at the callee when ctx is
 // cancelled first.
 func (s *session) request(ctx context.Context, m *message, timeout time.Duration) (message, error) {
+	if ctx.Err() != nil { // nothing is sent for a context that has ended
+		return message{}, ctxError(ctx)
+	}
 	var expired <-chan time.Time
 	if timeout > 0 {
 		t := s.a.getTimer(timeout)
@@ -312,12 +315,13 @@ func (s *session) request(ctx context.Context, m *message, timeout time.Duration
 		if dl, ok := ctx.Deadline(); ok {
 			left = time.Until(dl)
 		}
-		if left > 0 {
-			n := len(buf)
-			buf = strconv.AppendInt(buf, max(left.Milliseconds(), 1), 10)
-			m.ID = buf[:n:n]
-			m.Args = append(m.Args, buf[n:])
+		if left <= 0 { // passed, though ctx has not said so yet
+			return message{}, errTimedOut()
 		}
+		n := len(buf)
+		buf = strconv.AppendInt(buf, max(left.Milliseconds(), 1), 10)
+		m.ID = buf[:n:n]
+		m.Args = append(m.Args, buf[n:])
 	}
 	r := s.a.getRequest(m.Peer)
 	s.busy.Add(1)
