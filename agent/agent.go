@@ -45,6 +45,7 @@ type Agent struct {
 	ready    chan struct{} // closed while sess != nil
 	lastErr  error         // why the last connection attempt or session failed
 	stopped  bool          // Run returned
+	failed   bool          // and returned an error (not ended by its context)
 	stateCh  chan struct{} // closed and replaced by every state change
 	exports  map[string]*export
 	subs     map[*Subscription]struct{}
@@ -148,23 +149,28 @@ func (a *Agent) Ready() <-chan struct{} {
 }
 
 // WaitConnected waits until the agent is connected and welcomed (Run must
-// be running, or about to), and returns nil. It fails when ctx ends first,
-// with the reason the last connection attempt failed, such as "the
-// platform refused this agent's key" or "wrong server key?", or when Run
-// returns without connecting.
+// be running, or about to: after a Run has returned it waits for the
+// next), and returns nil. It fails when ctx ends first, with the reason the
+// last connection attempt failed, such as "the platform refused this
+// agent's key" or "wrong server key?", or when Run returns without
+// connecting.
 func (a *Agent) WaitConnected(ctx context.Context) error {
+	moved := false // the state changed while waiting
 	for {
 		// The state and the channel that announces its next change are
 		// read together: a change in between would otherwise go unseen.
 		a.mu.RLock()
-		ready, last, stopped, changed := a.ready, a.lastErr, a.stopped, a.stateCh
+		ready, last, stopped, failed, changed := a.ready, a.lastErr, a.stopped, a.failed, a.stateCh
 		a.mu.RUnlock()
 		select {
 		case <-ready:
 			return nil
 		default:
 		}
-		if stopped {
+		// A stop seen on entry, with Run not running, of a Run that its
+		// context ended is an earlier Run's: wait for the next one ("go
+		// a.Run(ctx)" just before). A Run that failed fails this at once.
+		if stopped && (moved || failed || a.running.Load()) {
 			if last == nil {
 				last = errors.New("agent stopped")
 			}
@@ -174,7 +180,7 @@ func (a *Agent) WaitConnected(ctx context.Context) error {
 		case <-ready:
 			return nil
 		case <-changed:
-			// the state moved: look again
+			moved = true // look again
 		case <-ctx.Done():
 			msg := "not connected to the platform at " + a.cfg.address
 			if last != nil {
@@ -200,19 +206,24 @@ func (a *Agent) Welcome() (Welcome, bool) {
 // rpc.ErrUnavailable, unless WithWaitForConnection is set: it then waits
 // for the next welcome until ctx ends.
 func (a *Agent) current(ctx context.Context) (*session, error) {
+	moved := false // the state changed while this call waited
 	for {
 		a.mu.RLock()
-		s, ready, stopped, changed := a.sess, a.ready, a.stopped, a.stateCh
+		s, ready, stopped, failed, changed := a.sess, a.ready, a.stopped, a.failed, a.stateCh
 		a.mu.RUnlock()
 		if s != nil {
 			return s, nil
 		}
-		if !a.cfg.waitForConnection || stopped || !a.running.Load() {
+		// Waiting, a call made right after "go a.Run(ctx)" waits for that
+		// Run, as WaitConnected does: a stop seen on entry of a Run that
+		// its context ended is an earlier Run's.
+		if !a.cfg.waitForConnection || stopped && (moved || failed || a.running.Load()) {
 			return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform")
 		}
 		select {
 		case <-ready:
 		case <-changed:
+			moved = true
 		case <-ctx.Done():
 			return nil, rpc.NewError(rpc.CodeUnavailable, "not connected to the platform before the deadline").WithCause(ctx.Err())
 		}

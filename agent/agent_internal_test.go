@@ -880,3 +880,42 @@ func TestSubscription_AReaderThatNeverBlocksLetsTheHandlerKeepUp(t *testing.T) {
 	a.handlers.Wait()
 	assert.Zero(t, sub.Dropped(), "messages dropped while the handler kept up")
 }
+
+// TestAgent_ACallRightAfterGoRunWaitsWithWithWaitForConnection: "go
+// a.Run(ctx)" then a call is the usual start; with WithWaitForConnection
+// the call waits for the connection instead of failing because Run has
+// not begun yet.
+func TestAgent_ACallRightAfterGoRunWaitsWithWithWaitForConnection(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	b.agent("carol", "svc", svcSetup(t))
+	for i := range 5 {
+		a := b.newAgent("alice", "alice", WithWaitForConnection())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		callCtx, callCancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := CallAs[float64](callCtx, a, "svc", "temperature", "Paris")
+		callCancel()
+		assert.NoError(t, err, "call %d", i)
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
+
+// TestAgent_WaitConnectedWaitsForTheNextRun: after a Run that its context
+// ended, WaitConnected called right after the next "go a.Run(ctx)" waits
+// for that Run instead of reporting the earlier stop.
+func TestAgent_WaitConnectedWaitsForTheNextRun(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	a := b.newAgent("alice", "alice")
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		waitCtx, waitCancel := context.WithTimeout(context.Background(), 10*time.Second)
+		assert.NoError(t, a.WaitConnected(waitCtx), "run %d", i+1)
+		waitCancel()
+		cancel()
+		require.NoError(t, <-done)
+	}
+}

@@ -39,7 +39,7 @@ var ErrRunning = errors.New("agent: already running")
 // restart while auth.json is being fixed; except that when another
 // connection with the same key takes the identity over, Run returns an
 // error matching rpc.ErrIdentityInUse rather than take it back.
-func (a *Agent) Run(ctx context.Context) error {
+func (a *Agent) Run(ctx context.Context) (err error) {
 	if !a.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
@@ -49,7 +49,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer func() {
 		a.handlers.Wait()
 		a.mu.Lock()
-		a.stopped = true
+		a.stopped, a.failed = true, err != nil
 		a.noteState(nil)
 		a.mu.Unlock()
 		a.running.Store(false)
