@@ -919,3 +919,29 @@ func TestAgent_WaitConnectedWaitsForTheNextRun(t *testing.T) {
 		require.NoError(t, <-done)
 	}
 }
+
+// TestAgent_ExportRefusesParamsThatDifferFromTheHandlers: rpc.Params that
+// name a struct handler's parameters otherwise than its fields would have
+// auth.json's parameter restrictions judge other values than the handler
+// receives; Export refuses them. Params that agree, and Params naming a
+// single parameter, are taken.
+func TestAgent_ExportRefusesParamsThatDifferFromTheHandlers(t *testing.T) {
+	kp, err := keys.Generate()
+	require.NoError(t, err)
+	srv, err := keys.Generate()
+	require.NoError(t, err)
+	a, err := New("svc", WithKeyPair(kp), WithServerKey(srv.Public))
+	require.NoError(t, err)
+	type route struct {
+		From string `msgpack:"from"`
+		City string `msgpack:"city"`
+	}
+	h := rpc.Func(func(ctx context.Context, r route) (string, error) { return r.City, nil })
+	err = a.Export("route", h, rpc.Params("city", "from"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `rpc.Params ["city" "from"] differ from the handler's own parameters ["from" "city"]`)
+	assert.NoError(t, a.Export("route", h, rpc.Params("from", "city")))
+	assert.NoError(t, a.Export("route2", h))
+	single := rpc.Func(func(ctx context.Context, units string) (string, error) { return units, nil })
+	assert.NoError(t, a.Export("set_units", single, rpc.Params("units")))
+}

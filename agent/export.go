@@ -41,9 +41,15 @@ func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) err
 		return fmt.Errorf("agent: Export(%q): nil handler", name)
 	}
 	decl := rpc.NewExport(name, opts...)
-	if len(decl.Params) == 0 {
-		if pn, ok := h.(rpc.ParamNamer); ok {
-			decl.Params = append(decl.Params, pn.ParamNames()...)
+	if pn, ok := h.(rpc.ParamNamer); ok {
+		own := pn.ParamNames()
+		switch {
+		case len(decl.Params) == 0:
+			decl.Params = append(decl.Params, own...)
+		case len(own) > 0 && !slices.Equal(decl.Params, own):
+			// auth.json's parameter restrictions would judge other values
+			// than the handler receives.
+			return fmt.Errorf("agent: Export(%q): rpc.Params %q differ from the handler's own parameters %q (its struct's fields, named by their msgpack tags); drop rpc.Params or give them in that order", name, decl.Params, own)
 		}
 	}
 	a.mu.Lock()

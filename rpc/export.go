@@ -40,7 +40,10 @@ func AllowRoles(roles ...string) ExportOption {
 
 // Params names the method's positional parameters, so that keyword
 // arguments and auth.json parameter restrictions can refer to them. Handlers
-// built with Func on a struct argument name their parameters themselves.
+// built with Func on a struct argument name their parameters themselves;
+// Params given for one must name them the same, in the same order (the
+// agent's Export refuses others, since auth.json would then judge other
+// values than the handler receives).
 func Params(names ...string) ExportOption {
 	return exportOptionFunc(func(e *Export) { e.Params = append([]string{}, names...) })
 }
