@@ -945,3 +945,30 @@ func TestAgent_ExportRefusesParamsThatDifferFromTheHandlers(t *testing.T) {
 	single := rpc.Func(func(ctx context.Context, units string) (string, error) { return units, nil })
 	assert.NoError(t, a.Export("set_units", single, rpc.Params("units")))
 }
+
+// TestAgent_AMessageTooLargeFailsItsCallNotTheConnection: an argument or a
+// result over what a message may hold fails that call, with
+// ErrInvalidArgs or ErrInternal; before, writing it closed the agent's own
+// connection and failed every call in flight.
+func TestAgent_AMessageTooLargeFailsItsCallNotTheConnection(t *testing.T) {
+	b := newBus(t, standardUsers(), standardExtra())
+	var sessions atomic.Int32
+	b.agent("carol", "svc", func(a *Agent) {
+		require.NoError(t, a.Export("big", rpc.Func(func(ctx context.Context, n int) (string, error) { return strings.Repeat("x", n), nil })))
+		require.NoError(t, a.Export("len", rpc.Func(func(ctx context.Context, s string) (int, error) { return len(s), nil })))
+	}, WithOnConnect(func(Welcome) { sessions.Add(1) }))
+	c := b.agent("alice", "alice", nil)
+	ctx := context.Background()
+
+	_, err := c.Call(ctx, "svc", "big", 17<<20)
+	assert.ErrorIs(t, err, rpc.ErrInternal)
+	assert.ErrorContains(t, err, "the result is 17825797 bytes, over the 16711680 a message may hold")
+	_, err = c.Call(ctx, "svc", "len", strings.Repeat("y", 17<<20))
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs)
+	assert.ErrorContains(t, err, "a message may hold")
+
+	n, err := CallAs[int](ctx, c, "svc", "len", "still connected")
+	require.NoError(t, err)
+	assert.Equal(t, 15, n)
+	assert.Equal(t, int32(1), sessions.Load(), "the callee never reconnected")
+}

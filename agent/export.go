@@ -351,7 +351,11 @@ func replyFrames(c *call, result []byte, err error) [][]byte {
 	if err != nil {
 		op, result = frameError, errorPayload(err)
 	}
-	return [][]byte{c.m.peerFrame, vip.SignatureFrame, vip.Empty, c.m.ID, frameRPC, op, c.m.Args[vip.RPCArgMethod], result}
+	f := [][]byte{c.m.peerFrame, vip.SignatureFrame, vip.Empty, c.m.ID, frameRPC, op, c.m.Args[vip.RPCArgMethod], result}
+	if messageSize(f) > maxMessage {
+		f[5], f[7] = frameError, errorPayload(rpc.Errorf(rpc.CodeInternal, "the result is %d bytes, over the %d a message may hold", len(result), maxMessage))
+	}
+	return f
 }
 
 // answer sends the reply of call c: result, or err.

@@ -51,6 +51,22 @@ type outMsg struct {
 	flushed chan struct{}
 }
 
+// maxMessage is the most the frames of one message may hold together:
+// what a connection carries (curve.DefaultMaxFrameSize, the platform's
+// default too) less room for the envelope the platform adds when it
+// forwards. A larger message is refused before it is queued: written, it
+// would close the agent's own connection, failing every call in flight.
+const maxMessage = int(curve.DefaultMaxFrameSize) - 64<<10
+
+// messageSize is the bytes of a message's frames.
+func messageSize(frames [][]byte) int {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	return n
+}
+
 // maxBatch bounds the messages the writer sends with one write.
 const maxBatch = 64
 
@@ -220,6 +236,9 @@ func (s *session) send(ctx context.Context, m *message) error {
 }
 
 func (s *session) enqueue(ctx context.Context, expired <-chan time.Time, o outMsg) error {
+	if n := messageSize(o.frames); n > maxMessage {
+		return rpc.Errorf(rpc.CodeInvalidArgs, "the message is %d bytes, over the %d a message may hold", n, maxMessage)
+	}
 	select {
 	case s.out <- o: // room in the queue: the common case
 		return nil
