@@ -944,6 +944,9 @@ func TestAgent_ExportRefusesParamsThatDifferFromTheHandlers(t *testing.T) {
 	assert.NoError(t, a.Export("route2", h))
 	single := rpc.Func(func(ctx context.Context, units string) (string, error) { return units, nil })
 	assert.NoError(t, a.Export("set_units", single, rpc.Params("units")))
+	// An empty name would make the method uncallable ("missing []").
+	assert.ErrorContains(t, a.Export("set_units", single, rpc.Allow("")), "an empty name in rpc.Allow")
+	assert.ErrorContains(t, a.Export("set_units", single, rpc.AllowRoles("admin", "")), "an empty name")
 }
 
 // TestAgent_AMessageTooLargeFailsItsCallNotTheConnection: an argument or a

@@ -41,6 +41,9 @@ func (a *Agent) Export(name string, h rpc.Handler, opts ...rpc.ExportOption) err
 		return fmt.Errorf("agent: Export(%q): nil handler", name)
 	}
 	decl := rpc.NewExport(name, opts...)
+	if slices.Contains(decl.Capabilities, "") || slices.Contains(decl.Roles, "") || slices.Contains(decl.Params, "") {
+		return fmt.Errorf("agent: Export(%q): an empty name in rpc.Allow, rpc.AllowRoles or rpc.Params (capabilities %q, roles %q, params %q)", name, decl.Capabilities, decl.Roles, decl.Params)
+	}
 	if pn, ok := h.(rpc.ParamNamer); ok {
 		own := pn.ParamNames()
 		switch {
