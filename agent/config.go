@@ -566,8 +566,8 @@ func compileGlob(pattern string) (*regexp.Regexp, error) {
 //
 // Other errors: a missing entry or version matches rpc.ErrNotFound and
 // configstore.ErrNotFound; refused input matches rpc.ErrInvalidArgs and
-// configstore.ErrInvalid (Put validates before sending, and then returns
-// the *configstore.InputError itself).
+// configstore.ErrInvalid (Put validates before sending; errors.As then
+// finds the *configstore.InputError).
 type ConfigStore struct {
 	a        *Agent
 	identity string
@@ -601,10 +601,18 @@ func (cs *ConfigStore) History(ctx context.Context, name string) ([]configstore.
 // refused before anything is sent.
 func (cs *ConfigStore) Put(ctx context.Context, name string, kind configstore.Kind, data []byte) (configstore.Entry, error) {
 	if err := configstore.Validate(kind, name, data); err != nil {
-		return configstore.Entry{}, err
+		return configstore.Entry{}, invalidInput{err}
 	}
 	return cs.one(ctx, vip.OpConfigPut, []byte(name), []byte(kind), data)
 }
+
+// invalidInput is input Put refused before sending: the
+// *configstore.InputError, which also matches rpc.ErrInvalidArgs as the
+// platform's refusal of it would.
+type invalidInput struct{ err error }
+
+func (e invalidInput) Error() string   { return e.err.Error() }
+func (e invalidInput) Unwrap() []error { return []error{e.err, rpc.ErrInvalidArgs} }
 
 // Delete deletes the entry name and returns its tombstone.
 func (cs *ConfigStore) Delete(ctx context.Context, name string) (configstore.Entry, error) {

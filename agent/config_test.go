@@ -352,6 +352,9 @@ func TestConfigStore_RemoteAccessFollowsThePolicy(t *testing.T) {
 	var ie *configstore.InputError
 	require.ErrorAs(t, err, &ie)
 	assert.Equal(t, "config:2:8: invalid JSON: invalid character ',' looking for beginning of value", ie.Error())
+	assert.Equal(t, ie.Error(), err.Error())
+	assert.ErrorIs(t, err, configstore.ErrInvalid)
+	assert.ErrorIs(t, err, rpc.ErrInvalidArgs, "as the platform's refusal of it would")
 	_, err = op.ConfigStore("bad\x00identity").List(ctx)
 	assert.ErrorIs(t, err, configstore.ErrInvalid)
 	_, err = store.Put(ctx, "/config", configstore.KindRaw, []byte("x"))
