@@ -120,15 +120,22 @@ func TestClient_NothingListeningFailsAtOnceWithExit5NamingTheAddress(t *testing.
 	}
 }
 
+// stranger writes a key pair that auth.json does not know, and returns
+// its keystore file and public key.
+func (h *home) stranger() (path, key string) {
+	h.t.Helper()
+	path = filepath.Join(h.t.TempDir(), "stranger.json")
+	r := h.run("keygen", "--out", path)
+	require.Equal(h.t, 0, r.code, r.stderr)
+	return path, strings.TrimSpace(r.stdout)
+}
+
 func TestClient_UnknownKeyExits3WithAShellSafeAddCommand(t *testing.T) {
 	h := startHome(t)
-	stranger := filepath.Join(t.TempDir(), "stranger.json")
-	r := h.run("keygen", "--out", stranger)
-	require.Equal(t, 0, r.code)
-	key := strings.TrimSpace(r.stdout)
+	stranger, key := h.stranger()
 
 	start := time.Now()
-	r = h.run("ping", "--key", stranger)
+	r := h.run("ping", "--key", stranger)
 	assert.Less(t, time.Since(start), time.Second)
 	assert.Equal(t, exitRefused, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "refused this CLI's key '"+key+"'")
@@ -430,11 +437,8 @@ func TestAuthExplain_JudgesTheIdentityTheCallerCanClaimAndADottedCallee(t *testi
 // then added with auth add (not approve) is no longer pending.
 func TestAuthPending_DoesNotListAKeyAdmittedSince(t *testing.T) {
 	h := startHome(t)
-	stranger := filepath.Join(t.TempDir(), "stranger.json")
-	r := h.run("keygen", "--out", stranger)
-	require.Equal(t, 0, r.code)
-	key := strings.TrimSpace(r.stdout)
-	r = h.run("ping", "--key", stranger)
+	stranger, key := h.stranger()
+	r := h.run("ping", "--key", stranger)
 	require.Equal(t, exitRefused, r.code, r.stderr)
 	require.Eventually(t, func() bool {
 		return strings.Contains(h.run("auth", "pending").stdout, "'"+key+"'")
