@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -108,9 +109,82 @@ type binder struct {
 	kind     bindKind
 	ptr      bool // a pointer to the struct
 	names    []string
-	fields   []int
+	fields   [][]int // each parameter's field, by index path (embedded structs)
 	optional []bool
 	index    map[string]int
+}
+
+// addFields makes the exported fields of struct t parameters, in
+// declaration order, named by their msgpack tags, with the fields of
+// embedded structs inlined where they are declared, as msgpack inlines
+// them (unless tagged noinline): a caller that passes the struct itself
+// sends them so. Of fields of one name, the least deeply embedded wins.
+func (b *binder) addFields(t reflect.Type, path []int) {
+	type param struct {
+		name     string
+		path     []int
+		optional bool
+	}
+	var all []param
+	var walk func(t reflect.Type, path []int)
+	walk = func(t reflect.Type, path []int) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag, opts, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
+			if tag == "-" {
+				continue
+			}
+			at := append(slices.Clone(path), i)
+			inner := f.Type
+			if inner.Kind() == reflect.Pointer {
+				inner = inner.Elem()
+			}
+			if f.Anonymous && inner.Kind() == reflect.Struct && !strings.Contains(","+opts+",", ",noinline,") &&
+				(f.IsExported() || f.Type.Kind() != reflect.Pointer) {
+				walk(inner, at)
+				continue
+			}
+			if !f.IsExported() {
+				continue
+			}
+			name := f.Name
+			if tag != "" {
+				name = tag
+			}
+			all = append(all, param{name, at, f.Type.Kind() == reflect.Pointer || strings.Contains(","+opts+",", ",omitempty,")})
+		}
+	}
+	walk(t, path)
+	depth := map[string]int{}
+	for _, p := range all {
+		if d, ok := depth[p.name]; !ok || len(p.path) < d {
+			depth[p.name] = len(p.path)
+		}
+	}
+	for _, p := range all {
+		if _, dup := b.index[p.name]; dup || len(p.path) != depth[p.name] {
+			continue
+		}
+		b.index[p.name] = len(b.fields)
+		b.names = append(b.names, p.name)
+		b.fields = append(b.fields, p.path)
+		b.optional = append(b.optional, p.optional)
+	}
+}
+
+// fieldAt returns the field of struct v at path, allocating the embedded
+// structs behind nil pointers on the way.
+func fieldAt(v reflect.Value, path []int) reflect.Value {
+	for i, x := range path {
+		if i > 0 && v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
+		}
+		v = v.Field(x)
+	}
+	return v
 }
 
 func newBinder(t reflect.Type) *binder {
@@ -124,23 +198,7 @@ func newBinder(t reflect.Type) *binder {
 	case t.Kind() == reflect.Struct && t != reflect.TypeFor[time.Time]():
 		b.kind = bindStruct
 		b.index = map[string]int{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name := f.Name
-			tag, opts, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
-			if tag == "-" {
-				continue
-			} else if tag != "" {
-				name = tag
-			}
-			b.index[name] = len(b.fields)
-			b.names = append(b.names, name)
-			b.fields = append(b.fields, i)
-			b.optional = append(b.optional, f.Type.Kind() == reflect.Pointer || strings.Contains(","+opts+",", ",omitempty,"))
-		}
+		b.addFields(t, nil)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8:
 		b.kind = bindSlice
 	case t.Kind() == reflect.Map && t.Key().Kind() == reflect.String:
@@ -444,7 +502,7 @@ func (b *binder) bindStruct(v reflect.Value, req *Request) error {
 		given[j] = raw
 	}
 	for j, raw := range given {
-		f := v.Field(b.fields[j])
+		f := fieldAt(v, b.fields[j])
 		if codec.IsNil(raw) {
 			if b.optional[j] {
 				continue

@@ -386,3 +386,35 @@ func BenchmarkFunc_BindStruct(b *testing.B) {
 		}
 	}
 }
+
+// ZoneRef is embedded by pointer below; such a type must be exported for
+// the binder to allocate it (as encoding/json requires).
+type ZoneRef struct {
+	Zone string `msgpack:"zone"`
+}
+
+type stationRef struct {
+	ID   int    `msgpack:"id"`
+	Name string `msgpack:"name"` // hidden by the outer name
+}
+
+// TestFunc_BindsTheFieldsOfEmbeddedStructsAsMsgpackInlinesThem: a struct
+// with embedded structs, passed as itself, travels with their fields
+// inlined; the handler takes it, by keyword or in declaration order.
+func TestFunc_BindsTheFieldsOfEmbeddedStructsAsMsgpackInlinesThem(t *testing.T) {
+	type req struct {
+		stationRef
+		*ZoneRef
+		Name string `msgpack:"name"`
+	}
+	h := rpc.Func(func(ctx context.Context, r req) (string, error) {
+		return fmt.Sprintf("%d %s %s", r.ID, r.Zone, r.Name), nil
+	})
+	assert.Equal(t, []string{"id", "zone", "name"}, h.(rpc.ParamNamer).ParamNames())
+	v, err := serve(t, h, req{stationRef{ID: 7}, &ZoneRef{"north"}, "boiler"})
+	require.NoError(t, err)
+	assert.Equal(t, "7 north boiler", v)
+	v, err = serve(t, h, 8, "south", "pump")
+	require.NoError(t, err)
+	assert.Equal(t, "8 south pump", v)
+}
