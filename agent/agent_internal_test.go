@@ -318,10 +318,12 @@ func TestAgent_ACallWhoseContextHasEndedIsNotSent(t *testing.T) {
 	_, err := c.Call(past, "svc", "count")
 	assert.ErrorIs(t, err, rpc.ErrTimeout)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	gone, cancel2 := context.WithCancel(context.Background())
-	cancel2()
+	gone, cancel2 := context.WithCancelCause(context.Background())
+	errShutdown := errors.New("shutting down")
+	cancel2(errShutdown)
 	_, err = c.Call(gone, "svc", "count")
 	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, err, errShutdown, "the cause given to the context is in the error")
 
 	// The platform reads one connection's messages in order: had either
 	// been sent, it would have recorded it before this one.

@@ -515,6 +515,9 @@ func (s *session) notice(m message) {
 // ctxError converts a done context into the error a call returns.
 func ctxError(ctx context.Context) error {
 	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		err = fmt.Errorf("%w: %w", err, cause) // a cause given to WithCancelCause
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return rpc.NewError(rpc.CodeTimeout, "deadline exceeded before a reply").WithCause(err)
 	}
