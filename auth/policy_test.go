@@ -423,6 +423,13 @@ func TestPolicy_TopicPlusMatchesOneSegmentAndUnlistedOperationIsDenied(t *testin
 	assert.Contains(t, d.Reason(), `topic rule "devices/secret/+/key" protects this tree and allows no subscribe`)
 	assert.True(t, p.DecideTopic(dev, auth.Subscribe, "devices/secret/x/y/key").Allowed, "+ is one segment")
 	assert.True(t, p.DecideTopic(dev, auth.Publish, "devices/secret/x/key").Allowed)
+	// A trailing "/" receives what the filter without it does, so it is
+	// judged as that filter: it went around every exact and + rule.
+	for _, f := range []string{"devices/secret/x/key/", "devices/secret/+/key/"} {
+		d := p.DecideTopic(dev, auth.Subscribe, f)
+		assert.False(t, d.Allowed, f)
+		assert.Contains(t, d.Reason(), `topic rule "devices/secret/+/key"`, f)
+	}
 }
 
 func TestPolicy_SubscriptionFilterIsJudgedAgainstEveryTreeItCouldReceive(t *testing.T) {

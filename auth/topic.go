@@ -134,6 +134,11 @@ func (c *compiler) capReq(path string, names []string) *capReq {
 // every protected tree it could receive messages from. The allowed path
 // does not allocate.
 func (p *Policy) DecideTopic(s *Subject, op TopicOp, topic string) Decision {
+	if op == Subscribe {
+		// A filter's trailing "/" is ignored in delivery ("alarm/"
+		// receives what "alarm" does): judge it as that filter.
+		topic = strings.TrimSuffix(topic, "/")
+	}
 	d := Decision{Generation: p.gen, p: p, s: s, op: op, topic: topic}
 	switch {
 	case p.closed:
